@@ -1,0 +1,399 @@
+//! The reference backend: the correctness oracle. Plain loops, one customer at a time, no SIMD, no
+//! threads, every op executed exactly as docs/NUMERICS.md states it. Every other backend is tested
+//! against this file, so clarity wins over speed here.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::{Backend, BackendKind, Device, Plan, Probe, Trace};
+use crate::engine::{Batch, HeadOutputs, HeadValues};
+use crate::error::Result;
+use crate::model::graph::{Graph, HeadKind, Op, Padding, SEQ, STATIC, Shapes};
+use crate::model::quant::{ActQuant, LayerQuant, Quantization, Segment};
+use crate::model::{Model, Precision};
+
+pub struct Reference;
+
+impl Backend for Reference {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Reference
+    }
+
+    fn probe(&self) -> Probe {
+        let device = Device {
+            index: 0,
+            name: "host CPU".into(),
+            detail: "plain loops, one thread (the correctness oracle)".into(),
+        };
+        Probe { backend: BackendKind::Reference, usable: true, reason: None, devices: vec![device] }
+    }
+
+    fn supports(&self, _model: &Model) -> std::result::Result<(), String> {
+        Ok(())
+    }
+
+    fn build(&self, model: &Model) -> Result<Box<dyn Plan>> {
+        Ok(Box::new(ReferencePlan::new(model)))
+    }
+}
+
+/// A layer's parameters, unpacked from the file.
+enum Params {
+    /// fp32, or fp16 widened to f32 (f16 weights, f32 arithmetic).
+    Float {
+        w: Vec<f32>,
+        b: Vec<f32>,
+    },
+    Int8 {
+        w: Vec<i8>,
+        b: Vec<i32>,
+        q: LayerQuant,
+    },
+}
+
+pub struct ReferencePlan {
+    graph: Graph,
+    shapes: Shapes,
+    params: HashMap<String, Params>,
+    /// Present for int8 models.
+    quant: Option<Quantization>,
+    /// Tensors a fast backend materializes (outputs of fused groups), for the debug trace.
+    boundaries: Vec<String>,
+    /// The Dense node computing each head's logits.
+    head_nodes: [String; 3],
+    precision: Precision,
+}
+
+/// Tensor values while one customer flows through the graph.
+enum Value {
+    F32(Vec<f32>),
+    U8(Vec<u8>),
+    Acc(Vec<i32>),
+}
+
+impl ReferencePlan {
+    pub fn new(model: &Model) -> Self {
+        let graph = model.graph().clone();
+        let mut params = HashMap::new();
+        for l in &model.layers {
+            let (w, b) = (format!("{}.weight", l.name), format!("{}.bias", l.name));
+            let p = match model.layer_precision(&l.name) {
+                Precision::Int8 => Params::Int8 {
+                    w: model.i8s(&w).into_owned(),
+                    b: model.i32s(&b).into_owned(),
+                    q: model.quantization().expect("validated int8 model").layers[&l.name].clone(),
+                },
+                _ => Params::Float { w: model.weights_f32(&l.name), b: model.f32s(&b).into_owned() },
+            };
+            params.insert(l.name.clone(), p);
+        }
+        let heads = &graph.heads;
+        let boundaries = graph
+            .fused_groups()
+            .into_iter()
+            .filter(|g| {
+                !matches!(graph.nodes[g.nodes[0]].op, Op::Dense { .. })
+                    || graph.head_of(&graph.nodes[g.nodes[0]]).is_none()
+            })
+            .map(|g| g.output)
+            .filter(|t| ![&heads.ltv, &heads.churn, &heads.segment].contains(&t))
+            .collect();
+        let head_nodes = HeadKind::ALL.map(|h| graph.head_dense(h).name.clone());
+        ReferencePlan {
+            shapes: model.shapes.clone(),
+            params,
+            quant: model.quantization().cloned(),
+            boundaries,
+            head_nodes,
+            precision: model.precision(),
+            graph,
+        }
+    }
+
+    /// Runs the float graph for one customer, showing every tensor to `observe` (calibration).
+    /// Returns the head logits (ltv, churn, segment). Float models only.
+    pub fn forward_f32(&self, seq: &[f32], stat: &[f32], observe: &mut dyn FnMut(&str, &[f32])) -> [Vec<f32>; 3] {
+        let mut env: HashMap<&str, Vec<f32>> = HashMap::new();
+        observe(SEQ, seq);
+        observe(STATIC, stat);
+        env.insert(SEQ, seq.to_vec());
+        env.insert(STATIC, stat.to_vec());
+        for node in &self.graph.nodes {
+            let x = &env[node.inputs[0].as_str()];
+            let in_shape = &self.shapes[&node.inputs[0]];
+            let y = match &node.op {
+                Op::Conv1d { out_channels, kernel, padding } => {
+                    let Params::Float { w, b } = &self.params[&node.name] else { unreachable!("float plan") };
+                    conv1d_f32(x, in_shape, w, b, *out_channels, *kernel, *padding)
+                }
+                Op::Dense { units } => {
+                    let Params::Float { w, b } = &self.params[&node.name] else { unreachable!("float plan") };
+                    dense_f32(x, w, b, *units)
+                }
+                Op::Relu => x.iter().map(|v| v.max(0.0)).collect(),
+                // Head activations belong to the shared epilogue.
+                Op::Sigmoid | Op::Softmax => continue,
+                Op::MaxPool1d => max_pool(x, in_shape, f32::max),
+                Op::GlobalAvgPool => {
+                    x.chunks(in_shape[1]).map(|c| c.iter().sum::<f32>() / in_shape[1] as f32).collect()
+                }
+                Op::Concat => node.inputs.iter().flat_map(|i| env[i.as_str()].iter().copied()).collect(),
+            };
+            observe(&node.output, &y);
+            env.insert(&node.output, y);
+        }
+        self.head_nodes
+            .clone()
+            .map(|n| env.remove(self.graph.node(&n).expect("head node").output.as_str()).expect("head computed"))
+    }
+
+    /// Runs the int8 graph for one customer whose inputs are already quantized on the host.
+    fn forward_int8(
+        &self,
+        seq: Vec<u8>,
+        stat: Vec<u8>,
+        boundaries: Option<&mut BTreeMap<String, Vec<u8>>>,
+    ) -> [Value; 3] {
+        let q = self.quant.as_ref().expect("int8 plan has quantization");
+        let (g, shapes) = (&self.graph, &self.shapes);
+        let segments = |t: &str| -> Vec<Segment> { q.segments(g, shapes, t).expect("validated at open") };
+        let mut env: HashMap<&str, Value> = HashMap::new();
+        env.insert(SEQ, Value::U8(seq));
+        env.insert(STATIC, Value::U8(stat));
+        for node in &g.nodes {
+            let input = &node.inputs[0];
+            let in_shape = &shapes[input];
+            let y = match (&node.op, &env[input.as_str()]) {
+                (Op::Conv1d { out_channels, kernel, padding }, Value::U8(x)) => {
+                    let Params::Int8 { w, b, q: lq } = &self.params[&node.name] else { unreachable!("int8 trunk") };
+                    let acc = conv1d_acc(
+                        x,
+                        in_shape,
+                        segments(input)[0].quant.zero_point,
+                        w,
+                        b,
+                        *out_channels,
+                        *kernel,
+                        *padding,
+                    );
+                    let z_out = q.activations[&node.output].zero_point;
+                    let t_out = shapes[&node.output][1];
+                    Value::U8(
+                        acc.iter().enumerate().map(|(i, &a)| lq.requant(i / t_out).apply(a, z_out, false)).collect(),
+                    )
+                }
+                (Op::Dense { units }, Value::U8(x)) => match &self.params[&node.name] {
+                    Params::Int8 { w, b, q: lq } => {
+                        let acc = dense_acc(x, &zero_points(&segments(input)), w, b, *units);
+                        if g.head_of(node).is_some() {
+                            Value::Acc(acc)
+                        } else {
+                            let z_out = q.activations[&node.output].zero_point;
+                            Value::U8(
+                                acc.iter().enumerate().map(|(o, &a)| lq.requant(o).apply(a, z_out, false)).collect(),
+                            )
+                        }
+                    }
+                    // A float head of an int8 model runs on the dequantized input.
+                    Params::Float { w, b } => Value::F32(dense_f32(&dequantize(x, &segments(input)), w, b, *units)),
+                },
+                (Op::Relu, Value::U8(x)) => {
+                    let zeros = zero_points(&segments(input));
+                    let per = x.len() / zeros.len();
+                    Value::U8(x.iter().enumerate().map(|(i, &v)| v.max(zeros[i / per])).collect())
+                }
+                (Op::Sigmoid | Op::Softmax, _) => continue,
+                (Op::MaxPool1d, Value::U8(x)) => Value::U8(max_pool(x, in_shape, u8::max)),
+                (Op::GlobalAvgPool, Value::U8(x)) => {
+                    let acc = gap_acc(x, in_shape[1], segments(input)[0].quant.zero_point);
+                    let (r, z_out) = (q.layers[&node.name].requant(0), q.activations[&node.output].zero_point);
+                    Value::U8(acc.iter().map(|&a| r.apply(a, z_out, false)).collect())
+                }
+                (Op::Concat, _) => Value::U8(
+                    node.inputs
+                        .iter()
+                        .flat_map(|i| match &env[i.as_str()] {
+                            Value::U8(v) => v.clone(),
+                            _ => unreachable!("concat of u8 tensors"),
+                        })
+                        .collect(),
+                ),
+                (op, _) => unreachable!("{} on a non-u8 tensor in a validated int8 graph", op.kind()),
+            };
+            env.insert(&node.output, y);
+        }
+        if let Some(out) = boundaries {
+            for t in &self.boundaries {
+                if let Some(Value::U8(v)) = env.get(t.as_str()) {
+                    out.entry(t.clone()).or_default().extend_from_slice(v);
+                }
+            }
+        }
+        self.head_nodes
+            .clone()
+            .map(|n| env.remove(g.node(&n).expect("head node").output.as_str()).expect("head computed"))
+    }
+
+    fn run_rows(&self, batch: &Batch, mut boundaries: Option<&mut BTreeMap<String, Vec<u8>>>) -> HeadOutputs {
+        let mut heads: [Option<HeadValues>; 3] = [None, None, None];
+        for i in 0..batch.len() {
+            let values = if self.precision == Precision::Int8 {
+                let q = self.quant.as_ref().expect("int8 plan has quantization");
+                let quantize = |x: &[f32], t: &str| x.iter().map(|&v| q.activations[t].quantize(v)).collect();
+                self.forward_int8(
+                    quantize(batch.seq_row(i), SEQ),
+                    quantize(batch.stat_row(i), STATIC),
+                    boundaries.as_deref_mut(),
+                )
+            } else {
+                self.forward_f32(batch.seq_row(i), batch.stat_row(i), &mut |_, _| {}).map(Value::F32)
+            };
+            for (slot, v) in heads.iter_mut().zip(values) {
+                match (slot.get_or_insert_with(|| empty_like(&v)), v) {
+                    (HeadValues::Logits(all), Value::F32(v)) => all.extend(v),
+                    (HeadValues::Accumulators(all), Value::Acc(v)) => all.extend(v),
+                    _ => unreachable!("a head keeps its kind across rows"),
+                }
+            }
+        }
+        let [ltv, churn, segment] = heads.map(|h| h.unwrap_or(HeadValues::Logits(Vec::new())));
+        HeadOutputs { ltv, churn, segment }
+    }
+}
+
+fn empty_like(v: &Value) -> HeadValues {
+    match v {
+        Value::Acc(_) => HeadValues::Accumulators(Vec::new()),
+        _ => HeadValues::Logits(Vec::new()),
+    }
+}
+
+impl Plan for ReferencePlan {
+    fn backend(&self) -> BackendKind {
+        BackendKind::Reference
+    }
+
+    fn describe(&self) -> String {
+        format!("reference ({}; plain loops, one thread)", self.precision)
+    }
+
+    fn run(&self, batch: &Batch) -> Result<HeadOutputs> {
+        Ok(self.run_rows(batch, None))
+    }
+
+    fn trace(&self, batch: &Batch) -> Result<Trace> {
+        let mut boundaries = BTreeMap::new();
+        let heads = self.run_rows(batch, Some(&mut boundaries));
+        Ok(Trace { boundaries, heads })
+    }
+}
+
+/// `y[o,t] = b[o] + Σ_c Σ_j w[o,c,j] · x[c, t+j−left]`, positions outside the input being zero.
+pub fn conv1d_f32(
+    x: &[f32],
+    in_shape: &[usize],
+    w: &[f32],
+    b: &[f32],
+    out_c: usize,
+    k: usize,
+    pad: Padding,
+) -> Vec<f32> {
+    let (in_c, t_in) = (in_shape[0], in_shape[1]);
+    let (left, t_out) = (pad.left(k) as isize, pad.out_len(t_in, k));
+    let mut y = vec![0f32; out_c * t_out];
+    for o in 0..out_c {
+        for t in 0..t_out {
+            let mut acc = b[o];
+            for c in 0..in_c {
+                for j in 0..k {
+                    let pos = t as isize + j as isize - left;
+                    if (0..t_in as isize).contains(&pos) {
+                        acc += w[(o * in_c + c) * k + j] * x[c * t_in + pos as usize];
+                    }
+                }
+            }
+            y[o * t_out + t] = acc;
+        }
+    }
+    y
+}
+
+/// The int8 convolution's accumulators: `b[o] + Σ w · (q − z_in)`; padding contributes nothing
+/// (it is the real value 0, i.e. q = z_in).
+#[allow(clippy::too_many_arguments)]
+pub fn conv1d_acc(
+    x: &[u8],
+    in_shape: &[usize],
+    z_in: u8,
+    w: &[i8],
+    b: &[i32],
+    out_c: usize,
+    k: usize,
+    pad: Padding,
+) -> Vec<i32> {
+    let (in_c, t_in) = (in_shape[0], in_shape[1]);
+    let (left, t_out) = (pad.left(k) as isize, pad.out_len(t_in, k));
+    let mut acc = vec![0i32; out_c * t_out];
+    for o in 0..out_c {
+        for t in 0..t_out {
+            let mut a = b[o];
+            for c in 0..in_c {
+                for j in 0..k {
+                    let pos = t as isize + j as isize - left;
+                    if (0..t_in as isize).contains(&pos) {
+                        a += w[(o * in_c + c) * k + j] as i32 * (x[c * t_in + pos as usize] as i32 - z_in as i32);
+                    }
+                }
+            }
+            acc[o * t_out + t] = a;
+        }
+    }
+    acc
+}
+
+pub fn dense_f32(x: &[f32], w: &[f32], b: &[f32], units: usize) -> Vec<f32> {
+    (0..units)
+        .map(|o| b[o] + w[o * x.len()..(o + 1) * x.len()].iter().zip(x).map(|(w, x)| w * x).sum::<f32>())
+        .collect()
+}
+
+/// `b[o] + Σ_j w[o,j] · (x[j] − z[j])`, with each input's own zero point (Concat parts differ).
+pub fn dense_acc(x: &[u8], zeros: &[u8], w: &[i8], b: &[i32], units: usize) -> Vec<i32> {
+    let n = x.len();
+    assert_eq!(zeros.len(), n, "one zero point per input");
+    (0..units)
+        .map(|o| {
+            let mut a = b[o];
+            for j in 0..n {
+                a += w[o * n + j] as i32 * (x[j] as i32 - zeros[j] as i32);
+            }
+            a
+        })
+        .collect()
+}
+
+/// The global average pool's accumulators: `Σ_t (q − z_in)` per channel of `[C, T]`.
+pub fn gap_acc(x: &[u8], t: usize, z_in: u8) -> Vec<i32> {
+    x.chunks(t).map(|c| c.iter().map(|&v| v as i32 - z_in as i32).sum()).collect()
+}
+
+/// One zero point per element of a vector made of `segments`.
+fn zero_points(segments: &[Segment]) -> Vec<u8> {
+    segments.iter().flat_map(|s| std::iter::repeat_n(s.quant.zero_point, s.len)).collect()
+}
+
+fn dequantize(x: &[u8], segments: &[Segment]) -> Vec<f32> {
+    let quants: Vec<ActQuant> = segments.iter().flat_map(|s| std::iter::repeat_n(s.quant, s.len)).collect();
+    x.iter().zip(&quants).map(|(&q, a)| a.dequantize(q)).collect()
+}
+
+/// Window 2, stride 2 over time for `[C, T]`; a trailing odd step is dropped.
+pub fn max_pool<T: Copy>(x: &[T], in_shape: &[usize], max: fn(T, T) -> T) -> Vec<T> {
+    let (c, t) = (in_shape[0], in_shape[1]);
+    let mut y = Vec::with_capacity(c * (t / 2));
+    for ch in 0..c {
+        for i in 0..t / 2 {
+            y.push(max(x[ch * t + 2 * i], x[ch * t + 2 * i + 1]));
+        }
+    }
+    y
+}

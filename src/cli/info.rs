@@ -1,0 +1,73 @@
+//! `ltvx info`: a model's graph, shapes, sizes, precision per layer, sparsity and metadata.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use ltvx::model::graph::describe;
+use ltvx::model::summary::summary;
+use ltvx::{Model, Result};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The model file.
+    model: PathBuf,
+    /// Machine-readable JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> Result<ExitCode> {
+    let model = Model::open(&a.model)?;
+    let s = summary(&model);
+    if a.json {
+        super::print_json(&s)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let g = model.graph();
+    println!("model      {} ({})", a.model.display(), s["name"].as_str().unwrap_or(""));
+    println!(
+        "format     ltvx v{}, {} bytes, hash {}",
+        s["format_version"],
+        s["bytes"],
+        s["hash"].as_str().unwrap_or("")
+    );
+    println!("precision  {}", model.precision());
+    println!(
+        "inputs     seq [C={}, T={}], static [F={}]",
+        g.inputs.seq_channels, g.inputs.seq_len, g.inputs.static_features
+    );
+    println!("outputs    ltv (zero-inflated lognormal), churn, segment (K={})", s["segments"]);
+    println!(
+        "size       {} MACs and {} parameters per customer; sparsity {:.1}%",
+        model.macs(),
+        model.parameters(),
+        100.0 * s["sparsity"].as_f64().unwrap_or(0.0)
+    );
+    println!("\ngraph");
+    for line in describe(g, &model.shapes) {
+        println!("  {line}");
+    }
+    println!("\nlayers     {:<16} {:<9} {:>12} {:>10} {:>9}", "name", "precision", "MACs", "params", "sparsity");
+    for l in s["layers"].as_array().into_iter().flatten() {
+        println!(
+            "           {:<16} {:<9} {:>12} {:>10} {:>8.1}%",
+            l["name"].as_str().unwrap_or(""),
+            l["precision"].as_str().unwrap_or(""),
+            l["macs"].as_u64().unwrap_or(0),
+            l["parameters"].as_u64().unwrap_or(0),
+            100.0 * l["sparsity"].as_f64().unwrap_or(0.0)
+        );
+    }
+    if let Some(q) = model.quantization() {
+        println!("\nquantization  {}", q.calibration);
+        for (t, a) in &q.activations {
+            println!("  {t:<16} scale {:<12} zero point {}", a.scale, a.zero_point);
+        }
+    }
+    for key in ["feature_spec", "provenance", "metrics"] {
+        let v = &s[key];
+        let text = if v.as_object().is_some_and(|o| o.is_empty()) { "(none)".to_string() } else { v.to_string() };
+        println!("\n{key:<13} {text}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,74 @@
+//! Command-line parsing and dispatch; each subcommand lives in its own module.
+
+mod devices;
+mod info;
+mod init;
+pub mod log;
+mod score;
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::{Parser, Subcommand};
+
+use ltvx::Result;
+
+#[derive(Parser)]
+#[command(name = "ltvx", version, about = "Customer-value models (LTV, churn, segment): build, inspect, score", long_about = None)]
+pub struct Cli {
+    /// Only warnings and errors on stderr.
+    #[arg(long, short, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// More detail on stderr.
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Create a model with random weights from an architecture preset.
+    Init(init::Args),
+    /// Show a model's graph, shapes, sizes, precision, sparsity and metadata.
+    Info(info::Args),
+    /// Score customers from a JSON Lines feature file.
+    Score(score::Args),
+    /// List backends and the devices they found, or why they are unavailable.
+    Devices(devices::Args),
+}
+
+pub fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Init(a) => init::run(a),
+        Command::Info(a) => info::run(a),
+        Command::Score(a) => score::run(a),
+        Command::Devices(a) => devices::run(a),
+    }
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Ctrl-C asks long loops to stop at the next batch (leaving no half-written output); a second
+/// Ctrl-C exits at once. Panics — bugs, never bad input — print one line, not a backtrace.
+pub fn install_handlers() {
+    let _ = ctrlc::set_handler(|| {
+        if INTERRUPTED.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+    });
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("ltvx: internal error (please report): {info}");
+    }));
+}
+
+/// `Err(Interrupted)` once Ctrl-C was pressed.
+pub fn check_interrupt() -> Result<()> {
+    if INTERRUPTED.load(Ordering::Relaxed) { Err(ltvx::Error::Interrupted) } else { Ok(()) }
+}
+
+/// Writes a JSON document as the only thing on stdout.
+pub fn print_json(value: &serde_json::Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value).expect("JSON values serialize"));
+    Ok(())
+}

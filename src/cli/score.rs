@@ -1,0 +1,236 @@
+//! `ltvx score`: stream a JSON Lines feature file through the engine, in batches, keeping input order.
+//! Bad lines are reported with their line number and skipped; the valid ones are still scored.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use ltvx::backend::BackendChoice;
+use ltvx::data::features::{FeatureRow, parse_line};
+use ltvx::engine::{Batch, Engine, Scores};
+use ltvx::{Error, Model, Result};
+
+use super::log;
+
+/// Longest accepted line; longer ones are rejected without being held in memory.
+const MAX_LINE_BYTES: u64 = 16 << 20;
+/// Rejected lines reported one by one before only counting.
+const MAX_REPORTED: usize = 20;
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    Csv,
+    Jsonl,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The model file.
+    model: PathBuf,
+    /// JSON Lines: {"customer_id": "…", "seq": [[T numbers] × C], "static": [F numbers]}; `-` is stdin.
+    #[arg(long)]
+    features: PathBuf,
+    /// auto, reference, cpu, cuda or opencl.
+    #[arg(long, default_value = "auto")]
+    backend: BackendChoice,
+    /// Write here (atomically) instead of stdout.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "csv")]
+    format: Format,
+    /// Exit non-zero when any line was rejected.
+    #[arg(long)]
+    strict: bool,
+    /// Customers per engine call.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    batch_size: u64,
+}
+
+struct Tally {
+    scored: usize,
+    rejected: usize,
+}
+
+pub fn run(a: Args) -> Result<ExitCode> {
+    let model = Model::open(&a.model)?;
+    let engine = Engine::build(&model, a.backend)?;
+    log::debug(&format!("backend: {}", engine.describe()));
+    let source = a.features.display().to_string();
+    let input: Box<dyn Read> = if source == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(File::open(&a.features).map_err(|e| Error::io(&a.features, e))?)
+    };
+    let start = Instant::now();
+    let mut tally = Tally { scored: 0, rejected: 0 };
+    let stream = |w: &mut dyn Write| {
+        score_stream(&engine, BufReader::new(input), &source, a.format, a.batch_size as usize, w, &mut tally)
+    };
+    match &a.out {
+        Some(path) => ltvx::atomic_file::write_with(path, stream)?,
+        None => {
+            let stdout = std::io::stdout();
+            let mut w = std::io::BufWriter::new(stdout.lock());
+            stream(&mut w)?;
+            w.flush().map_err(|e| Error::io("<stdout>", e))?;
+        }
+    }
+    log::info(&format!(
+        "scored {} customers, rejected {} lines ({source}; {} backend, {:.2} s)",
+        tally.scored,
+        tally.rejected,
+        engine.backend(),
+        start.elapsed().as_secs_f64()
+    ));
+    Ok(if a.strict && tally.rejected > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn score_stream(
+    engine: &Engine,
+    mut input: impl BufRead,
+    source: &str,
+    format: Format,
+    batch_size: usize,
+    out: &mut dyn Write,
+    tally: &mut Tally,
+) -> Result<()> {
+    let io = |e: std::io::Error| Error::io("<output>", e);
+    let sizes = engine.input_sizes();
+    write_header(out, format, engine.segments()).map_err(io)?;
+    let mut ids = Vec::with_capacity(batch_size);
+    let mut batch = Batch::with_capacity(sizes, batch_size);
+    let mut line = Vec::new();
+    let mut number = 0usize;
+    loop {
+        line.clear();
+        let n = (&mut input).take(MAX_LINE_BYTES + 1).read_until(b'\n', &mut line).map_err(|e| Error::io(source, e))?;
+        if n == 0 {
+            break;
+        }
+        number += 1;
+        let parsed = if line.len() as u64 > MAX_LINE_BYTES && line.last() != Some(&b'\n') {
+            skip_rest_of_line(&mut input).map_err(|e| Error::io(source, e))?;
+            Err(format!("line longer than {MAX_LINE_BYTES} bytes"))
+        } else {
+            match std::str::from_utf8(&line) {
+                Ok(text) if text.trim().is_empty() => continue,
+                Ok(text) => parse_line(text, sizes),
+                Err(_) => Err("not valid UTF-8".into()),
+            }
+        };
+        match parsed {
+            Ok(FeatureRow { customer_id, seq, stat }) => {
+                batch.push(&seq, &stat)?;
+                ids.push(customer_id);
+            }
+            Err(reason) => {
+                tally.rejected += 1;
+                if tally.rejected <= MAX_REPORTED {
+                    log::warn(&format!("{source}:{number}: {reason}"));
+                } else if tally.rejected == MAX_REPORTED + 1 {
+                    log::warn("further rejected lines are counted but not listed");
+                }
+            }
+        }
+        if batch.len() == batch_size {
+            flush(engine, &mut batch, &mut ids, format, out, tally)?;
+        }
+    }
+    flush(engine, &mut batch, &mut ids, format, out, tally)?;
+    if tally.scored == 0 {
+        return Err(Error::Input(format!("{source}: no customer could be scored ({} lines rejected)", tally.rejected)));
+    }
+    Ok(())
+}
+
+fn skip_rest_of_line(input: &mut impl BufRead) -> std::io::Result<()> {
+    loop {
+        let buf = input.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                input.consume(i + 1);
+                return Ok(());
+            }
+            None => {
+                let n = buf.len();
+                input.consume(n);
+            }
+        }
+    }
+}
+
+fn flush(
+    engine: &Engine,
+    batch: &mut Batch,
+    ids: &mut Vec<String>,
+    format: Format,
+    out: &mut dyn Write,
+    tally: &mut Tally,
+) -> Result<()> {
+    super::check_interrupt()?;
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let scores = engine.score(batch)?;
+    write_rows(out, format, ids, &scores).map_err(|e| Error::io("<output>", e))?;
+    tally.scored += ids.len();
+    batch.clear();
+    ids.clear();
+    Ok(())
+}
+
+fn write_header(out: &mut dyn Write, format: Format, segments: usize) -> std::io::Result<()> {
+    if format == Format::Csv {
+        write!(out, "customer_id,ltv,p_purchase,churn_probability,segment")?;
+        for k in 0..segments {
+            write!(out, ",p_segment_{k}")?;
+        }
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+fn write_rows(out: &mut dyn Write, format: Format, ids: &[String], s: &Scores) -> std::io::Result<()> {
+    for (i, id) in ids.iter().enumerate() {
+        match format {
+            Format::Csv => {
+                write!(
+                    out,
+                    "{},{},{},{},{}",
+                    csv_field(id),
+                    s.ltv[i],
+                    s.p_purchase[i],
+                    s.churn_probability[i],
+                    s.segment[i]
+                )?;
+                for p in s.p_segment_row(i) {
+                    write!(out, ",{p}")?;
+                }
+                writeln!(out)?;
+            }
+            Format::Jsonl => {
+                let mut row = serde_json::Map::new();
+                row.insert("customer_id".into(), id.as_str().into());
+                row.insert("ltv".into(), s.ltv[i].into());
+                row.insert("p_purchase".into(), s.p_purchase[i].into());
+                row.insert("churn_probability".into(), s.churn_probability[i].into());
+                row.insert("segment".into(), s.segment[i].into());
+                for (k, p) in s.p_segment_row(i).iter().enumerate() {
+                    row.insert(format!("p_segment_{k}"), (*p).into());
+                }
+                writeln!(out, "{}", serde_json::Value::Object(row))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Quotes a CSV field when it holds a separator, quote or line break (RFC 4180).
+fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")).into() } else { s.into() }
+}

@@ -1,0 +1,162 @@
+//! What a model says about each customer, and the shared host epilogue that turns head outputs into
+//! it — the same code for every backend, so that identical head accumulators give identical scores.
+
+use crate::model::graph::HeadKind;
+
+/// One head's raw outputs for a batch, row-major `[B, units]`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HeadValues {
+    /// Float logits (float heads).
+    Logits(Vec<f32>),
+    /// i32 accumulators of an int8 head: the end of the integer pipeline.
+    Accumulators(Vec<i32>),
+}
+
+/// The three heads' raw outputs: ltv `[B, 3]`, churn `[B, 1]`, segment `[B, K]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeadOutputs {
+    pub ltv: HeadValues,
+    pub churn: HeadValues,
+    pub segment: HeadValues,
+}
+
+impl HeadOutputs {
+    pub fn get(&self, head: HeadKind) -> &HeadValues {
+        match head {
+            HeadKind::Ltv => &self.ltv,
+            HeadKind::Churn => &self.churn,
+            HeadKind::Segment => &self.segment,
+        }
+    }
+}
+
+/// Per-customer scores, column-wise.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Scores {
+    /// Expected spend: p_purchase · exp(mu + sigma²/2).
+    pub ltv: Vec<f32>,
+    /// Probability of any purchase (the zero-inflation part of the LTV head).
+    pub p_purchase: Vec<f32>,
+    pub churn_probability: Vec<f32>,
+    /// argmax of `p_segment` (the first on ties).
+    pub segment: Vec<u32>,
+    /// `[B, K]` segment probabilities.
+    pub p_segment: Vec<f32>,
+    pub segments: usize,
+}
+
+impl Scores {
+    pub fn len(&self) -> usize {
+        self.ltv.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ltv.is_empty()
+    }
+
+    pub fn p_segment_row(&self, i: usize) -> &[f32] {
+        &self.p_segment[i * self.segments..(i + 1) * self.segments]
+    }
+}
+
+/// Dequantization factors of the int8 heads (`acc_scale` per output), `None` for float heads.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Epilogue {
+    pub ltv: Option<Vec<f32>>,
+    pub churn: Option<Vec<f32>>,
+    pub segment: Option<Vec<f32>>,
+}
+
+impl Epilogue {
+    fn logits(values: &HeadValues, scales: &Option<Vec<f32>>) -> Vec<f32> {
+        match (values, scales) {
+            (HeadValues::Logits(v), _) => v.clone(),
+            (HeadValues::Accumulators(acc), Some(s)) => {
+                acc.iter().enumerate().map(|(i, &a)| s[i % s.len()] * a as f32).collect()
+            }
+            (HeadValues::Accumulators(_), None) => unreachable!("int8 head without scales is rejected at plan build"),
+        }
+    }
+
+    pub fn apply(&self, heads: &HeadOutputs, segments: usize) -> Scores {
+        let ltv = Self::logits(&heads.ltv, &self.ltv);
+        let churn = Self::logits(&heads.churn, &self.churn);
+        let seg = Self::logits(&heads.segment, &self.segment);
+        let rows = churn.len();
+        let mut s = Scores { segments, ..Default::default() };
+        s.p_segment.reserve(rows * segments);
+        for i in 0..rows {
+            let (logit_p, mu, raw_sigma) = (ltv[3 * i] as f64, ltv[3 * i + 1] as f64, ltv[3 * i + 2] as f64);
+            let p = sigmoid(logit_p);
+            let sigma = softplus(raw_sigma);
+            s.p_purchase.push(p as f32);
+            s.ltv.push((p * (mu + sigma * sigma / 2.0).exp()) as f32);
+            s.churn_probability.push(sigmoid(churn[i] as f64) as f32);
+            let row = &seg[i * segments..(i + 1) * segments];
+            let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
+            let exps: Vec<f64> = row.iter().map(|&x| (x as f64 - max).exp()).collect();
+            let total: f64 = exps.iter().sum();
+            let mut best = 0;
+            for (k, e) in exps.iter().enumerate() {
+                s.p_segment.push((e / total) as f32);
+                if *e > exps[best] {
+                    best = k;
+                }
+            }
+            s.segment.push(best as u32);
+        }
+        s
+    }
+}
+
+fn sigmoid(x: f64) -> f64 {
+    if x >= 0.0 { 1.0 / (1.0 + (-x).exp()) } else { x.exp() / (1.0 + x.exp()) }
+}
+
+/// ln(1 + e^x) without overflow.
+fn softplus(x: f64) -> f64 {
+    x.max(0.0) + (-x.abs()).exp().ln_1p()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epilogue_by_hand() {
+        let heads = HeadOutputs {
+            ltv: HeadValues::Logits(vec![0.0, 1.0, 0.0]),
+            churn: HeadValues::Logits(vec![0.0]),
+            segment: HeadValues::Logits(vec![1.0, 1.0, 0.0]),
+        };
+        let s = Epilogue::default().apply(&heads, 3);
+        let sigma = 2f64.ln(); // softplus(0)
+        assert!((s.ltv[0] as f64 - 0.5 * (1.0 + sigma * sigma / 2.0).exp()).abs() < 1e-6);
+        assert_eq!(s.p_purchase[0], 0.5);
+        assert_eq!(s.churn_probability[0], 0.5);
+        assert_eq!(s.segment[0], 0, "ties go to the first class");
+        assert!((s.p_segment.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn accumulators_are_dequantized_per_output() {
+        let heads = HeadOutputs {
+            ltv: HeadValues::Accumulators(vec![0, 10, -4]),
+            churn: HeadValues::Accumulators(vec![-100]),
+            segment: HeadValues::Logits(vec![0.0, 3.0]),
+        };
+        let e = Epilogue { ltv: Some(vec![1.0, 0.1, 0.5]), churn: Some(vec![0.01]), segment: None };
+        let s = e.apply(&heads, 2);
+        let sigma = softplus(-2.0);
+        assert!((s.ltv[0] as f64 - 0.5 * (1.0 + sigma * sigma / 2.0).exp()).abs() < 1e-6);
+        assert!((s.churn_probability[0] as f64 - sigmoid(-1.0)).abs() < 1e-7);
+        assert_eq!(s.segment[0], 1);
+    }
+
+    #[test]
+    fn extreme_logits_stay_finite() {
+        assert_eq!(sigmoid(-1000.0), 0.0);
+        assert_eq!(sigmoid(1000.0), 1.0);
+        assert!((softplus(1000.0) - 1000.0).abs() < 1e-9);
+    }
+}

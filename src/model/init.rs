@@ -1,0 +1,82 @@
+//! `ltvx init`: a model with random He-normal weights, deterministic per seed — for benchmarks,
+//! hardware bring-up and tests before any data is at hand.
+
+use serde_json::json;
+
+use super::calibrate::observe_ranges;
+use super::graph::InputSizes;
+use super::quantize::{Int8Options, to_fp16, to_int8};
+use super::tensor::{Tensor, Weights};
+use super::{ModelFile, ModelMeta, Precision, Preset};
+use crate::data::synthetic;
+use crate::error::{Error, Result};
+use crate::rng::Rng;
+
+/// Synthetic customers used to calibrate an initialised int8 model.
+const CALIBRATION_CUSTOMERS: usize = 512;
+
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub preset: Preset,
+    pub precision: Precision,
+    pub seed: u64,
+    /// Fraction of each layer's weights zeroed by magnitude, in [0, 1).
+    pub sparsity: f64,
+    /// Input sizes; the preset's defaults when `None`.
+    pub inputs: Option<InputSizes>,
+}
+
+pub fn init(opts: &InitOptions) -> Result<ModelFile> {
+    if !(0.0..1.0).contains(&opts.sparsity) {
+        return Err(Error::Input(format!("sparsity {} is outside [0, 1)", opts.sparsity)));
+    }
+    let graph = opts.preset.graph(opts.inputs.unwrap_or(opts.preset.default_inputs()));
+    let shapes = graph.check()?;
+    let mut weights = Weights::new();
+    for layer in graph.layers(&shapes) {
+        let mut rng = Rng::derive(opts.seed, &layer.name);
+        let fan_in: usize = layer.weight_shape[1..].iter().product();
+        let std = (2.0 / fan_in as f64).sqrt();
+        let n: usize = layer.weight_shape.iter().product();
+        let mut w: Vec<f32> = (0..n).map(|_| (rng.normal() * std) as f32).collect();
+        prune_by_magnitude(&mut w, opts.sparsity);
+        let b: Vec<f32> = (0..layer.out_channels).map(|_| (rng.normal() * 0.05) as f32).collect();
+        weights.insert(format!("{}.weight", layer.name), Tensor::f32(layer.weight_shape.clone(), w));
+        weights.insert(format!("{}.bias", layer.name), Tensor::f32(vec![layer.out_channels], b));
+    }
+    let provenance = json!({
+        "tool": concat!("ltvx ", env!("CARGO_PKG_VERSION")),
+        "command": "init",
+        "preset": opts.preset.to_string(),
+        "seed": opts.seed,
+        "precision": opts.precision.to_string(),
+        "sparsity": opts.sparsity,
+        "weights": "He-normal (std = sqrt(2 / fan_in)), biases normal(0, 0.05)",
+    });
+    let meta = ModelMeta { graph, quantization: None, feature_spec: json!({}), provenance, metrics: json!({}) };
+    let float = ModelFile { meta, weights };
+    match opts.precision {
+        Precision::Fp32 => Ok(float),
+        Precision::Fp16 => Ok(to_fp16(&float)),
+        Precision::Int8 => {
+            let inputs = float.meta.graph.inputs;
+            let customers = synthetic::customers(inputs, CALIBRATION_CUSTOMERS, opts.seed);
+            let ranges = observe_ranges(&float.clone().into_model()?, &customers)?;
+            let calibration = format!("minmax over {CALIBRATION_CUSTOMERS} synthetic customers (seed {})", opts.seed);
+            to_int8(&float, &ranges, &Int8Options { f32_heads: false, calibration })
+        }
+    }
+}
+
+/// Zeroes the `fraction` of weights with the smallest magnitude (ties broken by position).
+pub fn prune_by_magnitude(w: &mut [f32], fraction: f64) {
+    let k = (fraction * w.len() as f64).round() as usize;
+    if k == 0 {
+        return;
+    }
+    let mut order: Vec<usize> = (0..w.len()).collect();
+    order.sort_by(|&a, &b| w[a].abs().total_cmp(&w[b].abs()).then(a.cmp(&b)));
+    for &i in &order[..k.min(w.len())] {
+        w[i] = 0.0;
+    }
+}

@@ -1,0 +1,15 @@
+//! Models: the op graph, presets, the file format, int8 arithmetic and quantization, initialisation.
+
+pub mod calibrate;
+pub mod format;
+pub mod graph;
+pub mod init;
+pub mod preset;
+pub mod quant;
+pub mod quantize;
+pub mod summary;
+pub mod tensor;
+
+pub use format::{Model, ModelFile, ModelMeta, Precision};
+pub use graph::{Graph, InputSizes};
+pub use preset::Preset;
