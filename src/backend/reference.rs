@@ -397,3 +397,96 @@ pub fn max_pool<T: Copy>(x: &[T], in_shape: &[usize], max: fn(T, T) -> T) -> Vec
     }
     y
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::graph::{Heads, InputSizes, Node};
+    use crate::model::tensor::{Tensor, Weights};
+    use crate::model::{ModelFile, ModelMeta};
+
+    #[test]
+    fn conv1d_same_and_valid_by_hand() {
+        // One input channel [1, 2, 3], kernel [1, 0, -1], bias 0.5.
+        let (x, w, b) = ([1.0, 2.0, 3.0], [1.0, 0.0, -1.0], [0.5]);
+        // same: left pad 1 → windows [0,1,2], [1,2,3], [2,3,0]
+        assert_eq!(conv1d_f32(&x, &[1, 3], &w, &b, 1, 3, Padding::Same), vec![-1.5, -1.5, 2.5]);
+        assert_eq!(conv1d_f32(&x, &[1, 3], &w, &b, 1, 3, Padding::Valid), vec![-1.5]);
+        // Even kernel, same: left pad 0, right pad 1 → windows [1,2], [2,3], [3,0].
+        assert_eq!(conv1d_f32(&x, &[1, 3], &[1.0, 10.0], &[0.0], 1, 2, Padding::Same), vec![21.0, 32.0, 3.0]);
+        // int8: with z_in = 2, x − z = [−1, 0, 1] and padding contributes 0: windows [pad, −1, 0],
+        // [−1, 0, 1], [0, 1, pad] give 0, −2, 0 (+ bias 5).
+        assert_eq!(conv1d_acc(&[1, 2, 3], &[1, 3], 2, &[1, 0, -1], &[5], 1, 3, Padding::Same), vec![5, 3, 5]);
+    }
+
+    #[test]
+    fn dense_pool_by_hand() {
+        assert_eq!(dense_f32(&[1.0, 2.0], &[1.0, 1.0, 3.0, -1.0], &[0.0, 1.0], 2), vec![3.0, 2.0]);
+        assert_eq!(dense_acc(&[10, 20], &[10, 0], &[1, 1, 3, -1], &[0, 1], 2), vec![20, -19]);
+        assert_eq!(max_pool(&[1, 5, 3, 2, 9], &[1, 5], u8::max), vec![5, 3]);
+        assert_eq!(gap_acc(&[1, 2, 3, 4, 5, 6], 3, 2), vec![0, 9]);
+    }
+
+    /// seq [1 channel × 4 weeks] → conv(k1, w=2, b=−3) → ReLU → max-pool → avg-pool → ⊕ static →
+    /// heads. Every intermediate value by hand.
+    #[test]
+    fn whole_graph_by_hand() {
+        let node = |name: &str, op: Op, inputs: &[&str]| Node {
+            name: name.into(),
+            op,
+            inputs: inputs.iter().map(|s| s.to_string()).collect(),
+            output: name.into(),
+        };
+        let graph = Graph {
+            name: "by-hand".into(),
+            inputs: InputSizes { seq_channels: 1, seq_len: 4, static_features: 1 },
+            nodes: vec![
+                node("conv", Op::Conv1d { out_channels: 1, kernel: 1, padding: Padding::Same }, &["seq"]),
+                node("relu", Op::Relu, &["conv"]),
+                node("pool", Op::MaxPool1d, &["relu"]),
+                node("gap", Op::GlobalAvgPool, &["pool"]),
+                node("cat", Op::Concat, &["gap", "static"]),
+                node("ltv", Op::Dense { units: 3 }, &["cat"]),
+                node("c", Op::Dense { units: 1 }, &["cat"]),
+                node("churn", Op::Sigmoid, &["c"]),
+                node("s", Op::Dense { units: 2 }, &["cat"]),
+                node("segment", Op::Softmax, &["s"]),
+            ],
+            heads: Heads { ltv: "ltv".into(), churn: "churn".into(), segment: "segment".into() },
+        };
+        let t = |shape: Vec<usize>, v: Vec<f32>| Tensor::f32(shape, v);
+        let weights: Weights = [
+            ("conv.weight", t(vec![1, 1, 1], vec![2.0])),
+            ("conv.bias", t(vec![1], vec![-3.0])),
+            ("ltv.weight", t(vec![3, 2], vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0])),
+            ("ltv.bias", t(vec![3], vec![0.0, 0.0, 0.0])),
+            ("c.weight", t(vec![1, 2], vec![1.0, -1.0])),
+            ("c.bias", t(vec![1], vec![0.0])),
+            ("s.weight", t(vec![2, 2], vec![0.0, 0.0, 1.0, 1.0])),
+            ("s.bias", t(vec![2], vec![0.0, 0.0])),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let meta = ModelMeta {
+            graph,
+            quantization: None,
+            feature_spec: serde_json::json!({}),
+            provenance: serde_json::json!({}),
+            metrics: serde_json::json!({}),
+        };
+        let model = ModelFile { meta, weights }.into_model().unwrap();
+        let plan = ReferencePlan::new(&model);
+        let mut seen = HashMap::new();
+        // seq [1, 2, 3, 0.5] → conv 2x−3 = [−1, 1, 3, −2] → ReLU [0, 1, 3, 0] → pool [1, 3] → gap 2.
+        let heads = plan.forward_f32(&[1.0, 2.0, 3.0, 0.5], &[4.0], &mut |name, v| {
+            seen.insert(name.to_string(), v.to_vec());
+        });
+        assert_eq!(seen["conv"], vec![-1.0, 1.0, 3.0, -2.0]);
+        assert_eq!(seen["relu"], vec![0.0, 1.0, 3.0, 0.0]);
+        assert_eq!(seen["pool"], vec![1.0, 3.0]);
+        assert_eq!(seen["gap"], vec![2.0]);
+        assert_eq!(seen["cat"], vec![2.0, 4.0]);
+        assert_eq!(heads, [vec![2.0, 4.0, 6.0], vec![-2.0], vec![0.0, 6.0]]);
+    }
+}

@@ -56,7 +56,7 @@ pub fn parse_line(line: &str, sizes: InputSizes) -> Result<FeatureRow, String> {
 
 /// A string id as is; a JSON number as its exact decimal text ("00001" stays "00001", 12 is "12").
 fn customer_id(raw: Option<&RawValue>) -> Result<String, String> {
-    let raw = raw.ok_or("missing field \"customer_id\"")?.get();
+    let raw = raw.ok_or("missing or null \"customer_id\"")?.get();
     if raw.starts_with('"') {
         let id: String = serde_json::from_str(raw).map_err(|e| format!("\"customer_id\": {e}"))?;
         if id.is_empty() {
@@ -104,7 +104,8 @@ mod tests {
             (r#"{"customer_id": "a", "seq": [[1,2,3],[4,5]], "static": [0]}"#, "\"seq\"[1]"),
             (r#"{"customer_id": "a", "seq": [[1,2,3],[4,5,1e39]], "static": [0]}"#, "finite"),
             (r#"{"seq": [[1,2,3],[4,5,6]], "static": [0]}"#, "customer_id"),
-            (r#"{"customer_id": null, "seq": [[1,2,3],[4,5,6]], "static": [0]}"#, "string or a number"),
+            (r#"{"customer_id": null, "seq": [[1,2,3],[4,5,6]], "static": [0]}"#, "null \"customer_id\""),
+            (r#"{"customer_id": true, "seq": [[1,2,3],[4,5,6]], "static": [0]}"#, "string or a number"),
             (r#"{"customer_id": "a", "seq": [[1,2,3],[4,5,6]]}"#, "static"),
             (r#"{"customer_id": "a", "#, "bad JSON"),
             (r#"{"customer_id": "a", "seq": [[1,2,3],[4,5,"x"]], "static": [0]}"#, "bad JSON"),

@@ -3,8 +3,8 @@
 
 use serde_json::json;
 
-use super::calibrate::observe_ranges;
-use super::graph::InputSizes;
+use super::calibrate::{Ranges, observe_ranges};
+use super::graph::{Graph, InputSizes};
 use super::quantize::{Int8Options, to_fp16, to_int8};
 use super::tensor::{Tensor, Weights};
 use super::{ModelFile, ModelMeta, Precision, Preset};
@@ -27,24 +27,9 @@ pub struct InitOptions {
 }
 
 pub fn init(opts: &InitOptions) -> Result<ModelFile> {
-    if !(0.0..1.0).contains(&opts.sparsity) {
-        return Err(Error::Input(format!("sparsity {} is outside [0, 1)", opts.sparsity)));
-    }
     let graph = opts.preset.graph(opts.inputs.unwrap_or(opts.preset.default_inputs()));
-    let shapes = graph.check()?;
-    let mut weights = Weights::new();
-    for layer in graph.layers(&shapes) {
-        let mut rng = Rng::derive(opts.seed, &layer.name);
-        let fan_in: usize = layer.weight_shape[1..].iter().product();
-        let std = (2.0 / fan_in as f64).sqrt();
-        let n: usize = layer.weight_shape.iter().product();
-        let mut w: Vec<f32> = (0..n).map(|_| (rng.normal() * std) as f32).collect();
-        prune_by_magnitude(&mut w, opts.sparsity);
-        let b: Vec<f32> = (0..layer.out_channels).map(|_| (rng.normal() * 0.05) as f32).collect();
-        weights.insert(format!("{}.weight", layer.name), Tensor::f32(layer.weight_shape.clone(), w));
-        weights.insert(format!("{}.bias", layer.name), Tensor::f32(vec![layer.out_channels], b));
-    }
-    let provenance = json!({
+    let mut file = random_model(graph, opts.precision, opts.seed, opts.sparsity)?;
+    file.meta.provenance = json!({
         "tool": concat!("ltvx ", env!("CARGO_PKG_VERSION")),
         "command": "init",
         "preset": opts.preset.to_string(),
@@ -53,19 +38,45 @@ pub fn init(opts: &InitOptions) -> Result<ModelFile> {
         "sparsity": opts.sparsity,
         "weights": "He-normal (std = sqrt(2 / fan_in)), biases normal(0, 0.05)",
     });
-    let meta = ModelMeta { graph, quantization: None, feature_spec: json!({}), provenance, metrics: json!({}) };
+    Ok(file)
+}
+
+/// Any graph with random He-normal weights (deterministic per seed and layer name), `sparsity` of
+/// each layer zeroed by magnitude, converted to `precision` (int8: calibrated on synthetic customers).
+pub fn random_model(graph: Graph, precision: Precision, seed: u64, sparsity: f64) -> Result<ModelFile> {
+    if !(0.0..1.0).contains(&sparsity) {
+        return Err(Error::Input(format!("sparsity {sparsity} is outside [0, 1)")));
+    }
+    let shapes = graph.check()?;
+    let mut weights = Weights::new();
+    for layer in graph.layers(&shapes) {
+        let mut rng = Rng::derive(seed, &layer.name);
+        let fan_in: usize = layer.weight_shape[1..].iter().product();
+        let std = (2.0 / fan_in as f64).sqrt();
+        let n: usize = layer.weight_shape.iter().product();
+        let mut w: Vec<f32> = (0..n).map(|_| (rng.normal() * std) as f32).collect();
+        prune_by_magnitude(&mut w, sparsity);
+        let b: Vec<f32> = (0..layer.out_channels).map(|_| (rng.normal() * 0.05) as f32).collect();
+        weights.insert(format!("{}.weight", layer.name), Tensor::f32(layer.weight_shape.clone(), w));
+        weights.insert(format!("{}.bias", layer.name), Tensor::f32(vec![layer.out_channels], b));
+    }
+    let meta =
+        ModelMeta { graph, quantization: None, feature_spec: json!({}), provenance: json!({}), metrics: json!({}) };
     let float = ModelFile { meta, weights };
-    match opts.precision {
+    match precision {
         Precision::Fp32 => Ok(float),
         Precision::Fp16 => Ok(to_fp16(&float)),
         Precision::Int8 => {
-            let inputs = float.meta.graph.inputs;
-            let customers = synthetic::customers(inputs, CALIBRATION_CUSTOMERS, opts.seed);
-            let ranges = observe_ranges(&float.clone().into_model()?, &customers)?;
-            let calibration = format!("minmax over {CALIBRATION_CUSTOMERS} synthetic customers (seed {})", opts.seed);
-            to_int8(&float, &ranges, &Int8Options { f32_heads: false, calibration })
+            let calibration = format!("minmax over {CALIBRATION_CUSTOMERS} synthetic customers (seed {seed})");
+            to_int8(&float, &synthetic_ranges(&float, seed)?, &Int8Options { f32_heads: false, calibration })
         }
     }
+}
+
+/// Activation ranges of a float model over synthetic customers.
+pub fn synthetic_ranges(float: &ModelFile, seed: u64) -> Result<Ranges> {
+    let customers = synthetic::customers(float.meta.graph.inputs, CALIBRATION_CUSTOMERS, seed);
+    observe_ranges(&float.clone().into_model()?, &customers)
 }
 
 /// Zeroes the `fraction` of weights with the smallest magnitude (ties broken by position).

@@ -26,6 +26,8 @@ pub fn to_int8(float: &ModelFile, ranges: &Ranges, opts: &Int8Options) -> Result
         let (lo, hi) = *ranges
             .get(calibrated_tensor(graph, &t))
             .ok_or_else(|| Error::Quant(format!("no calibration range for tensor {t:?}")))?;
+        // An empty tensor (no static features) was never observed: any valid range represents it.
+        let (lo, hi) = if lo > hi { (0.0, 0.0) } else { (lo, hi) };
         q.activations
             .insert(t.clone(), ActQuant::from_range(lo, hi).map_err(|e| Error::Quant(format!("tensor {t:?}: {e}")))?);
     }
