@@ -1,5 +1,6 @@
 //! Command-line parsing and dispatch; each subcommand lives in its own module.
 
+mod demo;
 mod devices;
 mod info;
 mod init;
@@ -28,6 +29,8 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
+    /// Run the whole path on bundled synthetic customers: model, features, scores.
+    Demo(demo::Args),
     /// Create a model with random weights from an architecture preset.
     Init(init::Args),
     /// Show a model's graph, shapes, sizes, precision, sparsity and metadata.
@@ -40,6 +43,7 @@ pub enum Command {
 
 pub fn run(command: Command) -> Result<ExitCode> {
     match command {
+        Command::Demo(a) => demo::run(a),
         Command::Init(a) => init::run(a),
         Command::Info(a) => info::run(a),
         Command::Score(a) => score::run(a),

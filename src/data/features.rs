@@ -75,6 +75,19 @@ fn finite_f32(v: f64) -> Option<f32> {
     x.is_finite().then_some(x)
 }
 
+/// Writes one customer as a feature line (the inverse of [`parse_line`]).
+pub fn write_line(
+    out: &mut dyn std::io::Write,
+    customer_id: &str,
+    seq: &[f32],
+    stat: &[f32],
+    seq_len: usize,
+) -> std::io::Result<()> {
+    let seq: Vec<&[f32]> = seq.chunks(seq_len.max(1)).collect();
+    let line = serde_json::json!({"customer_id": customer_id, "seq": seq, "static": stat});
+    writeln!(out, "{line}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,6 +102,14 @@ mod tests {
         assert_eq!(r.customer_id, "00001");
         assert_eq!(r.seq, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         assert_eq!(r.stat, vec![0.5]);
+    }
+
+    #[test]
+    fn written_lines_parse_back() {
+        let mut out = Vec::new();
+        write_line(&mut out, "c1", &[1.0, 2.5, 3.0, 4.0, 5.0, 6.0], &[0.25], 3).unwrap();
+        let r = parse_line(std::str::from_utf8(&out).unwrap(), SIZES).unwrap();
+        assert_eq!((r.customer_id.as_str(), r.seq, r.stat), ("c1", vec![1.0, 2.5, 3.0, 4.0, 5.0, 6.0], vec![0.25]));
     }
 
     #[test]

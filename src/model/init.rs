@@ -12,8 +12,11 @@ use crate::data::synthetic;
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 
-/// Synthetic customers used to calibrate an initialised int8 model.
-const CALIBRATION_CUSTOMERS: usize = 512;
+/// Synthetic customers used to calibrate an initialised int8 model: up to 512, fewer for big models
+/// so that the reference's calibration pass stays around 2 G multiply-adds (about a second).
+fn calibration_customers(macs: u64) -> usize {
+    (2_000_000_000 / macs.max(1)).clamp(64, 512) as usize
+}
 
 #[derive(Debug, Clone)]
 pub struct InitOptions {
@@ -67,15 +70,16 @@ pub fn random_model(graph: Graph, precision: Precision, seed: u64, sparsity: f64
         Precision::Fp32 => Ok(float),
         Precision::Fp16 => Ok(to_fp16(&float)),
         Precision::Int8 => {
-            let calibration = format!("minmax over {CALIBRATION_CUSTOMERS} synthetic customers (seed {seed})");
-            to_int8(&float, &synthetic_ranges(&float, seed)?, &Int8Options { f32_heads: false, calibration })
+            let n = calibration_customers(float.meta.graph.total_macs(&shapes));
+            let calibration = format!("minmax over {n} synthetic customers (seed {seed})");
+            to_int8(&float, &synthetic_ranges(&float, n, seed)?, &Int8Options { f32_heads: false, calibration })
         }
     }
 }
 
 /// Activation ranges of a float model over synthetic customers.
-pub fn synthetic_ranges(float: &ModelFile, seed: u64) -> Result<Ranges> {
-    let customers = synthetic::customers(float.meta.graph.inputs, CALIBRATION_CUSTOMERS, seed);
+pub fn synthetic_ranges(float: &ModelFile, customers: usize, seed: u64) -> Result<Ranges> {
+    let customers = synthetic::customers(float.meta.graph.inputs, customers, seed);
     observe_ranges(&float.clone().into_model()?, &customers)
 }
 

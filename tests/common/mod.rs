@@ -38,7 +38,7 @@ pub fn model(graph: Graph, variant: Variant, seed: u64, sparsity: f64) -> Model 
 
 fn int8_f32_heads(graph: Graph, seed: u64, sparsity: f64) -> ltvx::Result<ModelFile> {
     let float = random_model(graph, Precision::Fp32, seed, sparsity)?;
-    let ranges = synthetic_ranges(&float, seed)?;
+    let ranges = synthetic_ranges(&float, 256, seed)?;
     to_int8(&float, &ranges, &Int8Options { f32_heads: true, calibration: "test".into() })
 }
 
