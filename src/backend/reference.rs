@@ -287,7 +287,40 @@ impl Plan for ReferencePlan {
     }
 }
 
-/// `y[o,t] = b[o] + Σ_c Σ_j w[o,c,j] · x[c, t+j−left]`, positions outside the input being zero.
+/// The one convolution loop: `y[o,t] = b[o] ⊕ Σ_c Σ_j mac(w[o,c,j], x[c, t+j−left])`, where positions
+/// outside the input contribute nothing (they are real zeros). f32 and int8 differ only in `mac`.
+#[allow(clippy::too_many_arguments)]
+fn conv1d<X: Copy, W: Copy, A: Copy>(
+    x: &[X],
+    in_shape: &[usize],
+    w: &[W],
+    b: &[A],
+    out_c: usize,
+    k: usize,
+    pad: Padding,
+    mac: impl Fn(A, W, X) -> A,
+) -> Vec<A> {
+    let (in_c, t_in) = (in_shape[0], in_shape[1]);
+    let (left, t_out) = (pad.left(k) as isize, pad.out_len(t_in, k));
+    let mut y = Vec::with_capacity(out_c * t_out);
+    for o in 0..out_c {
+        for t in 0..t_out {
+            let mut acc = b[o];
+            for c in 0..in_c {
+                for j in 0..k {
+                    let pos = t as isize + j as isize - left;
+                    if (0..t_in as isize).contains(&pos) {
+                        acc = mac(acc, w[(o * in_c + c) * k + j], x[c * t_in + pos as usize]);
+                    }
+                }
+            }
+            y.push(acc);
+        }
+    }
+    y
+}
+
+/// fp32 cross-correlation, stride 1, zero padding.
 pub fn conv1d_f32(
     x: &[f32],
     in_shape: &[usize],
@@ -297,24 +330,7 @@ pub fn conv1d_f32(
     k: usize,
     pad: Padding,
 ) -> Vec<f32> {
-    let (in_c, t_in) = (in_shape[0], in_shape[1]);
-    let (left, t_out) = (pad.left(k) as isize, pad.out_len(t_in, k));
-    let mut y = vec![0f32; out_c * t_out];
-    for o in 0..out_c {
-        for t in 0..t_out {
-            let mut acc = b[o];
-            for c in 0..in_c {
-                for j in 0..k {
-                    let pos = t as isize + j as isize - left;
-                    if (0..t_in as isize).contains(&pos) {
-                        acc += w[(o * in_c + c) * k + j] * x[c * t_in + pos as usize];
-                    }
-                }
-            }
-            y[o * t_out + t] = acc;
-        }
-    }
-    y
+    conv1d(x, in_shape, w, b, out_c, k, pad, |a, w, x| a + w * x)
 }
 
 /// The int8 convolution's accumulators: `b[o] + Σ w · (q − z_in)`; padding contributes nothing
@@ -330,24 +346,7 @@ pub fn conv1d_acc(
     k: usize,
     pad: Padding,
 ) -> Vec<i32> {
-    let (in_c, t_in) = (in_shape[0], in_shape[1]);
-    let (left, t_out) = (pad.left(k) as isize, pad.out_len(t_in, k));
-    let mut acc = vec![0i32; out_c * t_out];
-    for o in 0..out_c {
-        for t in 0..t_out {
-            let mut a = b[o];
-            for c in 0..in_c {
-                for j in 0..k {
-                    let pos = t as isize + j as isize - left;
-                    if (0..t_in as isize).contains(&pos) {
-                        a += w[(o * in_c + c) * k + j] as i32 * (x[c * t_in + pos as usize] as i32 - z_in as i32);
-                    }
-                }
-            }
-            acc[o * t_out + t] = a;
-        }
-    }
-    acc
+    conv1d(x, in_shape, w, b, out_c, k, pad, |a, w, x| a + w as i32 * (x as i32 - z_in as i32))
 }
 
 pub fn dense_f32(x: &[f32], w: &[f32], b: &[f32], units: usize) -> Vec<f32> {

@@ -28,7 +28,7 @@ impl Batch {
     /// A batch from flat row-major tensors; every value must be finite.
     pub fn from_vecs(sizes: InputSizes, seq: Vec<f32>, stat: Vec<f32>) -> Result<Self> {
         let (per_seq, per_stat) = (sizes.seq_channels * sizes.seq_len, sizes.static_features);
-        let rows = if per_seq == 0 { 0 } else { seq.len() / per_seq };
+        let rows = seq.len().checked_div(per_seq).unwrap_or(0);
         if seq.len() != rows * per_seq || stat.len() != rows * per_stat {
             return Err(Error::Input(format!(
                 "batch tensors of {} and {} values do not hold whole customers of {per_seq} + {per_stat} values",

@@ -131,7 +131,8 @@ fn quantize_layer(
         let acc_scale = if max > 0.0 { max / 127.0 } else { fallback };
         w8.extend(scaled.iter().map(|&v| quantize_weight(v, acc_scale)));
         let bias = (b[o] / acc_scale).round();
-        if !(bias.abs() < (1u32 << 30) as f32) {
+        // Also catches NaN: a bias that is not a number does not fit either.
+        if bias.is_nan() || bias.abs() >= (1u32 << 30) as f32 {
             return Err(Error::Quant(format!(
                 "layer {name}: bias {} of channel {o} does not fit the accumulator",
                 b[o]
