@@ -8,7 +8,10 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     cli::install_handlers();
-    let args = cli::Cli::parse();
+    let args = match cli::Cli::try_parse() {
+        Ok(args) => args,
+        Err(e) => return cli::usage_error(e),
+    };
     cli::log::set_level(args.quiet, args.verbose);
     match cli::run(args.command) {
         Ok(code) => code,

@@ -18,15 +18,19 @@ pub fn run(args: Args) -> Result<ExitCode> {
         super::print_json(&serde_json::to_value(&probes).expect("probes serialize"))?;
         return Ok(ExitCode::SUCCESS);
     }
-    for p in probes {
-        match (&p.reason, p.usable) {
-            (_, true) => println!("{:<10} usable", p.backend.to_string()),
-            (Some(r), false) => println!("{:<10} unavailable: {r}", p.backend.to_string()),
-            (None, false) => println!("{:<10} unavailable", p.backend.to_string()),
+    super::with_stdout(|w| {
+        for p in probes {
+            let backend = p.backend.to_string();
+            match (&p.reason, p.usable) {
+                (_, true) => writeln!(w, "{backend:<10} usable")?,
+                (Some(r), false) => writeln!(w, "{backend:<10} unavailable: {r}")?,
+                (None, false) => writeln!(w, "{backend:<10} unavailable")?,
+            }
+            for d in &p.devices {
+                writeln!(w, "    [{}] {}: {}", d.index, d.name, d.detail)?;
+            }
         }
-        for d in &p.devices {
-            println!("    [{}] {}: {}", d.index, d.name, d.detail);
-        }
-    }
+        Ok(())
+    })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,7 @@
 //! `ltvx info`: a model's graph, shapes, sizes, precision per layer, sparsity and metadata.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use ltvx::model::graph::describe;
@@ -23,51 +24,60 @@ pub fn run(a: Args) -> Result<ExitCode> {
         super::print_json(&s)?;
         return Ok(ExitCode::SUCCESS);
     }
+    super::with_stdout(|w| write_text(w, &a.model, &model, &s))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_text(w: &mut dyn Write, path: &Path, model: &Model, s: &serde_json::Value) -> std::io::Result<()> {
     let g = model.graph();
-    println!("model      {} ({})", a.model.display(), s["name"].as_str().unwrap_or(""));
-    println!(
+    writeln!(w, "model      {} ({})", path.display(), s["name"].as_str().unwrap_or(""))?;
+    writeln!(
+        w,
         "format     ltvx v{}, {} bytes, hash {}",
         s["format_version"],
         s["bytes"],
         s["hash"].as_str().unwrap_or("")
-    );
-    println!("precision  {}", model.precision());
-    println!(
+    )?;
+    writeln!(w, "precision  {}", model.precision())?;
+    writeln!(
+        w,
         "inputs     seq [C={}, T={}], static [F={}]",
         g.inputs.seq_channels, g.inputs.seq_len, g.inputs.static_features
-    );
-    println!("outputs    ltv (zero-inflated lognormal), churn, segment (K={})", s["segments"]);
-    println!(
+    )?;
+    writeln!(w, "outputs    ltv (zero-inflated lognormal), churn, segment (K={})", s["segments"])?;
+    writeln!(
+        w,
         "size       {} MACs and {} parameters per customer; sparsity {:.1}%",
         model.macs(),
         model.parameters(),
         100.0 * s["sparsity"].as_f64().unwrap_or(0.0)
-    );
-    println!("\ngraph");
+    )?;
+    writeln!(w, "\ngraph")?;
     for line in describe(g, &model.shapes) {
-        println!("  {line}");
+        writeln!(w, "  {line}")?;
     }
-    println!("\nlayers     {:<16} {:<9} {:>12} {:>10} {:>9}", "name", "precision", "MACs", "params", "sparsity");
+    writeln!(w, "\nlayers     {:<16} {:<9} {:>12} {:>10} {:>9}", "name", "precision", "MACs", "params", "sparsity")?;
     for l in s["layers"].as_array().into_iter().flatten() {
-        println!(
+        writeln!(
+            w,
             "           {:<16} {:<9} {:>12} {:>10} {:>8.1}%",
             l["name"].as_str().unwrap_or(""),
             l["precision"].as_str().unwrap_or(""),
             l["macs"].as_u64().unwrap_or(0),
             l["parameters"].as_u64().unwrap_or(0),
             100.0 * l["sparsity"].as_f64().unwrap_or(0.0)
-        );
+        )?;
     }
     if let Some(q) = model.quantization() {
-        println!("\nquantization  {}", q.calibration);
+        writeln!(w, "\nquantization  {}", q.calibration)?;
         for (t, a) in &q.activations {
-            println!("  {t:<16} scale {:<12} zero point {}", a.scale, a.zero_point);
+            writeln!(w, "  {t:<16} scale {:<12} zero point {}", a.scale, a.zero_point)?;
         }
     }
     for key in ["feature_spec", "provenance", "metrics"] {
         let v = &s[key];
         let text = if v.as_object().is_some_and(|o| o.is_empty()) { "(none)".to_string() } else { v.to_string() };
-        println!("\n{key:<13} {text}");
+        writeln!(w, "\n{key:<13} {text}")?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

@@ -7,6 +7,7 @@ mod init;
 pub mod log;
 mod score;
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -71,8 +72,34 @@ pub fn check_interrupt() -> Result<()> {
     if INTERRUPTED.load(Ordering::Relaxed) { Err(ltvx::Error::Interrupted) } else { Ok(()) }
 }
 
+/// Help and version go to stdout as clap prints them; a usage mistake is one `ltvx: error:` line
+/// (exit 2), like every other failure.
+pub fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    let text = e.render().to_string();
+    let first = text.lines().next().unwrap_or("invalid arguments");
+    eprintln!("ltvx: error: {} (see ltvx --help)", first.trim_start_matches("error: "));
+    ExitCode::from(2)
+}
+
+/// Writes results to stdout. A reader that went away (`ltvx info m.ltvx | head`) ends the output
+/// quietly, as with other command-line tools.
+pub fn with_stdout(fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
+    let stdout = std::io::stdout();
+    let mut w = std::io::BufWriter::new(stdout.lock());
+    match fill(&mut w).and_then(|()| w.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(ltvx::Error::io("<stdout>", e)),
+        _ => Ok(()),
+    }
+}
+
 /// Writes a JSON document as the only thing on stdout.
 pub fn print_json(value: &serde_json::Value) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(value).expect("JSON values serialize"));
-    Ok(())
+    with_stdout(|w| writeln!(w, "{}", serde_json::to_string_pretty(value).expect("JSON values serialize")))
 }

@@ -53,6 +53,15 @@ struct Tally {
     rejected: usize,
 }
 
+/// Where scores go: the header is written with the first rows, so a run that scores nobody writes
+/// nothing.
+struct Output<'a> {
+    out: &'a mut dyn Write,
+    format: Format,
+    segments: usize,
+    started: bool,
+}
+
 pub fn run(a: Args) -> Result<ExitCode> {
     let model = Model::open(&a.model)?;
     let engine = Engine::build(&model, a.backend)?;
@@ -71,10 +80,16 @@ pub fn run(a: Args) -> Result<ExitCode> {
     match &a.out {
         Some(path) => ltvx::atomic_file::write_with(path, stream)?,
         None => {
-            let stdout = std::io::stdout();
-            let mut w = std::io::BufWriter::new(stdout.lock());
-            stream(&mut w)?;
-            w.flush().map_err(|e| Error::io("<stdout>", e))?;
+            // A reader that went away ends the output quietly; every other error surfaces.
+            let mut result = Ok(());
+            super::with_stdout(|w| {
+                result = stream(w);
+                Ok(())
+            })?;
+            match result {
+                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {}
+                other => other?,
+            }
         }
     }
     log::info(&format!(
@@ -96,9 +111,8 @@ fn score_stream(
     out: &mut dyn Write,
     tally: &mut Tally,
 ) -> Result<()> {
-    let io = |e: std::io::Error| Error::io("<output>", e);
     let sizes = engine.input_sizes();
-    write_header(out, format, engine.segments()).map_err(io)?;
+    let mut out = Output { out, format, segments: engine.segments(), started: false };
     let mut ids = Vec::with_capacity(batch_size);
     let mut batch = Batch::with_capacity(sizes, batch_size);
     let mut line = Vec::new();
@@ -135,10 +149,10 @@ fn score_stream(
             }
         }
         if batch.len() == batch_size {
-            flush(engine, &mut batch, &mut ids, format, out, tally)?;
+            flush(engine, &mut batch, &mut ids, &mut out, tally)?;
         }
     }
-    flush(engine, &mut batch, &mut ids, format, out, tally)?;
+    flush(engine, &mut batch, &mut ids, &mut out, tally)?;
     if tally.scored == 0 {
         return Err(Error::Input(format!("{source}: no customer could be scored ({} lines rejected)", tally.rejected)));
     }
@@ -164,20 +178,18 @@ fn skip_rest_of_line(input: &mut impl BufRead) -> std::io::Result<()> {
     }
 }
 
-fn flush(
-    engine: &Engine,
-    batch: &mut Batch,
-    ids: &mut Vec<String>,
-    format: Format,
-    out: &mut dyn Write,
-    tally: &mut Tally,
-) -> Result<()> {
+fn flush(engine: &Engine, batch: &mut Batch, ids: &mut Vec<String>, out: &mut Output, tally: &mut Tally) -> Result<()> {
     super::check_interrupt()?;
     if batch.is_empty() {
         return Ok(());
     }
     let scores = engine.score(batch)?;
-    write_rows(out, format, ids, &scores).map_err(|e| Error::io("<output>", e))?;
+    let io = |e: std::io::Error| Error::io("<output>", e);
+    if !out.started {
+        write_header(out.out, out.format, out.segments).map_err(io)?;
+        out.started = true;
+    }
+    write_rows(out.out, out.format, ids, &scores).map_err(io)?;
     tally.scored += ids.len();
     batch.clear();
     ids.clear();
@@ -214,20 +226,27 @@ fn write_rows(out: &mut dyn Write, format: Format, ids: &[String], s: &Scores) -
                 writeln!(out)?;
             }
             Format::Jsonl => {
-                let mut row = serde_json::Map::new();
-                row.insert("customer_id".into(), id.as_str().into());
-                row.insert("ltv".into(), s.ltv[i].into());
-                row.insert("p_purchase".into(), s.p_purchase[i].into());
-                row.insert("churn_probability".into(), s.churn_probability[i].into());
-                row.insert("segment".into(), s.segment[i].into());
+                let id = serde_json::Value::from(id.as_str());
+                write!(
+                    out,
+                    "{{\"customer_id\":{id},\"ltv\":{},\"p_purchase\":{},",
+                    json_f32(s.ltv[i]),
+                    json_f32(s.p_purchase[i])
+                )?;
+                write!(out, "\"churn_probability\":{},\"segment\":{}", json_f32(s.churn_probability[i]), s.segment[i])?;
                 for (k, p) in s.p_segment_row(i).iter().enumerate() {
-                    row.insert(format!("p_segment_{k}"), (*p).into());
+                    write!(out, ",\"p_segment_{k}\":{}", json_f32(*p))?;
                 }
-                writeln!(out, "{}", serde_json::Value::Object(row))?;
+                writeln!(out, "}}")?;
             }
         }
     }
     Ok(())
+}
+
+/// An f32 in its shortest round-trip form (as in the CSV), `null` when not finite.
+fn json_f32(x: f32) -> String {
+    if x.is_finite() { x.to_string() } else { "null".into() }
 }
 
 /// Quotes a CSV field when it holds a separator, quote or line break (RFC 4180).

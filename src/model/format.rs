@@ -90,8 +90,9 @@ impl ModelFile {
         map.insert(KEY_FEATURES.to_string(), json(&self.meta.feature_spec));
         map.insert(KEY_PROVENANCE.to_string(), json(&self.meta.provenance));
         map.insert(KEY_METRICS.to_string(), json(&self.meta.metrics));
-        safetensors::serialize(self.weights.iter(), Some(map))
-            .map_err(|e| Error::Format { origin: "<new model>".into(), reason: e.to_string() })
+        let bytes = safetensors::serialize(self.weights.iter(), Some(map))
+            .map_err(|e| Error::Format { origin: "<new model>".into(), reason: e.to_string() })?;
+        Ok(with_sorted_header(bytes))
     }
 
     /// Validates by reopening the serialized bytes: whatever is written can be read back.
@@ -105,6 +106,21 @@ impl ModelFile {
         Model::from_bytes(&path.display().to_string(), bytes.clone())?;
         crate::atomic_file::write(path, |w| w.write_all(&bytes))
     }
+}
+
+/// Rewrites the safetensors header with its keys sorted: the writer lists the metadata map in hash
+/// order, and the same model must give the same bytes (and hash) every time it is written.
+fn with_sorted_header(bytes: Vec<u8>) -> Vec<u8> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8-byte length")) as usize;
+    // serde_json's map is ordered (no preserve_order feature), so a round trip sorts every object.
+    let header: Value = serde_json::from_slice(&bytes[8..8 + n]).expect("the writer's own header is JSON");
+    let mut text = header.to_string().into_bytes();
+    text.resize(text.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[8 + n..]);
+    out
 }
 
 /// Serializing our own metadata types (string keys, no maps with non-string keys) cannot fail.
@@ -220,10 +236,13 @@ impl Model {
             }
             self.check_values(l, w.dtype)?;
         }
-        let trunk: BTreeSet<Precision> =
-            self.layers.iter().filter(|l| l.head.is_none()).map(|l| self.layer_precision(&l.name)).collect();
-        if trunk.contains(&Precision::Int8) && trunk.len() > 1 {
-            return Err("an int8 model must have int8 weights in every non-head layer".into());
+        let precisions = |heads: bool| -> BTreeSet<Precision> {
+            self.layers.iter().filter(|l| l.head.is_some() == heads).map(|l| self.layer_precision(&l.name)).collect()
+        };
+        let (trunk, heads) = (precisions(false), precisions(true));
+        let int8_trunk = trunk.iter().all(|&p| p == Precision::Int8);
+        if (trunk.contains(&Precision::Int8) || heads.contains(&Precision::Int8)) && !int8_trunk {
+            return Err("int8 layers need int8 weights in every non-head layer (only heads may stay float)".into());
         }
         Ok(())
     }
@@ -318,9 +337,13 @@ impl Model {
         }
     }
 
-    /// The model's precision: that of its trunk (int8 models may keep float heads).
+    /// The model's precision: that of its trunk (int8 models may keep float heads); a graph without
+    /// trunk layers takes its heads'.
     pub fn precision(&self) -> Precision {
-        self.layers.iter().map(|l| self.layer_precision(&l.name)).max().unwrap_or(Precision::Fp32)
+        let of = |heads: bool| {
+            self.layers.iter().filter(|l| l.head.is_some() == heads).map(|l| self.layer_precision(&l.name)).max()
+        };
+        of(false).or(of(true)).unwrap_or(Precision::Fp32)
     }
 
     pub fn macs(&self) -> u64 {

@@ -15,6 +15,10 @@ pub const STATIC: &str = "static";
 
 /// Upper bound on any dimension: keeps hostile files from claiming absurd sizes.
 pub const MAX_DIM: usize = 1 << 16;
+/// Upper bounds on a graph's size (the presets have under 40 nodes and 30 M MACs per customer).
+pub const MAX_NODES: usize = 4096;
+pub const MAX_LAYER_WEIGHTS: u64 = 1 << 30;
+pub const MAX_MACS: u64 = 1 << 40;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InputSizes {
@@ -171,6 +175,9 @@ impl Graph {
                 return Err(Error::Graph(format!("input size {what} = {v} is outside {min}..={MAX_DIM}")));
             }
         }
+        if self.nodes.len() > MAX_NODES {
+            return Err(Error::Graph(format!("{} nodes; at most {MAX_NODES} are supported", self.nodes.len())));
+        }
         let mut shapes: Shapes = HashMap::new();
         shapes.insert(SEQ.into(), vec![s.seq_channels, s.seq_len]);
         shapes.insert(STATIC.into(), vec![s.static_features]);
@@ -200,7 +207,23 @@ impl Graph {
         }
         self.check_heads(&shapes)?;
         self.check_uses()?;
+        self.check_sizes(&shapes)?;
         Ok(shapes)
+    }
+
+    /// Weight counts and multiply-adds within bounds, computed without overflow.
+    fn check_sizes(&self, shapes: &Shapes) -> Result<()> {
+        let mut total: u64 = 0;
+        for n in self.nodes.iter().filter(|n| n.op.has_weights()) {
+            let (_, macs) = layer_size(&n.op, &shapes[&n.inputs[0]], &shapes[&n.output])
+                .filter(|&(w, _)| w <= MAX_LAYER_WEIGHTS)
+                .ok_or_else(|| Error::Graph(format!("layer {}: more than {MAX_LAYER_WEIGHTS} weights", n.name)))?;
+            total = total.saturating_add(macs);
+        }
+        if total > MAX_MACS {
+            return Err(Error::Graph(format!("{total} multiply-adds per customer; at most {MAX_MACS} are supported")));
+        }
+        Ok(())
     }
 
     fn check_heads(&self, shapes: &Shapes) -> Result<()> {
@@ -321,15 +344,12 @@ impl Graph {
             .iter()
             .filter_map(|n| {
                 let input = &shapes[&n.inputs[0]];
-                let out = &shapes[&n.output];
-                let (weight_shape, out_channels, macs) = match n.op {
-                    Op::Conv1d { out_channels, kernel, .. } => {
-                        let macs = (out[1] * out_channels * input[0] * kernel) as u64;
-                        (vec![out_channels, input[0], kernel], out_channels, macs)
-                    }
-                    Op::Dense { units } => (vec![units, input[0]], units, (units * input[0]) as u64),
+                let (weight_shape, out_channels) = match n.op {
+                    Op::Conv1d { out_channels, kernel, .. } => (vec![out_channels, input[0], kernel], out_channels),
+                    Op::Dense { units } => (vec![units, input[0]], units),
                     _ => return None,
                 };
+                let (_, macs) = layer_size(&n.op, input, &shapes[&n.output]).expect("sizes checked");
                 Some(LayerInfo { name: n.name.clone(), weight_shape, out_channels, macs, head: self.head_of(n) })
             })
             .collect()
@@ -380,6 +400,20 @@ impl Graph {
     /// Number of segment classes K.
     pub fn segments(&self, shapes: &Shapes) -> usize {
         shapes[&self.heads.segment][0]
+    }
+}
+
+/// (weights, multiply-adds per customer) of a weighted layer, `None` on overflow.
+fn layer_size(op: &Op, input: &[usize], output: &[usize]) -> Option<(u64, u64)> {
+    let mul = |dims: &[usize]| dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
+    match *op {
+        // Every output step of every output channel takes in_channels × kernel taps.
+        Op::Conv1d { out_channels, kernel, .. } => {
+            let weights = mul(&[out_channels, input[0], kernel])?;
+            Some((weights, weights.checked_mul(output[1] as u64)?))
+        }
+        Op::Dense { units } => mul(&[units, input[0]]).map(|w| (w, w)),
+        _ => Some((0, 0)),
     }
 }
 

@@ -220,29 +220,30 @@ pub struct Segment {
 impl Quantization {
     /// The u8 parameters of `tensor`, following ReLU / MaxPool1d aliases and Concat parts.
     pub fn segments(&self, graph: &Graph, shapes: &Shapes, tensor: &str) -> Result<Vec<Segment>> {
-        if let Some(q) = self.activations.get(tensor) {
-            return Ok(vec![Segment { len: shapes[tensor][0], quant: *q }]);
-        }
-        let node = graph
-            .producer(tensor)
-            .map(|i| &graph.nodes[i])
-            .ok_or_else(|| Error::Quant(format!("no parameters for tensor {tensor:?}")))?;
-        match node.op {
-            Op::Relu | Op::MaxPool1d => {
-                let mut s = self.segments(graph, shapes, &node.inputs[0])?;
-                if s.len() == 1 {
-                    s[0].len = shapes[tensor][0];
-                }
-                Ok(s)
+        // Follow ReLU / MaxPool1d aliases (a loop: chains may be long) to the tensor that owns them.
+        let mut source = tensor;
+        loop {
+            if let Some(q) = self.activations.get(source) {
+                return Ok(vec![Segment { len: shapes[tensor][0], quant: *q }]);
             }
-            Op::Concat => {
-                let mut out = Vec::new();
-                for i in &node.inputs {
-                    out.extend(self.segments(graph, shapes, i)?);
+            let node = graph
+                .producer(source)
+                .map(|i| &graph.nodes[i])
+                .ok_or_else(|| Error::Quant(format!("no parameters for tensor {source:?}")))?;
+            match node.op {
+                Op::Relu | Op::MaxPool1d => source = &node.inputs[0],
+                Op::Concat => {
+                    let mut out = Vec::new();
+                    for i in &node.inputs {
+                        out.extend(self.segments(graph, shapes, i)?);
+                    }
+                    return Ok(out);
                 }
-                Ok(out)
+                _ => {
+                    let kind = node.op.kind();
+                    return Err(Error::Quant(format!("no parameters for tensor {source:?} ({kind} output)")));
+                }
             }
-            _ => Err(Error::Quant(format!("no parameters for tensor {tensor:?} ({} output)", node.op.kind()))),
         }
     }
 
