@@ -899,21 +899,29 @@ fn graph_with_dangling_duplicate_or_cyclic_tensors() {
 }
 
 #[test]
-fn graph_whose_mac_count_overflows() {
+fn graph_whose_sizes_overflow() {
     let file = tiny(Precision::Fp32);
-    reject_edit(
-        "65536^4 MACs",
-        &file,
-        |f| {
-            f.edit_meta("graph", |g| {
-                g["inputs"]["seq_channels"] = json!(65536);
-                g["inputs"]["seq_len"] = json!(65536);
-                node(g, "conv1")["out_channels"] = json!(65536);
-                node(g, "conv1")["kernel"] = json!(65536);
-            })
-        },
-        &["conv1"],
-    );
+    // Every dimension within bounds, the products far beyond: each must be refused by its own rule.
+    let cases: [(&str, usize, usize, usize, usize, &str); 3] = [
+        ("65536² input values", 65536, 65536, 8, 3, "sequence input"),
+        ("2^44 weights in conv1", 64, 64, 65536, 65536, "conv1"),
+        ("2^44 multiply-adds", 64, 65536, 64, 4096, "multiply-adds"),
+    ];
+    for (what, channels, weeks, out_channels, kernel, needle) in cases {
+        reject_edit(
+            what,
+            &file,
+            |f| {
+                f.edit_meta("graph", |g| {
+                    g["inputs"]["seq_channels"] = json!(channels);
+                    g["inputs"]["seq_len"] = json!(weeks);
+                    node(g, "conv1")["out_channels"] = json!(out_channels);
+                    node(g, "conv1")["kernel"] = json!(kernel);
+                })
+            },
+            &[needle],
+        );
+    }
 }
 
 /// Inserts `n` ReLU nodes between `conv1_relu` and `conv1_pool` of the tiny graph.
@@ -1162,4 +1170,81 @@ fn open_damaged_files_on_disk() {
             other => panic!("{name}: {other:?}"),
         }
     }
+}
+
+#[test]
+fn head_values_may_not_feed_other_nodes() {
+    // churn → relu → concat into the segment head's input: scores would need a value no backend makes.
+    reject_edit(
+        "a head read by another node",
+        &tiny(Precision::Fp32),
+        |f| {
+            f.edit_meta("graph", |g| {
+                let nodes = g["nodes"].as_array_mut().unwrap();
+                let at = nodes.iter().position(|x| x["name"] == "segment_logits").unwrap();
+                nodes.insert(at, json!({"name": "r", "op": "relu", "inputs": ["churn"], "output": "r"}));
+                nodes.insert(
+                    at + 1,
+                    json!({"name": "cat2", "op": "concat", "inputs": ["fc1_relu", "r"], "output": "cat2"}),
+                );
+                node(g, "segment_logits")["inputs"] = json!(["cat2"]);
+            })
+        },
+        &["churn"],
+    );
+}
+
+#[test]
+fn empty_tensors_cannot_be_consumed() {
+    // No static features: the static input is empty and may not be joined.
+    reject_edit(
+        "concat of an empty static input",
+        &tiny(Precision::Fp32),
+        |f| f.edit_meta("graph", |g| g["inputs"]["static_features"] = json!(0)),
+        &["empty"],
+    );
+}
+
+#[test]
+fn unknown_node_fields_are_refused() {
+    reject_edit(
+        "a conv with a stride",
+        &tiny(Precision::Fp32),
+        |f| f.edit_meta("graph", |g| node(g, "conv1")["stride"] = json!(2)),
+        &["stride"],
+    );
+    reject_edit(
+        "an unknown graph field",
+        &tiny(Precision::Fp32),
+        |f| f.edit_meta("graph", |g| g["dilation"] = json!(2)),
+        &["dilation"],
+    );
+}
+
+#[test]
+fn quantization_only_where_the_graph_has_parameters() {
+    let file = tiny(Precision::Int8);
+    let params = file.meta("quantization")["activations"]["conv1"].clone();
+    reject_edit(
+        "parameters on a ReLU output (an alias)",
+        &file,
+        |f| f.edit_meta("quantization", |q| q["activations"]["conv1_relu"] = params),
+        &["conv1_relu"],
+    );
+    reject_edit(
+        "parameters for a layer that does not exist",
+        &file,
+        |f| {
+            f.edit_meta("quantization", |q| {
+                q["layers"]["ghost"] = json!({"acc_scale": [1.0], "multiplier": [1073741824], "shift": [31]})
+            })
+        },
+        &["ghost"],
+    );
+    reject_edit(
+        "an unknown quantization field",
+        &file,
+        |f| f.edit_meta("quantization", |q| q["activations"]["seq"]["offset"] = json!(3)),
+        &["offset"],
+    );
 }

@@ -8,7 +8,7 @@ use super::{Backend, BackendKind, Device, Plan, Probe, Trace};
 use crate::engine::{Batch, HeadOutputs, HeadValues};
 use crate::error::Result;
 use crate::model::graph::{Graph, HeadKind, Op, Padding, SEQ, STATIC, Shapes};
-use crate::model::quant::{ActQuant, LayerQuant, Quantization, Segment};
+use crate::model::quant::{ActQuant, LayerQuant, Requant};
 use crate::model::{Model, Precision};
 
 pub struct Reference;
@@ -46,8 +46,31 @@ enum Params {
     Int8 {
         w: Vec<i8>,
         b: Vec<i32>,
-        q: LayerQuant,
     },
+}
+
+/// What the int8 path needs at each node, resolved once when the plan is built.
+#[derive(Default)]
+struct Int8Node {
+    /// The input's parameters per channel (rows of `[C, T]`, elements of a vector).
+    input: Vec<ActQuant>,
+    /// The output's zero point; `None` for head layers, whose accumulators end the pipeline.
+    z_out: Option<u8>,
+    /// Per output channel (one for a GlobalAvgPool).
+    requant: Vec<Requant>,
+}
+
+impl Int8Node {
+    fn zeros_in(&self) -> Vec<u8> {
+        self.input.iter().map(|q| q.zero_point).collect()
+    }
+}
+
+struct Int8State {
+    seq: ActQuant,
+    stat: ActQuant,
+    /// By node index.
+    nodes: Vec<Int8Node>,
 }
 
 pub struct ReferencePlan {
@@ -55,7 +78,7 @@ pub struct ReferencePlan {
     shapes: Shapes,
     params: HashMap<String, Params>,
     /// Present for int8 models.
-    quant: Option<Quantization>,
+    int8: Option<Int8State>,
     /// Tensors a fast backend materializes (outputs of fused groups), for the debug trace.
     boundaries: Vec<String>,
     /// The Dense node computing each head's logits.
@@ -77,31 +100,24 @@ impl ReferencePlan {
         for l in &model.layers {
             let (w, b) = (format!("{}.weight", l.name), format!("{}.bias", l.name));
             let p = match model.layer_precision(&l.name) {
-                Precision::Int8 => Params::Int8 {
-                    w: model.i8s(&w).into_owned(),
-                    b: model.i32s(&b).into_owned(),
-                    q: model.quantization().expect("validated int8 model").layers[&l.name].clone(),
-                },
+                Precision::Int8 => Params::Int8 { w: model.i8s(&w).into_owned(), b: model.i32s(&b).into_owned() },
                 _ => Params::Float { w: model.weights_f32(&l.name), b: model.f32s(&b).into_owned() },
             };
             params.insert(l.name.clone(), p);
         }
-        let heads = &graph.heads;
+        // Head layers are groups of their own whose outputs are not u8: they are not boundaries.
         let boundaries = graph
             .fused_groups()
             .into_iter()
-            .filter(|g| {
-                !matches!(graph.nodes[g.nodes[0]].op, Op::Dense { .. })
-                    || graph.head_of(&graph.nodes[g.nodes[0]]).is_none()
-            })
+            .filter(|g| graph.head_of(&graph.nodes[g.nodes[0]]).is_none())
             .map(|g| g.output)
-            .filter(|t| ![&heads.ltv, &heads.churn, &heads.segment].contains(&t))
             .collect();
         let head_nodes = HeadKind::ALL.map(|h| graph.head_dense(h).name.clone());
+        let int8 = (model.precision() == Precision::Int8).then(|| int8_state(model));
         ReferencePlan {
             shapes: model.shapes.clone(),
             params,
-            quant: model.quantization().cloned(),
+            int8,
             boundaries,
             head_nodes,
             precision: model.precision(),
@@ -153,60 +169,44 @@ impl ReferencePlan {
         stat: Vec<u8>,
         boundaries: Option<&mut BTreeMap<String, Vec<u8>>>,
     ) -> [Value; 3] {
-        let q = self.quant.as_ref().expect("int8 plan has quantization");
+        let state = self.int8.as_ref().expect("int8 plan");
         let (g, shapes) = (&self.graph, &self.shapes);
-        let segments = |t: &str| -> Vec<Segment> { q.segments(g, shapes, t).expect("validated at open") };
         let mut env: HashMap<&str, Value> = HashMap::new();
         env.insert(SEQ, Value::U8(seq));
         env.insert(STATIC, Value::U8(stat));
-        for node in &g.nodes {
+        for (node, nq) in g.nodes.iter().zip(&state.nodes) {
             let input = &node.inputs[0];
             let in_shape = &shapes[input];
+            let requant = |acc: Vec<i32>, per_channel: usize| -> Value {
+                let z_out = nq.z_out.expect("requantized layer");
+                Value::U8(
+                    acc.iter().enumerate().map(|(i, &a)| nq.requant[i / per_channel].apply(a, z_out, false)).collect(),
+                )
+            };
             let y = match (&node.op, &env[input.as_str()]) {
                 (Op::Conv1d { out_channels, kernel, padding }, Value::U8(x)) => {
-                    let Params::Int8 { w, b, q: lq } = &self.params[&node.name] else { unreachable!("int8 trunk") };
-                    let acc = conv1d_acc(
-                        x,
-                        in_shape,
-                        segments(input)[0].quant.zero_point,
-                        w,
-                        b,
-                        *out_channels,
-                        *kernel,
-                        *padding,
-                    );
-                    let z_out = q.activations[&node.output].zero_point;
-                    let t_out = shapes[&node.output][1];
-                    Value::U8(
-                        acc.iter().enumerate().map(|(i, &a)| lq.requant(i / t_out).apply(a, z_out, false)).collect(),
-                    )
+                    let Params::Int8 { w, b } = &self.params[&node.name] else { unreachable!("int8 trunk") };
+                    let z_in = nq.input[0].zero_point;
+                    let acc = conv1d_acc(x, in_shape, z_in, w, b, *out_channels, *kernel, *padding);
+                    requant(acc, shapes[&node.output][1])
                 }
-                (Op::Dense { units }, Value::U8(x)) => match &self.params[&node.name] {
-                    Params::Int8 { w, b, q: lq } => {
-                        let acc = dense_acc(x, &zero_points(&segments(input)), w, b, *units);
-                        if g.head_of(node).is_some() {
-                            Value::Acc(acc)
-                        } else {
-                            let z_out = q.activations[&node.output].zero_point;
-                            Value::U8(
-                                acc.iter().enumerate().map(|(o, &a)| lq.requant(o).apply(a, z_out, false)).collect(),
-                            )
-                        }
-                    }
+                (Op::Dense { units }, Value::U8(x)) => match (&self.params[&node.name], nq.z_out) {
+                    (Params::Int8 { w, b }, None) => Value::Acc(dense_acc(x, &nq.zeros_in(), w, b, *units)),
+                    (Params::Int8 { w, b }, Some(_)) => requant(dense_acc(x, &nq.zeros_in(), w, b, *units), 1),
                     // A float head of an int8 model runs on the dequantized input.
-                    Params::Float { w, b } => Value::F32(dense_f32(&dequantize(x, &segments(input)), w, b, *units)),
+                    (Params::Float { w, b }, _) => {
+                        let real: Vec<f32> = x.iter().zip(&nq.input).map(|(&q, a)| a.dequantize(q)).collect();
+                        Value::F32(dense_f32(&real, w, b, *units))
+                    }
                 },
                 (Op::Relu, Value::U8(x)) => {
-                    let zeros = zero_points(&segments(input));
-                    let per = x.len() / zeros.len();
-                    Value::U8(x.iter().enumerate().map(|(i, &v)| v.max(zeros[i / per])).collect())
+                    let per = x.len() / nq.input.len();
+                    Value::U8(x.iter().enumerate().map(|(i, &v)| v.max(nq.input[i / per].zero_point)).collect())
                 }
                 (Op::Sigmoid | Op::Softmax, _) => continue,
                 (Op::MaxPool1d, Value::U8(x)) => Value::U8(max_pool(x, in_shape, u8::max)),
                 (Op::GlobalAvgPool, Value::U8(x)) => {
-                    let acc = gap_acc(x, in_shape[1], segments(input)[0].quant.zero_point);
-                    let (r, z_out) = (q.layers[&node.name].requant(0), q.activations[&node.output].zero_point);
-                    Value::U8(acc.iter().map(|&a| r.apply(a, z_out, false)).collect())
+                    requant(gap_acc(x, in_shape[1], nq.input[0].zero_point), usize::MAX)
                 }
                 (Op::Concat, _) => Value::U8(
                     node.inputs
@@ -236,14 +236,11 @@ impl ReferencePlan {
     fn run_rows(&self, batch: &Batch, mut boundaries: Option<&mut BTreeMap<String, Vec<u8>>>) -> HeadOutputs {
         let mut heads: [Option<HeadValues>; 3] = [None, None, None];
         for i in 0..batch.len() {
-            let values = if self.precision == Precision::Int8 {
-                let q = self.quant.as_ref().expect("int8 plan has quantization");
-                let quantize = |x: &[f32], t: &str| x.iter().map(|&v| q.activations[t].quantize(v)).collect();
-                self.forward_int8(
-                    quantize(batch.seq_row(i), SEQ),
-                    quantize(batch.stat_row(i), STATIC),
-                    boundaries.as_deref_mut(),
-                )
+            let values = if let Some(state) = &self.int8 {
+                // Host-side input quantization: one f32 multiply per value (docs/NUMERICS.md, A).
+                let quantize = |x: &[f32], q: ActQuant| x.iter().map(|&v| q.quantize(v)).collect();
+                let (seq, stat) = (quantize(batch.seq_row(i), state.seq), quantize(batch.stat_row(i), state.stat));
+                self.forward_int8(seq, stat, boundaries.as_deref_mut())
             } else {
                 self.forward_f32(batch.seq_row(i), batch.stat_row(i), &mut |_, _| {}).map(Value::F32)
             };
@@ -375,14 +372,22 @@ pub fn gap_acc(x: &[u8], t: usize, z_in: u8) -> Vec<i32> {
     x.chunks(t).map(|c| c.iter().map(|&v| v as i32 - z_in as i32).sum()).collect()
 }
 
-/// One zero point per element of a vector made of `segments`.
-fn zero_points(segments: &[Segment]) -> Vec<u8> {
-    segments.iter().flat_map(|s| std::iter::repeat_n(s.quant.zero_point, s.len)).collect()
-}
-
-fn dequantize(x: &[u8], segments: &[Segment]) -> Vec<f32> {
-    let quants: Vec<ActQuant> = segments.iter().flat_map(|s| std::iter::repeat_n(s.quant, s.len)).collect();
-    x.iter().zip(&quants).map(|(&q, a)| a.dequantize(q)).collect()
+/// Resolves every node's int8 parameters of a validated int8 model.
+fn int8_state(model: &Model) -> Int8State {
+    let q = model.quantization().expect("validated int8 model");
+    let (g, shapes) = (model.graph(), &model.shapes);
+    let segments = q.segment_map(g, shapes).expect("validated at open");
+    let nodes = g
+        .nodes
+        .iter()
+        .map(|n| {
+            let Ok(input) = segments.per_element(&n.inputs[0]) else { return Int8Node::default() };
+            let z_out = q.activations.get(&n.output).map(|a| a.zero_point);
+            let requant = q.layers.get(&n.name).map(LayerQuant::requants).unwrap_or_default();
+            Int8Node { input, z_out, requant }
+        })
+        .collect();
+    Int8State { seq: q.activations[SEQ], stat: q.activations[STATIC], nodes }
 }
 
 /// Window 2, stride 2 over time for `[C, T]`; a trailing odd step is dropped.

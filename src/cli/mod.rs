@@ -59,6 +59,7 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 pub fn install_handlers() {
     let _ = ctrlc::set_handler(|| {
         if INTERRUPTED.swap(true, Ordering::SeqCst) {
+            ltvx::atomic_file::remove_in_progress();
             std::process::exit(130);
         }
     });

@@ -124,6 +124,7 @@ fn score_stream(
             break;
         }
         number += 1;
+        super::check_interrupt()?;
         let parsed = if line.len() as u64 > MAX_LINE_BYTES && line.last() != Some(&b'\n') {
             skip_rest_of_line(&mut input).map_err(|e| Error::io(source, e))?;
             Err(format!("line longer than {MAX_LINE_BYTES} bytes"))
@@ -211,17 +212,10 @@ fn write_rows(out: &mut dyn Write, format: Format, ids: &[String], s: &Scores) -
     for (i, id) in ids.iter().enumerate() {
         match format {
             Format::Csv => {
-                write!(
-                    out,
-                    "{},{},{},{},{}",
-                    csv_field(id),
-                    s.ltv[i],
-                    s.p_purchase[i],
-                    s.churn_probability[i],
-                    s.segment[i]
-                )?;
-                for p in s.p_segment_row(i) {
-                    write!(out, ",{p}")?;
+                let (ltv, p, churn) = (s.ltv[i], s.p_purchase[i], s.churn_probability[i]);
+                write!(out, "{},{},{},{},{}", csv_field(id), csv_f32(ltv), csv_f32(p), csv_f32(churn), s.segment[i])?;
+                for &p in s.p_segment_row(i) {
+                    write!(out, ",{}", csv_f32(p))?;
                 }
                 writeln!(out)?;
             }
@@ -244,9 +238,14 @@ fn write_rows(out: &mut dyn Write, format: Format, ids: &[String], s: &Scores) -
     Ok(())
 }
 
-/// An f32 in its shortest round-trip form (as in the CSV), `null` when not finite.
+/// An f32 in its shortest round-trip form, `null` when not finite (an overflowing LTV).
 fn json_f32(x: f32) -> String {
     if x.is_finite() { x.to_string() } else { "null".into() }
+}
+
+/// An f32 in its shortest round-trip form, an empty field when not finite (as JSON's `null`).
+fn csv_f32(x: f32) -> String {
+    if x.is_finite() { x.to_string() } else { String::new() }
 }
 
 /// Quotes a CSV field when it holds a separator, quote or line break (RFC 4180).

@@ -9,7 +9,6 @@ pub use scores::{Epilogue, HeadOutputs, HeadValues, Scores};
 use crate::backend::{self, BackendChoice, BackendKind, Plan, Trace};
 use crate::error::{Error, Result};
 use crate::model::graph::{HeadKind, InputSizes};
-use crate::model::quant::ActQuant;
 use crate::model::{Model, Precision};
 
 pub struct Engine {
@@ -80,10 +79,4 @@ pub fn epilogue_for(model: &Model) -> Epilogue {
         model.quantization().and_then(|q| q.layers.get(&dense.name)).map(|l| l.acc_scale.clone())
     };
     Epilogue { ltv: scales(HeadKind::Ltv), churn: scales(HeadKind::Churn), segment: scales(HeadKind::Segment) }
-}
-
-/// Host-side input quantization (f32 → u8), done once so devices receive a quarter of the bytes.
-pub fn quantize_into(values: &[f32], q: ActQuant, out: &mut Vec<u8>) {
-    out.clear();
-    out.extend(values.iter().map(|&x| q.quantize(x)));
 }

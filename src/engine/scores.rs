@@ -1,8 +1,6 @@
 //! What a model says about each customer, and the shared host epilogue that turns head outputs into
 //! it — the same code for every backend, so that identical head accumulators give identical scores.
 
-use crate::model::graph::HeadKind;
-
 /// One head's raw outputs for a batch, row-major `[B, units]`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum HeadValues {
@@ -18,16 +16,6 @@ pub struct HeadOutputs {
     pub ltv: HeadValues,
     pub churn: HeadValues,
     pub segment: HeadValues,
-}
-
-impl HeadOutputs {
-    pub fn get(&self, head: HeadKind) -> &HeadValues {
-        match head {
-            HeadKind::Ltv => &self.ltv,
-            HeadKind::Churn => &self.churn,
-            HeadKind::Segment => &self.segment,
-        }
-    }
 }
 
 /// Per-customer scores, column-wise.
@@ -74,7 +62,7 @@ impl Epilogue {
             (HeadValues::Accumulators(acc), Some(s)) => {
                 acc.iter().enumerate().map(|(i, &a)| s[i % s.len()] * a as f32).collect()
             }
-            (HeadValues::Accumulators(_), None) => unreachable!("int8 head without scales is rejected at plan build"),
+            (HeadValues::Accumulators(_), None) => unreachable!("an int8 head without scales is rejected at open"),
         }
     }
 
@@ -87,10 +75,11 @@ impl Epilogue {
         s.p_segment.reserve(rows * segments);
         for i in 0..rows {
             let (logit_p, mu, raw_sigma) = (ltv[3 * i] as f64, ltv[3 * i + 1] as f64, ltv[3 * i + 2] as f64);
-            let p = sigmoid(logit_p);
             let sigma = softplus(raw_sigma);
-            s.p_purchase.push(p as f32);
-            s.ltv.push((p * (mu + sigma * sigma / 2.0).exp()) as f32);
+            s.p_purchase.push(sigmoid(logit_p) as f32);
+            // In log space (ln p = −softplus(−logit p)): a vanishing p times a huge exp is a small
+            // number, not 0·∞ = NaN.
+            s.ltv.push((mu + sigma * sigma / 2.0 - softplus(-logit_p)).exp() as f32);
             s.churn_probability.push(sigmoid(churn[i] as f64) as f32);
             let row = &seg[i * segments..(i + 1) * segments];
             let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
@@ -151,6 +140,18 @@ mod tests {
         assert!((s.ltv[0] as f64 - 0.5 * (1.0 + sigma * sigma / 2.0).exp()).abs() < 1e-6);
         assert!((s.churn_probability[0] as f64 - sigmoid(-1.0)).abs() < 1e-7);
         assert_eq!(s.segment[0], 1);
+    }
+
+    #[test]
+    fn vanishing_purchase_probability_times_huge_spend_is_not_nan() {
+        let heads = HeadOutputs {
+            ltv: HeadValues::Logits(vec![-1000.0, 1000.0, 0.0]),
+            churn: HeadValues::Logits(vec![0.0]),
+            segment: HeadValues::Logits(vec![0.0, 0.0]),
+        };
+        let s = Epilogue::default().apply(&heads, 2);
+        assert!(s.ltv[0].is_finite(), "{}", s.ltv[0]);
+        assert_eq!(s.p_purchase[0], 0.0);
     }
 
     #[test]

@@ -18,8 +18,8 @@ use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::graph::{Graph, LayerInfo, Op, Shapes};
-use super::quant::{Quantization, quantized_tensors};
+use super::graph::{Graph, LayerInfo, Op, Shapes, check_node_fields};
+use super::quant::{Quantization, accumulator_fits, quantized_tensors};
 use super::tensor::Weights;
 use crate::error::{Error, Result};
 
@@ -100,11 +100,12 @@ impl ModelFile {
         Model::from_bytes("<new model>", self.to_bytes()?)
     }
 
-    /// Writes atomically (temp file + rename), after checking that the bytes open as a model.
-    pub fn save(&self, path: &Path) -> Result<()> {
-        let bytes = self.to_bytes()?;
-        Model::from_bytes(&path.display().to_string(), bytes.clone())?;
-        crate::atomic_file::write(path, |w| w.write_all(&bytes))
+    /// Writes atomically (temp file + rename), after checking that the bytes open as a model; returns
+    /// the model as written.
+    pub fn save(&self, path: &Path) -> Result<Model> {
+        let model = Model::from_bytes(&path.display().to_string(), self.to_bytes()?)?;
+        crate::atomic_file::write(path, |w| w.write_all(model.file_bytes()))?;
+        Ok(model)
     }
 }
 
@@ -236,12 +237,10 @@ impl Model {
             }
             self.check_values(l, w.dtype)?;
         }
-        let precisions = |heads: bool| -> BTreeSet<Precision> {
-            self.layers.iter().filter(|l| l.head.is_some() == heads).map(|l| self.layer_precision(&l.name)).collect()
-        };
-        let (trunk, heads) = (precisions(false), precisions(true));
-        let int8_trunk = trunk.iter().all(|&p| p == Precision::Int8);
-        if (trunk.contains(&Precision::Int8) || heads.contains(&Precision::Int8)) && !int8_trunk {
+        let (trunk, heads) = (self.precisions(false), self.precisions(true));
+        if (trunk.contains(&Precision::Int8) || heads.contains(&Precision::Int8))
+            && trunk.iter().any(|&p| p != Precision::Int8)
+        {
             return Err("int8 layers need int8 weights in every non-head layer (only heads may stay float)".into());
         }
         Ok(())
@@ -254,18 +253,21 @@ impl Model {
         };
         match dtype {
             Dtype::F32 => finite(&self.f32s(&format!("{}.weight", l.name)), "weight")?,
-            Dtype::F16 => finite(&self.weights_f32(&l.name), "weight")?,
+            Dtype::F16 => {
+                if let Some(i) = self.f16s(&format!("{}.weight", l.name)).iter().position(|x| !x.is_finite()) {
+                    return Err(format!("{}.weight[{i}] is not finite", l.name));
+                }
+            }
             _ => {
                 let w = self.i8s(&format!("{}.weight", l.name));
                 if let Some(i) = w.iter().position(|&x| x == i8::MIN) {
                     return Err(format!("{}.weight[{i}] is -128; int8 weights are symmetric in [-127, 127]", l.name));
                 }
-                // Worst case |acc| = fan_in · 127 · 255 + |bias| must fit an i32.
-                let fan_in: i64 = l.weight_shape[1..].iter().product::<usize>() as i64;
-                let bias_max =
-                    self.i32s(&format!("{}.bias", l.name)).iter().map(|b| (*b as i64).abs()).max().unwrap_or(0);
-                if fan_in * 127 * 255 + bias_max > i32::MAX as i64 {
-                    return Err(format!("layer {}: fan-in {fan_in} can overflow the i32 accumulator", l.name));
+                let bias = self.i32s(&format!("{}.bias", l.name));
+                let fan_in = w.len() / bias.len();
+                if let Some(o) = (0..bias.len()).find(|&o| !accumulator_fits(bias[o], &w[o * fan_in..(o + 1) * fan_in]))
+                {
+                    return Err(format!("layer {}: output channel {o} can overflow the i32 accumulator", l.name));
                 }
             }
         }
@@ -284,10 +286,26 @@ impl Model {
             (Some(q), true) => q,
         };
         let g = &self.meta.graph;
-        for t in quantized_tensors(g) {
-            let a = q.activations.get(&t).ok_or_else(|| format!("quantization: no parameters for tensor {t:?}"))?;
+        let expected = quantized_tensors(g);
+        for t in &expected {
+            let a = q.activations.get(t).ok_or_else(|| format!("quantization: no parameters for tensor {t:?}"))?;
             a.validate(&format!("quantization of tensor {t:?}")).map_err(|e| e.to_string())?;
         }
+        // Parameters on other tensors (aliases, heads) would be ambiguous: refuse rather than guess.
+        if let Some(t) = q.activations.keys().find(|t| !expected.contains(t)) {
+            return Err(format!(
+                "quantization: tensor {t:?} takes its parameters from its input; it may not have its own"
+            ));
+        }
+        let int8_layer = |name: &str| {
+            g.node(name).is_some_and(|n| {
+                n.op == Op::GlobalAvgPool || (n.op.has_weights() && self.layer_precision(name) == Precision::Int8)
+            })
+        };
+        if let Some(l) = q.layers.keys().find(|l| !int8_layer(l)) {
+            return Err(format!("quantization: {l:?} is not an int8 layer of the graph"));
+        }
+        let segments = q.segment_map(g, &self.shapes).map_err(|e| e.to_string())?;
         for n in &g.nodes {
             let (channels, requantized) = match n.op {
                 Op::GlobalAvgPool => (1, true),
@@ -301,9 +319,7 @@ impl Model {
             lq.validate(&n.name, channels, requantized).map_err(|e| e.to_string())?;
             // Inputs of convolutions and pools must be single-part u8 tensors.
             if !matches!(n.op, Op::Dense { .. }) {
-                q.single(g, &self.shapes, &n.inputs[0]).map_err(|e| e.to_string())?;
-            } else {
-                q.segments(g, &self.shapes, &n.inputs[0]).map_err(|e| e.to_string())?;
+                segments.single(&n.inputs[0]).map_err(|e| e.to_string())?;
             }
         }
         Ok(())
@@ -337,13 +353,16 @@ impl Model {
         }
     }
 
+    /// The precisions of the non-head (`heads` false) or head layers.
+    fn precisions(&self, heads: bool) -> BTreeSet<Precision> {
+        self.layers.iter().filter(|l| l.head.is_some() == heads).map(|l| self.layer_precision(&l.name)).collect()
+    }
+
     /// The model's precision: that of its trunk (int8 models may keep float heads); a graph without
     /// trunk layers takes its heads'.
     pub fn precision(&self) -> Precision {
-        let of = |heads: bool| {
-            self.layers.iter().filter(|l| l.head.is_some() == heads).map(|l| self.layer_precision(&l.name)).max()
-        };
-        of(false).or(of(true)).unwrap_or(Precision::Fp32)
+        let (trunk, heads) = (self.precisions(false), self.precisions(true));
+        trunk.last().or(heads.last()).copied().unwrap_or(Precision::Fp32)
     }
 
     pub fn macs(&self) -> u64 {
@@ -351,7 +370,7 @@ impl Model {
     }
 
     pub fn parameters(&self) -> usize {
-        self.layers.iter().map(|l| l.weight_shape.iter().product::<usize>() + l.out_channels).sum()
+        self.layers.iter().map(LayerInfo::parameters).sum()
     }
 
     fn raw(&self, name: &str, dtype: Dtype) -> &[u8] {
@@ -438,7 +457,11 @@ fn parse_meta(map: Option<&HashMap<String, String>>) -> Result<ModelMeta, String
         return Err("format version 0 does not exist".into());
     }
     let graph_text = get(KEY_GRAPH).ok_or("no \"graph\" entry in __metadata__")?;
-    let graph: Graph = serde_json::from_str(graph_text).map_err(|e| format!("metadata \"graph\": {e}"))?;
+    let graph_json: Value = serde_json::from_str(graph_text).map_err(|e| format!("metadata \"graph\": {e}"))?;
+    for node in graph_json.get("nodes").and_then(Value::as_array).into_iter().flatten() {
+        check_node_fields(node).map_err(|e| format!("metadata \"graph\": {e}"))?;
+    }
+    let graph: Graph = serde_json::from_value(graph_json).map_err(|e| format!("metadata \"graph\": {e}"))?;
     let quantization = match get(KEY_QUANT) {
         Some(t) => Some(serde_json::from_str(t).map_err(|e| format!("metadata \"quantization\": {e}"))?),
         None => None,

@@ -17,10 +17,15 @@ pub const STATIC: &str = "static";
 pub const MAX_DIM: usize = 1 << 16;
 /// Upper bounds on a graph's size (the presets have under 40 nodes and 30 M MACs per customer).
 pub const MAX_NODES: usize = 4096;
+/// Upper bound on the elements of one customer's tensor (the large preset's biggest has 13,312).
+pub const MAX_ELEMENTS: usize = 1 << 22;
+/// Upper bound on the parts a Concat joins.
+pub const MAX_CONCAT_INPUTS: usize = 64;
 pub const MAX_LAYER_WEIGHTS: u64 = 1 << 30;
 pub const MAX_MACS: u64 = 1 << 40;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct InputSizes {
     /// C: channels of the weekly activity sequence.
     pub seq_channels: usize,
@@ -112,6 +117,7 @@ pub struct Node {
 
 /// The tensors that carry the three heads' final values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Heads {
     /// `[3]` raw zero-inflated lognormal parameters (logit p, mu, raw sigma), from a Dense.
     pub ltv: String,
@@ -132,7 +138,10 @@ impl HeadKind {
     pub const ALL: [HeadKind; 3] = [HeadKind::Ltv, HeadKind::Churn, HeadKind::Segment];
 }
 
+// Nodes flatten their op, which serde cannot combine with deny_unknown_fields: their fields are
+// checked by `check_node_fields` instead.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Graph {
     pub name: String,
     pub inputs: InputSizes,
@@ -156,6 +165,13 @@ pub struct LayerInfo {
     pub head: Option<HeadKind>,
 }
 
+impl LayerInfo {
+    /// Weights and biases.
+    pub fn parameters(&self) -> usize {
+        self.weight_shape.iter().product::<usize>() + self.out_channels
+    }
+}
+
 /// A run of nodes that a fast backend executes as one kernel; its last output is a fusion boundary,
 /// where every int8 backend's u8 tensor must equal the reference's.
 #[derive(Debug, Clone, PartialEq)]
@@ -175,6 +191,9 @@ impl Graph {
                 return Err(Error::Graph(format!("input size {what} = {v} is outside {min}..={MAX_DIM}")));
             }
         }
+        if s.seq_channels * s.seq_len > MAX_ELEMENTS {
+            return Err(Error::Graph(format!("the sequence input has more than {MAX_ELEMENTS} values per customer")));
+        }
         if self.nodes.len() > MAX_NODES {
             return Err(Error::Graph(format!("{} nodes; at most {MAX_NODES} are supported", self.nodes.len())));
         }
@@ -192,15 +211,16 @@ impl Graph {
             let ins: Vec<&Vec<usize>> = node
                 .inputs
                 .iter()
-                .map(|i| {
-                    shapes.get(i).ok_or_else(|| {
-                        Error::Graph(format!("node {}: input {i:?} is not defined before it", node.name))
-                    })
+                .map(|i| match shapes.get(i) {
+                    None => Err(Error::Graph(format!("node {}: input {i:?} is not defined before it", node.name))),
+                    // An empty tensor (no static features) carries nothing a node could use.
+                    Some(s) if s.contains(&0) => Err(Error::Graph(format!("node {}: input {i:?} is empty", node.name))),
+                    Some(s) => Ok(s),
                 })
                 .collect::<Result<_>>()?;
             let out =
                 infer(node, &ins).map_err(|e| Error::Graph(format!("node {} ({}): {e}", node.name, node.op.kind())))?;
-            if out.iter().any(|&d| d == 0 || d > MAX_DIM) {
+            if out.iter().any(|&d| d == 0 || d > MAX_DIM) || out.iter().product::<usize>() > MAX_ELEMENTS {
                 return Err(Error::Graph(format!("node {}: output shape {out:?} is empty or too large", node.name)));
             }
             shapes.insert(node.output.clone(), out);
@@ -246,13 +266,16 @@ impl Graph {
                 _ => Err(Error::Graph(format!("head tensor {tensor:?} must come from a dense layer"))),
             }
         };
+        // Heads end the graph: their values exist only in the host epilogue, so nothing may read
+        // them, and a head layer's logits feed only their activation.
         let uses = self.consumer_counts();
+        let used = |t: &str| uses.get(t).copied().unwrap_or(0);
         for (tensor, act, allowed_uses) in
             [(&h.ltv, None, 0), (&h.churn, Some(Op::Sigmoid), 1), (&h.segment, Some(Op::Softmax), 1)]
         {
             let dense = &self.nodes[dense_of(tensor, act)?];
-            if uses.get(dense.output.as_str()).copied().unwrap_or(0) != allowed_uses {
-                return Err(Error::Graph(format!("head layer {}: its output may feed only the head", dense.name)));
+            if used(&dense.output) != allowed_uses || used(tensor) != 0 {
+                return Err(Error::Graph(format!("head {tensor:?}: its values may not feed other nodes")));
             }
         }
         let dim = |t: &str| shapes[t].clone();
@@ -417,6 +440,24 @@ fn layer_size(op: &Op, input: &[usize], output: &[usize]) -> Option<(u64, u64)> 
     }
 }
 
+/// Refuses fields a node of its op does not have (a `stride` or `dilation` this version would
+/// silently ignore would change the meaning). `node` is the node's JSON object.
+pub fn check_node_fields(node: &serde_json::Value) -> std::result::Result<(), String> {
+    let Some(fields) = node.as_object() else { return Err("a node is not a JSON object".into()) };
+    let op_fields: &[&str] = match fields.get("op").and_then(|v| v.as_str()) {
+        Some("conv1d") => &["out_channels", "kernel", "padding"],
+        Some("dense") => &["units"],
+        _ => &[],
+    };
+    match fields
+        .keys()
+        .find(|k| !["name", "op", "inputs", "output"].contains(&k.as_str()) && !op_fields.contains(&k.as_str()))
+    {
+        Some(k) => Err(format!("node {}: unknown field {k:?}", fields.get("name").unwrap_or(&serde_json::Value::Null))),
+        None => Ok(()),
+    }
+}
+
 fn infer(node: &Node, ins: &[&Vec<usize>]) -> std::result::Result<Vec<usize>, String> {
     let one = || -> std::result::Result<&Vec<usize>, String> {
         match ins {
@@ -459,8 +500,8 @@ fn infer(node: &Node, ins: &[&Vec<usize>]) -> std::result::Result<Vec<usize>, St
         }
         Op::GlobalAvgPool => Ok(vec![rank2(one()?)?.0]),
         Op::Concat => {
-            if ins.len() < 2 {
-                return Err("needs at least two inputs".into());
+            if !(2..=MAX_CONCAT_INPUTS).contains(&ins.len()) {
+                return Err(format!("joins 2 to {MAX_CONCAT_INPUTS} inputs, has {}", ins.len()));
             }
             let mut n = 0;
             for x in ins {
@@ -472,11 +513,6 @@ fn infer(node: &Node, ins: &[&Vec<usize>]) -> std::result::Result<Vec<usize>, St
             Ok(vec![n])
         }
     }
-}
-
-/// Element counts per tensor, handy for sizing buffers.
-pub fn numel(shape: &[usize]) -> usize {
-    shape.iter().product()
 }
 
 /// The graph rendered as one line per node, for `ltvx info`.

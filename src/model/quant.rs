@@ -1,7 +1,7 @@
 //! The int8 arithmetic of the numerics contract (docs/NUMERICS.md): input quantization,
 //! requantization and the derivation of integer multipliers. Every backend computes exactly this.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +14,7 @@ pub const MAX_SHIFT: u8 = 62;
 
 /// Per-tensor parameters of a u8 activation: real = scale · (q − zero_point).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ActQuant {
     pub scale: f32,
     /// Stored so that input quantization is one f32 multiply on every backend.
@@ -141,6 +142,13 @@ fn frexp(m: f64) -> (f64, i32) {
     (f, e)
 }
 
+/// Whether every partial sum of `bias + Σ w·(q − z)` fits an i32, whatever the inputs and the order:
+/// |bias| + 255·Σ|w| ≤ 2³¹ − 1.
+pub fn accumulator_fits(bias: i32, weights: &[i8]) -> bool {
+    let worst: i64 = (bias as i64).abs() + 255 * weights.iter().map(|&w| (w as i64).abs()).sum::<i64>();
+    worst <= i32::MAX as i64
+}
+
 /// Symmetric s8 quantization of one output channel's weights: scale = max|w| / 127.
 pub fn symmetric_scale(weights: &[f32]) -> f32 {
     let max = weights.iter().fold(0f32, |m, w| m.max(w.abs()));
@@ -157,6 +165,7 @@ pub fn quantize_weight(w: f32, scale: f32) -> i8 {
 
 /// The int8 parameters of a model, stored in the file's `quantization` metadata entry.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Quantization {
     /// u8 tensors by name: the graph inputs and every Conv1d, non-head Dense and GlobalAvgPool
     /// output. ReLU and MaxPool1d outputs keep their input's parameters; a Concat keeps each part's.
@@ -171,6 +180,7 @@ pub struct Quantization {
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LayerQuant {
     /// real(acc) = acc_scale[o] · acc; for heads the epilogue dequantizes with exactly this.
     pub acc_scale: Vec<f32>,
@@ -182,8 +192,9 @@ pub struct LayerQuant {
 }
 
 impl LayerQuant {
-    pub fn requant(&self, channel: usize) -> Requant {
-        Requant { multiplier: self.multiplier[channel], shift: self.shift[channel] }
+    /// (M, sh) per output channel.
+    pub fn requants(&self) -> Vec<Requant> {
+        self.multiplier.iter().zip(&self.shift).map(|(&multiplier, &shift)| Requant { multiplier, shift }).collect()
     }
 
     /// Checks lengths and ranges; `requantized` layers need M and sh per channel.
@@ -210,49 +221,64 @@ impl LayerQuant {
     }
 }
 
-/// One contiguous part of a u8 vector with its own parameters (a Concat has several).
+/// One contiguous part of a u8 tensor with its own parameters (a Concat has several).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Segment {
-    pub len: usize,
+    /// Channels covered: elements of a vector, rows of a `[channels, time]` tensor.
+    pub channels: usize,
     pub quant: ActQuant,
 }
 
-impl Quantization {
-    /// The u8 parameters of `tensor`, following ReLU / MaxPool1d aliases and Concat parts.
-    pub fn segments(&self, graph: &Graph, shapes: &Shapes, tensor: &str) -> Result<Vec<Segment>> {
-        // Follow ReLU / MaxPool1d aliases (a loop: chains may be long) to the tensor that owns them.
-        let mut source = tensor;
-        loop {
-            if let Some(q) = self.activations.get(source) {
-                return Ok(vec![Segment { len: shapes[tensor][0], quant: *q }]);
-            }
-            let node = graph
-                .producer(source)
-                .map(|i| &graph.nodes[i])
-                .ok_or_else(|| Error::Quant(format!("no parameters for tensor {source:?}")))?;
-            match node.op {
-                Op::Relu | Op::MaxPool1d => source = &node.inputs[0],
-                Op::Concat => {
-                    let mut out = Vec::new();
-                    for i in &node.inputs {
-                        out.extend(self.segments(graph, shapes, i)?);
-                    }
-                    return Ok(out);
-                }
-                _ => {
-                    let kind = node.op.kind();
-                    return Err(Error::Quant(format!("no parameters for tensor {source:?} ({kind} output)")));
-                }
-            }
-        }
+/// The u8 parameters of every u8 tensor of a graph, resolved once: ReLU and MaxPool1d outputs keep
+/// their input's, a Concat keeps each part's.
+#[derive(Debug, Clone, Default)]
+pub struct SegmentMap(HashMap<String, Vec<Segment>>);
+
+impl SegmentMap {
+    pub fn get(&self, tensor: &str) -> Result<&[Segment]> {
+        self.0
+            .get(tensor)
+            .map(Vec::as_slice)
+            .ok_or_else(|| Error::Quant(format!("tensor {tensor:?} is not a u8 tensor")))
     }
 
-    /// The single (s, z) of a tensor that must not be a Concat.
-    pub fn single(&self, graph: &Graph, shapes: &Shapes, tensor: &str) -> Result<ActQuant> {
-        match self.segments(graph, shapes, tensor)?[..] {
+    /// The single (s, z) of a tensor that is not a Concat.
+    pub fn single(&self, tensor: &str) -> Result<ActQuant> {
+        match self.get(tensor)? {
             [s] => Ok(s.quant),
             _ => Err(Error::Quant(format!("tensor {tensor:?} has several parts; only a dense layer can take it"))),
         }
+    }
+
+    /// One value per element of a vector tensor (its parts' parameters, repeated).
+    pub fn per_element(&self, tensor: &str) -> Result<Vec<ActQuant>> {
+        Ok(self.get(tensor)?.iter().flat_map(|s| std::iter::repeat_n(s.quant, s.channels)).collect())
+    }
+}
+
+impl Quantization {
+    /// Resolves the parameters of every u8 tensor, in the graph's (topological) order.
+    pub fn segment_map(&self, graph: &Graph, shapes: &Shapes) -> Result<SegmentMap> {
+        let mut map: HashMap<String, Vec<Segment>> = HashMap::new();
+        let own = |t: &str| -> Result<Vec<Segment>> {
+            let quant =
+                *self.activations.get(t).ok_or_else(|| Error::Quant(format!("no parameters for tensor {t:?}")))?;
+            Ok(vec![Segment { channels: shapes[t][0], quant }])
+        };
+        map.insert(SEQ.into(), own(SEQ)?);
+        map.insert(STATIC.into(), own(STATIC)?);
+        for n in &graph.nodes {
+            let parts = match n.op {
+                Op::Conv1d { .. } | Op::GlobalAvgPool => own(&n.output)?,
+                Op::Dense { .. } if graph.head_of(n).is_none() => own(&n.output)?,
+                Op::Relu | Op::MaxPool1d => map.get(&n.inputs[0]).cloned().unwrap_or_default(),
+                Op::Concat => n.inputs.iter().flat_map(|i| map.get(i).cloned().unwrap_or_default()).collect(),
+                // Head layers end the integer pipeline: their outputs are accumulators, not u8.
+                Op::Dense { .. } | Op::Sigmoid | Op::Softmax => continue,
+            };
+            map.insert(n.output.clone(), parts);
+        }
+        Ok(SegmentMap(map))
     }
 }
 

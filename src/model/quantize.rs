@@ -1,11 +1,14 @@
 //! Float model → int8 model, exactly as docs/NUMERICS.md describes: per-output-channel symmetric s8
 //! weights, u8 activations from calibrated ranges, i32 biases, and integer (M, shift) per channel.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::calibrate::Ranges;
-use super::graph::{Graph, Op, SEQ, STATIC, Shapes};
-use super::quant::{ActQuant, LayerQuant, Quantization, Requant, quantize_weight, quantized_tensors};
+use super::graph::{Graph, Node, Op, Shapes};
+use super::quant::{
+    ActQuant, LayerQuant, Quantization, Requant, SegmentMap, accumulator_fits, quantize_weight, quantized_tensors,
+    symmetric_scale,
+};
 use super::tensor::{Tensor, TensorData, Weights};
 use super::{ModelFile, ModelMeta};
 use crate::error::{Error, Result};
@@ -22,15 +25,17 @@ pub fn to_int8(float: &ModelFile, ranges: &Ranges, opts: &Int8Options) -> Result
     let graph = &float.meta.graph;
     let shapes = graph.check()?;
     let mut q = Quantization { calibration: opts.calibration.clone(), ..Default::default() };
+    let calibrated = calibrated_tensors(graph);
     for t in quantized_tensors(graph) {
-        let (lo, hi) = *ranges
-            .get(calibrated_tensor(graph, &t))
-            .ok_or_else(|| Error::Quant(format!("no calibration range for tensor {t:?}")))?;
+        let source = calibrated.get(&t).unwrap_or(&t);
+        let (lo, hi) =
+            *ranges.get(source).ok_or_else(|| Error::Quant(format!("no calibration range for tensor {t:?}")))?;
         // An empty tensor (no static features) was never observed: any valid range represents it.
         let (lo, hi) = if lo > hi { (0.0, 0.0) } else { (lo, hi) };
         q.activations
             .insert(t.clone(), ActQuant::from_range(lo, hi).map_err(|e| Error::Quant(format!("tensor {t:?}: {e}")))?);
     }
+    let segments = q.segment_map(graph, &shapes)?;
     let mut weights = Weights::new();
     for node in &graph.nodes {
         match node.op {
@@ -45,7 +50,7 @@ pub fn to_int8(float: &ModelFile, ranges: &Ranges, opts: &Int8Options) -> Result
                     weights.insert(format!("{}.bias", node.name), Tensor::f32(vec![b.len()], b));
                     continue;
                 }
-                let input_scales = input_scales(graph, &shapes, &q, node)?;
+                let input_scales = input_scales(&segments, node, &shapes)?;
                 let out = if head { None } else { Some(q.activations[&node.output]) };
                 let (w8, b32, lq) = quantize_layer(&node.name, &w, &b, &input_scales, out)?;
                 let shape = float.weights[&format!("{}.weight", node.name)].shape.clone();
@@ -57,15 +62,14 @@ pub fn to_int8(float: &ModelFile, ranges: &Ranges, opts: &Int8Options) -> Result
                 q.layers.insert(node.name.clone(), lq);
             }
             Op::GlobalAvgPool => {
-                let s_in = q.single(graph, &shapes, &node.inputs[0])?.scale;
-                let t = shapes[&node.inputs[0]][1];
-                let acc_scale = s_in / t as f32;
+                // real = s_in · Σ_t (q − z) / T, T being this pool's input length.
+                let s_in = segments.single(&node.inputs[0])?.scale;
+                let acc_scale = s_in / shapes[&node.inputs[0]][1] as f32;
                 let r = Requant::from_real(acc_scale as f64 / q.activations[&node.output].scale as f64)
                     .map_err(|e| Error::Quant(format!("layer {}: {e}", node.name)))?;
-                q.layers.insert(
-                    node.name.clone(),
-                    LayerQuant { acc_scale: vec![acc_scale], multiplier: vec![r.multiplier], shift: vec![r.shift] },
-                );
+                let lq =
+                    LayerQuant { acc_scale: vec![acc_scale], multiplier: vec![r.multiplier], shift: vec![r.shift] };
+                q.layers.insert(node.name.clone(), lq);
             }
             _ => {}
         }
@@ -74,18 +78,11 @@ pub fn to_int8(float: &ModelFile, ranges: &Ranges, opts: &Int8Options) -> Result
     Ok(ModelFile { meta, weights })
 }
 
-/// The tensor whose range sets a quantized tensor's parameters: the end of its fused group, so that
-/// a Conv → ReLU → MaxPool chain is quantized on the values that actually leave the kernel.
-fn calibrated_tensor<'g>(graph: &'g Graph, tensor: &'g str) -> &'g str {
-    if tensor == SEQ || tensor == STATIC {
-        return tensor;
-    }
-    graph
-        .fused_groups()
-        .into_iter()
-        .find(|g| graph.nodes[g.nodes[0]].output == tensor)
-        .map(|g| graph.nodes[*g.nodes.last().expect("non-empty")].output.as_str())
-        .unwrap_or(tensor)
+/// For each tensor that starts a fused group, the group's output: its range sets the tensor's
+/// parameters, so that a Conv → ReLU → MaxPool chain is quantized on the values that actually leave
+/// the kernel.
+fn calibrated_tensors(graph: &Graph) -> HashMap<String, String> {
+    graph.fused_groups().into_iter().map(|g| (graph.nodes[g.nodes[0]].output.clone(), g.output)).collect()
 }
 
 fn float_params(float: &ModelFile, layer: &str) -> Result<(Vec<f32>, Vec<f32>)> {
@@ -96,17 +93,13 @@ fn float_params(float: &ModelFile, layer: &str) -> Result<(Vec<f32>, Vec<f32>)> 
 }
 
 /// The real scale of each element of one output channel's reduction (input × kernel taps).
-fn input_scales(graph: &Graph, shapes: &Shapes, q: &Quantization, node: &super::graph::Node) -> Result<Vec<f32>> {
+fn input_scales(segments: &SegmentMap, node: &Node, shapes: &Shapes) -> Result<Vec<f32>> {
     match node.op {
         Op::Conv1d { kernel, .. } => {
-            let s = q.single(graph, shapes, &node.inputs[0])?.scale;
+            let s = segments.single(&node.inputs[0])?.scale;
             Ok(vec![s; shapes[&node.inputs[0]][0] * kernel])
         }
-        _ => Ok(q
-            .segments(graph, shapes, &node.inputs[0])?
-            .iter()
-            .flat_map(|s| std::iter::repeat_n(s.quant.scale, s.len))
-            .collect()),
+        _ => Ok(segments.per_element(&node.inputs[0])?.iter().map(|a| a.scale).collect()),
     }
 }
 
@@ -126,18 +119,17 @@ fn quantize_layer(
     let fallback = scales.iter().fold(0f32, |m, &s| m.max(s)) / 127.0;
     for (o, row) in w.chunks(fan_in).enumerate() {
         let scaled: Vec<f32> = row.iter().zip(scales).map(|(w, s)| w * s).collect();
-        let max = scaled.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let scale = symmetric_scale(&scaled);
         // An all-zero (pruned) channel still needs a positive scale for its bias.
-        let acc_scale = if max > 0.0 { max / 127.0 } else { fallback };
-        w8.extend(scaled.iter().map(|&v| quantize_weight(v, acc_scale)));
+        let acc_scale = if scale > 0.0 { scale } else { fallback };
+        let row8: Vec<i8> = scaled.iter().map(|&v| quantize_weight(v, acc_scale)).collect();
         let bias = (b[o] / acc_scale).round();
-        // Also catches NaN: a bias that is not a number does not fit either.
-        if bias.is_nan() || bias.abs() >= (1u32 << 30) as f32 {
-            return Err(Error::Quant(format!(
-                "layer {name}: bias {} of channel {o} does not fit the accumulator",
-                b[o]
-            )));
+        // NaN and out-of-range values fail too: the accumulator must hold any partial sum.
+        if !(bias.abs() <= i32::MAX as f32 && accumulator_fits(bias as i32, &row8)) {
+            let b = b[o];
+            return Err(Error::Quant(format!("layer {name}: bias {b} of channel {o} does not fit the accumulator")));
         }
+        w8.extend(row8);
         b32.push(bias as i32);
         lq.acc_scale.push(acc_scale);
         if let Some(out) = out {

@@ -20,7 +20,8 @@ pub fn summary(model: &Model) -> Value {
                 "weight_shape": l.weight_shape,
                 "output_shape": model.shapes[&node.output],
                 "macs": l.macs,
-                "parameters": l.weight_shape.iter().product::<usize>() + l.out_channels,
+                "parameters": l.parameters(),
+                "quantization": model.quantization().and_then(|q| q.layers.get(&l.name)),
                 "sparsity": model.sparsity(&l.name),
                 "head": l.head.map(|h| format!("{h:?}").to_lowercase()),
             })
@@ -51,6 +52,7 @@ pub fn summary(model: &Model) -> Value {
         "quantization": model.quantization().map(|q| json!({
             "calibration": q.calibration,
             "activations": q.activations,
+            "layers": q.layers,
         })),
         "feature_spec": model.meta.feature_spec,
         "provenance": model.meta.provenance,
