@@ -1,0 +1,321 @@
+//! Features at a cutoff date: how a customer's purchase history becomes the network's input tensors.
+//! The FeatureSpec is stored in the model file, so scoring rebuilds features with exactly the code
+//! and numbers used in training (no train/serve skew).
+//!
+//! Sequence (`[C, T]`): the last T weeks up to and including the cutoff day, week T−1 ending on it;
+//! weeks before a customer's first purchase are zero (left padding for short histories). Static
+//! (`[F]`): recency, frequency, monetary and tenure statistics, standardized with statistics fitted
+//! on the training customers only.
+
+use serde::{Deserialize, Serialize};
+
+use super::transactions::{Customer, Occasion, date_of_day, day_of_date};
+use crate::engine::Batch;
+use crate::error::{Error, Result};
+use crate::model::graph::InputSizes;
+
+/// The current FeatureSpec layout; a model with another is refused by [`FeatureSpec::check`].
+pub const SPEC_VERSION: u32 = 1;
+
+/// Sequence channels, per week.
+pub const CHANNELS: [&str; 4] = ["log1p_orders", "log1p_spend", "log1p_items", "log1p_returns"];
+
+/// Static features, before standardization. Durations are in weeks.
+pub const STATICS: [&str; 16] = [
+    "recency",
+    "t_x",
+    "tenure",
+    "log1p_repeat_purchases",
+    "log1p_total_spend",
+    "log1p_mean_spend",
+    "log1p_mean_repeat_spend",
+    "log1p_first_spend",
+    "log1p_last_spend",
+    "log1p_total_items",
+    "mean_gap",
+    "std_gap",
+    "purchase_rate",
+    "log1p_returns",
+    "log1p_return_amount",
+    "cohort_week",
+];
+
+/// Mean and standard deviation of one static feature over the training customers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scaling {
+    pub name: String,
+    pub mean: f64,
+    pub std: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureSpec {
+    pub version: u32,
+    /// The last day of the calibration period (inclusive), YYYY-MM-DD.
+    pub cutoff: String,
+    /// T: weeks of history in the sequence.
+    pub weeks: usize,
+    /// Horizon of the LTV label (weeks after the cutoff).
+    pub horizon_weeks: usize,
+    /// Horizon of the churn label.
+    pub churn_weeks: usize,
+    /// The first day of the training log, YYYY-MM-DD: cohort weeks count from it.
+    pub data_start: String,
+    pub channels: Vec<String>,
+    pub statics: Vec<Scaling>,
+    /// Upper bounds of the positive-spend bands of segments 1..K−2 (segment K−1 is everything above);
+    /// segment 0 is "no purchase".
+    pub segment_thresholds: Vec<f64>,
+}
+
+/// The time frame of a spec: all days count from 1970-01-01.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Window {
+    /// The last day of the calibration period (inclusive).
+    pub cutoff_day: i32,
+    pub weeks: usize,
+    pub horizon_weeks: usize,
+    pub churn_weeks: usize,
+    /// The first day of the training log.
+    pub data_start_day: i32,
+}
+
+/// One customer's raw (unscaled) features.
+struct Raw {
+    seq: Vec<f32>,
+    statics: [f64; STATICS.len()],
+}
+
+impl FeatureSpec {
+    /// A spec for `cutoff` whose scaling is fitted on `training` (customers with a purchase on or
+    /// before the cutoff) and whose segment bands are quantiles of their positive horizon spend.
+    pub fn fit(w: Window, training: &[Customer<'_>], horizon_spend: &[f64], segments: usize) -> Result<FeatureSpec> {
+        if w.weeks == 0 || w.horizon_weeks == 0 || w.churn_weeks == 0 {
+            return Err(Error::Input("history, horizon and churn windows need at least one week each".into()));
+        }
+        let mut spec = FeatureSpec {
+            version: SPEC_VERSION,
+            cutoff: date_text(w.cutoff_day)?,
+            weeks: w.weeks,
+            horizon_weeks: w.horizon_weeks,
+            churn_weeks: w.churn_weeks,
+            data_start: date_text(w.data_start_day)?,
+            channels: CHANNELS.iter().map(|s| s.to_string()).collect(),
+            statics: Vec::new(),
+            segment_thresholds: Vec::new(),
+        };
+        if training.is_empty() {
+            return Err(Error::Input("no training customer has a purchase on or before the cutoff".into()));
+        }
+        let raws: Vec<Raw> = training.iter().map(|c| spec.raw(c)).collect();
+        spec.statics = (0..STATICS.len())
+            .map(|j| {
+                let n = raws.len() as f64;
+                let mean = raws.iter().map(|r| r.statics[j]).sum::<f64>() / n;
+                let var = raws.iter().map(|r| (r.statics[j] - mean).powi(2)).sum::<f64>() / n;
+                // A constant feature carries no information; scaling by 1 keeps it finite.
+                let std = if var > 1e-12 { var.sqrt() } else { 1.0 };
+                Scaling { name: STATICS[j].to_string(), mean, std }
+            })
+            .collect();
+        spec.segment_thresholds = quantile_bands(horizon_spend, segments);
+        Ok(spec)
+    }
+
+    /// Refuses a spec this version cannot apply.
+    pub fn check(&self) -> Result<()> {
+        if self.version != SPEC_VERSION {
+            return Err(Error::Input(format!(
+                "the model's FeatureSpec has version {}; this ltvx builds features of version {SPEC_VERSION}",
+                self.version
+            )));
+        }
+        if self.channels != CHANNELS || self.statics.iter().map(|s| s.name.as_str()).ne(STATICS) {
+            return Err(Error::Input("the model's FeatureSpec lists features this ltvx does not build".into()));
+        }
+        parse_date(&self.cutoff)?;
+        parse_date(&self.data_start)?;
+        Ok(())
+    }
+
+    pub fn input_sizes(&self) -> InputSizes {
+        InputSizes { seq_channels: self.channels.len(), seq_len: self.weeks, static_features: self.statics.len() }
+    }
+
+    pub fn cutoff_day(&self) -> Result<i32> {
+        parse_date(&self.cutoff)
+    }
+
+    /// Features of each customer as of the spec's cutoff, in order, as one batch.
+    pub fn batch(&self, customers: &[Customer<'_>]) -> Result<Batch> {
+        self.batch_as_of(customers, self.cutoff_day()?)
+    }
+
+    /// Features as of another day (scoring later than training): the same code and scaling, with the
+    /// sequence window ending on `as_of`.
+    pub fn batch_as_of(&self, customers: &[Customer<'_>], as_of: i32) -> Result<Batch> {
+        let shifted = FeatureSpec { cutoff: date_text(as_of)?, ..self.clone() };
+        let mut batch = Batch::with_capacity(self.input_sizes(), customers.len());
+        for c in customers {
+            let raw = shifted.raw(c);
+            let stat: Vec<f32> =
+                raw.statics.iter().zip(&self.statics).map(|(v, s)| ((v - s.mean) / s.std) as f32).collect();
+            batch.push(&raw.seq, &stat)?;
+        }
+        Ok(batch)
+    }
+
+    /// The segment of a customer with `spend` in the horizon.
+    pub fn segment_of(&self, spend: f64) -> u32 {
+        if spend <= 0.0 {
+            return 0;
+        }
+        1 + self.segment_thresholds.iter().filter(|&&t| spend > t).count() as u32
+    }
+
+    fn raw(&self, c: &Customer<'_>) -> Raw {
+        let cutoff = parse_date(&self.cutoff).expect("checked cutoff");
+        let start = parse_date(&self.data_start).expect("checked start");
+        let purchases: Vec<&Occasion> = c.purchases.iter().filter(|o| o.day <= cutoff).collect();
+        let returns: Vec<&Occasion> = c.returns.iter().filter(|o| o.day <= cutoff).collect();
+        Raw { seq: self.sequence(&purchases, &returns, cutoff), statics: statics(&purchases, &returns, cutoff, start) }
+    }
+
+    /// `[C, T]`: per week, log1p of orders, spend, items and returns.
+    fn sequence(&self, purchases: &[&Occasion], returns: &[&Occasion], cutoff: i32) -> Vec<f32> {
+        let t = self.weeks;
+        let mut sums = vec![0f64; CHANNELS.len() * t];
+        let week = |day: i32| -> Option<usize> {
+            let back = ((cutoff - day) / 7) as usize;
+            (back < t).then(|| t - 1 - back)
+        };
+        for o in purchases {
+            if let Some(w) = week(o.day) {
+                sums[w] += 1.0;
+                sums[t + w] += o.amount.max(0.0);
+                sums[2 * t + w] += o.quantity.max(0.0);
+            }
+        }
+        for o in returns {
+            if let Some(w) = week(o.day) {
+                sums[3 * t + w] += 1.0;
+            }
+        }
+        sums.iter().map(|v| v.ln_1p() as f32).collect()
+    }
+}
+
+/// The static features of one customer (see [`STATICS`]); all zero without purchases.
+fn statics(purchases: &[&Occasion], returns: &[&Occasion], cutoff: i32, start: i32) -> [f64; STATICS.len()] {
+    let mut f = [0f64; STATICS.len()];
+    let (Some(first), Some(last)) = (purchases.first(), purchases.last()) else { return f };
+    let weeks = |days: i32| days as f64 / 7.0;
+    let n = purchases.len() as f64;
+    let total: f64 = purchases.iter().map(|o| o.amount).sum();
+    let repeat_total = total - first.amount;
+    let gaps: Vec<f64> = purchases.windows(2).map(|w| weeks(w[1].day - w[0].day)).collect();
+    let mean_gap = if gaps.is_empty() { 0.0 } else { gaps.iter().sum::<f64>() / gaps.len() as f64 };
+    let std_gap = if gaps.len() < 2 {
+        0.0
+    } else {
+        (gaps.iter().map(|g| (g - mean_gap).powi(2)).sum::<f64>() / gaps.len() as f64).sqrt()
+    };
+    let tenure = weeks(cutoff - first.day);
+    f[0] = weeks(cutoff - last.day);
+    f[1] = weeks(last.day - first.day);
+    f[2] = tenure;
+    f[3] = (n - 1.0).ln_1p();
+    f[4] = total.max(0.0).ln_1p();
+    f[5] = (total / n).max(0.0).ln_1p();
+    f[6] = if n > 1.0 { (repeat_total / (n - 1.0)).max(0.0).ln_1p() } else { 0.0 };
+    f[7] = first.amount.max(0.0).ln_1p();
+    f[8] = last.amount.max(0.0).ln_1p();
+    f[9] = purchases.iter().map(|o| o.quantity.max(0.0)).sum::<f64>().ln_1p();
+    f[10] = mean_gap;
+    f[11] = std_gap;
+    // Occasions per week of tenure; a customer first seen on the cutoff day counts one week.
+    f[12] = n / tenure.max(1.0);
+    f[13] = (returns.len() as f64).ln_1p();
+    f[14] = returns.iter().map(|o| o.amount.abs()).sum::<f64>().ln_1p();
+    f[15] = weeks(first.day - start);
+    f
+}
+
+/// K−2 thresholds splitting positive spend into K−1 equal-count bands.
+fn quantile_bands(spend: &[f64], segments: usize) -> Vec<f64> {
+    let mut positive: Vec<f64> = spend.iter().copied().filter(|&s| s > 0.0).collect();
+    positive.sort_by(f64::total_cmp);
+    let bands = segments.saturating_sub(1);
+    (1..bands)
+        .map(|k| {
+            if positive.is_empty() {
+                return 0.0;
+            }
+            positive[(k * positive.len() / bands).min(positive.len() - 1)]
+        })
+        .collect()
+}
+
+pub fn parse_date(text: &str) -> Result<i32> {
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map(day_of_date)
+        .map_err(|e| Error::Input(format!("date {text:?}: {e} (expected YYYY-MM-DD)")))
+}
+
+fn date_text(day: i32) -> Result<String> {
+    date_of_day(day)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .ok_or_else(|| Error::Input(format!("day {day} is outside the calendar")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn occ(day: i32, amount: f64) -> Occasion {
+        Occasion { day, amount, quantity: 1.0 }
+    }
+
+    fn window(cutoff_day: i32, weeks: usize) -> Window {
+        Window { cutoff_day, weeks, horizon_weeks: 4, churn_weeks: 4, data_start_day: 0 }
+    }
+
+    #[test]
+    fn sequence_weeks_end_on_the_cutoff() {
+        let purchases = [occ(0, 10.0), occ(7, 20.0), occ(13, 5.0)];
+        let c = Customer { id: "a", purchases: &purchases, returns: &[] };
+        let spec = FeatureSpec::fit(window(13, 3), &[c], &[0.0], 5).unwrap();
+        let batch = spec.batch(&[c]).unwrap();
+        let seq = batch.seq_row(0);
+        // Weeks: [−8..−2], [−1..5] (day 0), [6..12]... with cutoff 13: week 2 = days 7..13.
+        let orders: Vec<f32> = seq[..3].iter().map(|v| v.exp_m1().round()).collect();
+        assert_eq!(orders, vec![0.0, 1.0, 2.0]);
+        let spend: Vec<f32> = seq[3..6].iter().map(|v| v.exp_m1()).collect();
+        assert!((spend[2] - 25.0).abs() < 1e-4 && (spend[1] - 10.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn purchases_after_the_cutoff_are_invisible() {
+        let purchases = [occ(0, 10.0), occ(30, 99.0)];
+        let c = Customer { id: "a", purchases: &purchases, returns: &[] };
+        let raw = FeatureSpec::fit(window(13, 4), &[c], &[0.0], 5).unwrap().raw(&c);
+        assert_eq!(raw.statics[3], 0.0, "no repeat purchase before the cutoff");
+        assert!((raw.statics[4] - 11f64.ln()).abs() < 1e-12);
+        assert!((raw.statics[0] - 13.0 / 7.0).abs() < 1e-12, "recency");
+    }
+
+    #[test]
+    fn segments_are_spend_bands() {
+        let spend: Vec<f64> = (0..100).map(|i| if i < 20 { 0.0 } else { i as f64 }).collect();
+        let bands = quantile_bands(&spend, 5);
+        assert_eq!(bands.len(), 3);
+        let purchases = [occ(0, 1.0)];
+        let c = Customer { id: "a", purchases: &purchases, returns: &[] };
+        let spec = FeatureSpec::fit(window(0, 4), &[c], &spend, 5).unwrap();
+        assert_eq!(spec.segment_of(0.0), 0);
+        assert_eq!(spec.segment_of(21.0), 1);
+        assert_eq!(spec.segment_of(1e9), 4);
+    }
+}
