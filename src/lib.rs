@@ -13,8 +13,10 @@ pub mod backend;
 pub mod data;
 pub mod engine;
 pub mod error;
+pub mod eval;
 pub mod model;
 pub mod rng;
+pub mod train;
 
 pub use engine::{Batch, Engine, Scores};
 pub use error::{Error, Result};

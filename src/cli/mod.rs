@@ -2,9 +2,11 @@
 
 mod demo;
 mod devices;
+mod eval;
 mod info;
 mod init;
 pub mod log;
+mod log_args;
 mod score;
 
 use std::io::Write;
@@ -32,6 +34,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the whole path on bundled synthetic customers: model, features, scores.
     Demo(demo::Args),
+    /// A trained model's metrics on a transaction log, beside the BG/NBD + Gamma-Gamma baseline.
+    Eval(eval::Args),
     /// Create a model with random weights from an architecture preset.
     Init(init::Args),
     /// Show a model's graph, shapes, sizes, precision, sparsity and metadata.
@@ -45,6 +49,7 @@ pub enum Command {
 pub fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::Demo(a) => demo::run(a),
+        Command::Eval(a) => eval::run(a),
         Command::Init(a) => init::run(a),
         Command::Info(a) => info::run(a),
         Command::Score(a) => score::run(a),

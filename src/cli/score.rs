@@ -1,5 +1,6 @@
-//! `ltvx score`: stream a JSON Lines feature file through the engine, in batches, keeping input order.
-//! Bad lines are reported with their line number and skipped; the valid ones are still scored.
+//! `ltvx score`: customers' scores, in batches, keeping input order — from a JSON Lines feature file
+//! (bad lines are reported with their line number and skipped; the valid ones are still scored) or
+//! from a transaction log, with features built by the model's own FeatureSpec.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -8,11 +9,16 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use ltvx::backend::BackendChoice;
+use ltvx::data::feature_spec::{FeatureSpec, parse_date};
 use ltvx::data::features::{FeatureRow, parse_line};
+use ltvx::data::labels::eligible;
+use ltvx::data::transactions::Transactions;
+use ltvx::eval::evaluate::feature_spec;
 use ltvx::engine::{Batch, Engine, Scores};
 use ltvx::{Error, Model, Result};
 
 use super::log;
+use super::log_args::LogArgs;
 
 /// Longest accepted line; longer ones are rejected without being held in memory.
 const MAX_LINE_BYTES: u64 = 16 << 20;
@@ -26,12 +32,18 @@ enum Format {
 }
 
 #[derive(clap::Args)]
+#[command(group = clap::ArgGroup::new("input").required(true).args(["features", "transactions"]))]
 pub struct Args {
     /// The model file.
     model: PathBuf,
     /// JSON Lines: {"customer_id": "…", "seq": [[T numbers] × C], "static": [F numbers]}; `-` is stdin.
     #[arg(long)]
-    features: PathBuf,
+    features: Option<PathBuf>,
+    #[command(flatten)]
+    log: LogArgs,
+    /// With --transactions: features as of this day (YYYY-MM-DD; default: the model's cutoff).
+    #[arg(long, requires = "transactions")]
+    as_of: Option<String>,
     /// auto, reference, cpu, cuda or opencl.
     #[arg(long, default_value = "auto")]
     backend: BackendChoice,
@@ -66,40 +78,88 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let model = Model::open(&a.model)?;
     let engine = Engine::build(&model, a.backend)?;
     log::debug(&format!("backend: {}", engine.describe()));
-    let source = a.features.display().to_string();
-    let input: Box<dyn Read> = if source == "-" {
-        Box::new(std::io::stdin().lock())
-    } else {
-        Box::new(File::open(&a.features).map_err(|e| Error::io(&a.features, e))?)
-    };
     let start = Instant::now();
     let mut tally = Tally { scored: 0, rejected: 0 };
-    let stream = |w: &mut dyn Write| {
-        score_stream(&engine, BufReader::new(input), &source, a.format, a.batch_size as usize, w, &mut tally)
-    };
-    match &a.out {
-        Some(path) => ltvx::atomic_file::write_with(path, stream)?,
-        None => {
-            // A reader that went away ends the output quietly; every other error surfaces.
-            let mut result = Ok(());
-            super::with_stdout(|w| {
-                result = stream(w);
-                Ok(())
+    let batch_size = a.batch_size as usize;
+    let source = match &a.features {
+        Some(path) => {
+            let source = path.display().to_string();
+            let input: Box<dyn Read> = if source == "-" {
+                Box::new(std::io::stdin().lock())
+            } else {
+                Box::new(File::open(path).map_err(|e| Error::io(path, e))?)
+            };
+            emit(a.out.as_deref(), |w| {
+                score_stream(&engine, BufReader::new(input), &source, a.format, batch_size, w, &mut tally)
             })?;
-            match result {
-                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {}
-                other => other?,
-            }
+            source
         }
-    }
+        None => {
+            let spec = feature_spec(&model)?;
+            let log_data = a.log.require()?;
+            let as_of = match &a.as_of {
+                Some(day) => parse_date(day)?,
+                None => spec.cutoff_day()?,
+            };
+            emit(a.out.as_deref(), |w| score_log(&engine, &spec, &log_data, as_of, a.format, batch_size, w, &mut tally))?;
+            a.log.transactions.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+        }
+    };
     log::info(&format!(
-        "scored {} customers, rejected {} lines ({source}; {} backend, {:.2} s)",
+        "scored {} customers, rejected {} {} ({source}; {} backend, {:.2} s)",
         tally.scored,
         tally.rejected,
+        if a.features.is_some() { "lines" } else { "customers" },
         engine.backend(),
         start.elapsed().as_secs_f64()
     ));
     Ok(if a.strict && tally.rejected > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// Runs `fill` on the output: a file written atomically, or stdout, where a reader that went away
+/// ends the output quietly and every other error surfaces.
+fn emit(out: Option<&std::path::Path>, fill: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
+    if let Some(path) = out {
+        return ltvx::atomic_file::write_with(path, fill);
+    }
+    let mut result = Ok(());
+    super::with_stdout(|w| {
+        result = fill(w);
+        Ok(())
+    })?;
+    match result {
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+/// Scores every customer of a log who bought on or before `as_of`; the others are reported.
+#[allow(clippy::too_many_arguments)]
+fn score_log(
+    engine: &Engine,
+    spec: &FeatureSpec,
+    log_data: &Transactions,
+    as_of: i32,
+    format: Format,
+    batch_size: usize,
+    out: &mut dyn Write,
+    tally: &mut Tally,
+) -> Result<()> {
+    let customers = eligible(log_data, as_of);
+    tally.rejected = log_data.len() - customers.len();
+    if tally.rejected > 0 {
+        log::warn(&format!("{} customers have no purchase on or before the as-of day: skipped", tally.rejected));
+    }
+    let mut out = Output { out, format, segments: engine.segments(), started: false };
+    for chunk in customers.chunks(batch_size) {
+        let mut batch = spec.batch_as_of(chunk, as_of)?;
+        let mut ids: Vec<String> = chunk.iter().map(|c| c.id.to_string()).collect();
+        flush(engine, &mut batch, &mut ids, &mut out, tally)?;
+    }
+    if tally.scored == 0 {
+        return Err(Error::Input("no customer bought anything on or before the as-of day".into()));
+    }
+    Ok(())
 }
 
 fn score_stream(

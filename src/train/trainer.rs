@@ -1,0 +1,152 @@
+//! The training loop: shuffled mini-batches of the training customers, data-parallel gradients,
+//! AdamW steps, and early stopping on the validation customers.
+
+use std::time::Instant;
+
+use super::data::{TrainData, shuffle, split_indices};
+use super::graph_exec::{Network, Workspace};
+use super::loss::Losses;
+use super::optim::AdamW;
+use super::options::TrainOptions;
+use super::parallel::shards;
+use super::params::{Grads, Params, add_into};
+use crate::error::{Error, Result};
+use crate::model::graph::Graph;
+use crate::model::tensor::Weights;
+use crate::rng::Rng;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpochReport {
+    /// 1-based.
+    pub epoch: usize,
+    /// Mean weighted loss over the epoch's mini-batches (taken while the weights were moving).
+    pub train_loss: f64,
+    /// Mean losses over the validation customers after the epoch: `total` is the weighted sum that
+    /// early stopping watches, `ltv`, `churn` and `segment` the per-head losses.
+    pub validation: Losses,
+    /// Wall time of the epoch, validation included.
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainOutcome {
+    /// The weights after the best epoch (lowest validation loss; the first of ties).
+    pub weights: Weights,
+    pub history: Vec<EpochReport>,
+    /// 1-based, an index into `history` plus one.
+    pub best_epoch: usize,
+    /// Validation losses of the initial weights, the baseline the history improves on.
+    pub initial_validation: Losses,
+}
+
+/// Trains `init` (the graph's f32 layer tensors) on `data`, calling `progress` after every epoch.
+/// Bad data, weights or options are `Error::Input` (`Error::Graph` for a bad graph), reported before
+/// any work starts; a run whose very first epoch ends with a non-finite validation loss is
+/// `Error::Input` too (the learning rate is too high for the data).
+pub fn train(
+    graph: &Graph,
+    init: &Weights,
+    data: &TrainData,
+    opts: &TrainOptions,
+    progress: &mut dyn FnMut(&EpochReport),
+) -> Result<TrainOutcome> {
+    let (mut run, mut params) = Run::new(graph, init, data, opts)?;
+    let mut optimizer = AdamW::new(&mut params, opts.learning_rate, opts.weight_decay, &opts.masks)?;
+    let (mut order, validation_rows) = split_indices(data.len(), opts.validation_fraction, opts.seed)?;
+    let initial_validation = run.losses(&params, &validation_rows);
+    let mut rng = Rng::derive(opts.seed, "epoch-order");
+    let mut grads = params.zeros();
+    let (mut history, mut best_epoch, mut best_loss, mut best) = (Vec::new(), 0, f64::INFINITY, params.clone());
+    for epoch in 1..=opts.epochs {
+        let started = Instant::now();
+        shuffle(&mut order, &mut rng);
+        let mut train_sum = Losses::default();
+        for batch in order.chunks(opts.batch_size) {
+            train_sum.add(&run.gradient(&params, batch, &mut grads));
+            optimizer.step(&mut params, &grads);
+        }
+        let validation = run.losses(&params, &validation_rows);
+        let report = EpochReport {
+            epoch,
+            train_loss: train_sum.mean(order.len()).total,
+            validation,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        progress(&report);
+        history.push(report);
+        if validation.total < best_loss {
+            (best_epoch, best_loss) = (epoch, validation.total);
+            best.clone_from(&params);
+        } else if !validation.total.is_finite() || epoch - best_epoch >= opts.patience {
+            // A non-finite loss never recovers: no point waiting out the patience.
+            break;
+        }
+    }
+    if best_epoch == 0 {
+        return Err(Error::Input(format!(
+            "training diverged in the first epoch (validation loss {}); lower the learning rate",
+            history[0].validation.total
+        )));
+    }
+    Ok(TrainOutcome { weights: best.to_weights(), history, best_epoch, initial_validation })
+}
+
+/// Mean losses of `weights` over all of `data`, computed as `train` computes validation losses
+/// (mini-batches of `opts.batch_size` over `opts.threads` workers, weighted by `opts.loss_weights`).
+pub fn evaluate(graph: &Graph, weights: &Weights, data: &TrainData, opts: &TrainOptions) -> Result<Losses> {
+    let (mut run, params) = Run::new(graph, weights, data, opts)?;
+    Ok(run.losses(&params, &(0..data.len()).collect::<Vec<_>>()))
+}
+
+/// A checked graph, data and options, with one workspace per worker.
+struct Run<'a> {
+    net: Network,
+    data: &'a TrainData,
+    opts: &'a TrainOptions,
+    workspaces: Vec<Workspace>,
+}
+
+impl<'a> Run<'a> {
+    fn new(graph: &Graph, weights: &Weights, data: &'a TrainData, opts: &'a TrainOptions) -> Result<(Self, Params)> {
+        let shapes = graph.check()?;
+        opts.check()?;
+        data.check(graph.inputs, graph.segments(&shapes))?;
+        let params = Params::from_weights(graph, &shapes, weights)?;
+        let net = Network::new(graph, &shapes);
+        let workspaces = (0..opts.threads).map(|_| net.workspace(&params)).collect();
+        Ok((Run { net, data, opts, workspaces }, params))
+    }
+
+    /// Summed losses of the mini-batch `rows`; `grads` receives the gradient of their mean, reduced
+    /// over the shards in shard order.
+    fn gradient(&mut self, params: &Params, rows: &[usize], grads: &mut Grads) -> Losses {
+        let (net, data, weights, scale) = (&self.net, self.data, &self.opts.loss_weights, 1.0 / rows.len() as f64);
+        let losses =
+            shards(&mut self.workspaces, rows, |ws, part| net.gradient(params, ws, data, part, weights, scale));
+        let used = &self.workspaces[..losses.len()];
+        for (g, first) in grads.iter_mut().zip(&used[0].param_grads) {
+            g.copy_from_slice(first);
+        }
+        for ws in &used[1..] {
+            add_into(grads, &ws.param_grads);
+        }
+        sum(&losses)
+    }
+
+    /// Mean losses over `rows`, in mini-batches.
+    fn losses(&mut self, params: &Params, rows: &[usize]) -> Losses {
+        let (net, data, weights) = (&self.net, self.data, &self.opts.loss_weights);
+        let mut total = Losses::default();
+        for chunk in rows.chunks(self.opts.batch_size) {
+            total.add(&sum(&shards(&mut self.workspaces, chunk, |ws, part| net.loss(params, ws, data, part, weights))));
+        }
+        total.mean(rows.len())
+    }
+}
+
+fn sum(parts: &[Losses]) -> Losses {
+    parts.iter().fold(Losses::default(), |mut acc, l| {
+        acc.add(l);
+        acc
+    })
+}
