@@ -1,88 +1,111 @@
-//! `ltvx demo`: the whole path on one machine with nothing but this repository — create a value
-//! model, write a feature file of customers, score them, and show who is worth most.
-//!
-//! Until the training pipeline lands, the model has random weights (`init`) and the customers are
-//! synthetic; the scores therefore show the machinery, not real predictions.
+//! `ltvx demo`: the main job on the bundled CDNOW log, with nothing but this repository — split the
+//! customers in two, train a value model on one half, evaluate it on the other beside BG/NBD, draw
+//! the charts, score every customer, and report.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use ltvx::backend::BackendChoice;
-use ltvx::data::{features, synthetic};
+use ltvx::data::feature_spec::parse_date;
+use ltvx::data::ingest::{IngestOptions, ingest_reader};
+use ltvx::data::labels::eligible;
 use ltvx::engine::Engine;
-use ltvx::model::init::{InitOptions, init};
-use ltvx::model::{Precision, Preset};
+use ltvx::eval::evaluate::{evaluate, feature_spec};
+use ltvx::model::Preset;
+use ltvx::rng::Rng;
+use ltvx::train::TrainOptions;
+use ltvx::train::from_log::{LogTraining, train_from_log};
 use ltvx::{Model, Result};
+
+/// The real CDNOW log (see data/SOURCE.md), in the binary so that the demo runs from anywhere.
+const CDNOW: &[u8] = include_bytes!("../../data/CDNOW_master.txt");
+/// The standard protocol on CDNOW: 39 weeks of calibration, 39 weeks of holdout.
+const CUTOFF: &str = "1997-09-30";
+const HORIZON_WEEKS: usize = 39;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Where the model, features and scores are written.
+    /// Where the model, scores and charts are written.
     #[arg(long, default_value = "ltvx-demo")]
-    dir: PathBuf,
-    /// Synthetic customers to score.
-    #[arg(long, default_value_t = 5_000)]
-    customers: usize,
+    out_dir: PathBuf,
+    /// Seeds the customer split and the training.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     #[arg(long, default_value = "auto")]
     backend: BackendChoice,
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
-    std::fs::create_dir_all(&a.dir).map_err(|e| ltvx::Error::io(&a.dir, e))?;
-    let model_path = a.dir.join("value-model-int8.ltvx");
-    let opts = InitOptions { preset: Preset::Base, precision: Precision::Int8, seed: 1, sparsity: 0.0, inputs: None };
-    init(&opts)?.save(&model_path)?;
-    let model = Model::open(&model_path)?;
-    println!(
-        "1. model     {} — base preset (value model v1), int8, {} MACs per customer",
-        model_path.display(),
-        model.macs()
-    );
-
-    let sizes = model.graph().inputs;
-    let batch = synthetic::customers(sizes, a.customers, 2);
-    let features_path = a.dir.join("customers.jsonl");
-    ltvx::atomic_file::write(&features_path, |w| {
-        (0..batch.len()).try_for_each(|i| {
-            features::write_line(w, &format!("C{i:06}"), batch.seq_row(i), batch.stat_row(i), sizes.seq_len)
-        })
-    })?;
-    println!(
-        "2. features  {} — {} synthetic customers, seq [{}×{}] + static [{}]",
-        features_path.display(),
-        batch.len(),
-        sizes.seq_channels,
-        sizes.seq_len,
-        sizes.static_features
-    );
-
-    super::check_interrupt()?;
-    let engine = Engine::build(&model, a.backend)?;
     let start = Instant::now();
-    let scores = engine.score(&batch)?;
-    let secs = start.elapsed().as_secs_f64();
+    std::fs::create_dir_all(&a.out_dir).map_err(|e| ltvx::Error::io(&a.out_dir, e))?;
+    let (log_data, report) = ingest_reader("CDNOW_master.txt (bundled)", CDNOW, &IngestOptions::default())?;
+    let cutoff_day = parse_date(CUTOFF)?;
     println!(
-        "3. scored    {} customers on {} in {secs:.2} s ({:.0} customers/s)",
+        "data      CDNOW: {} customers, {} purchase occasions ({} same-day rows merged); cutoff {CUTOFF}, horizon {HORIZON_WEEKS} weeks",
+        report.customers, report.purchase_occasions, report.same_day_merged.count
+    );
+
+    let test = half_of(&log_data, cutoff_day, a.seed);
+    let cfg = LogTraining {
+        cutoff_day,
+        horizon_weeks: HORIZON_WEEKS,
+        churn_weeks: HORIZON_WEEKS,
+        weeks: 52,
+        preset: Preset::Base,
+        options: TrainOptions { seed: a.seed, ..TrainOptions::default() },
+        holdout: test.clone(),
+    };
+    let t = Instant::now();
+    let trained = train_from_log(&log_data, &cfg, &mut |_| {})?;
+    let model_path = a.out_dir.join("value-model.ltvx");
+    trained.file.save(&model_path)?;
+    println!(
+        "train     base preset on {} customers: best epoch {} of {}, {:.1} s → {}",
+        trained.customers,
+        trained.outcome.best_epoch,
+        trained.outcome.history.len(),
+        t.elapsed().as_secs_f64(),
+        model_path.display()
+    );
+    super::check_interrupt()?;
+
+    let model = Model::open(&model_path)?;
+    let engine = Engine::build(&model, a.backend)?;
+    let e = evaluate(&model, &engine, &log_data, Some(&test))?;
+    let charts = a.out_dir.join("charts");
+    let written = e.write_charts(&charts)?;
+    println!("evaluate  {} held-out customers (BG/NBD + Gamma-Gamma fitted on the other half):\n", e.model.customers);
+    super::with_stdout(|w| super::eval::write_table(w, &e))?;
+    super::check_interrupt()?;
+
+    let everyone = eligible(&log_data, cutoff_day);
+    let batch = feature_spec(&model)?.batch(&everyone)?;
+    let t = Instant::now();
+    let scores = engine.score(&batch)?;
+    let secs = t.elapsed().as_secs_f64();
+    let scores_path = a.out_dir.join("scores.csv");
+    let ids: Vec<String> = everyone.iter().map(|c| c.id.to_string()).collect();
+    super::score::write_csv(&scores_path, &ids, &scores)?;
+    println!(
+        "\nscore     {} customers on {} in {secs:.2} s ({:.0} customers/s) → {}",
         scores.len(),
         engine.describe(),
-        scores.len() as f64 / secs
+        scores.len() as f64 / secs,
+        scores_path.display()
     );
-
-    let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|&x, &y| scores.ltv[y].total_cmp(&scores.ltv[x]));
-    println!("\n   top customers by predicted LTV (random weights: the machinery, not real predictions)");
-    println!("   {:<10} {:>12} {:>10} {:>8} {:>8}", "customer", "ltv", "p_purchase", "churn", "segment");
-    for &i in order.iter().take(5) {
-        println!(
-            "   C{i:06}    {:>12.2} {:>10.3} {:>8.3} {:>8}",
-            scores.ltv[i], scores.p_purchase[i], scores.churn_probability[i], scores.segment[i]
-        );
-    }
-    println!(
-        "\n   next: ltvx info {}    ltvx score {} --features {}",
-        model_path.display(),
-        model_path.display(),
-        features_path.display()
-    );
+    println!("charts    {}", written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+    println!("done in {:.0} s; next: ltvx info {}", start.elapsed().as_secs_f64(), model_path.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// A seeded half of the customers who bought by the cutoff: the held-out test set.
+fn half_of(log_data: &ltvx::data::transactions::Transactions, cutoff_day: i32, seed: u64) -> HashSet<String> {
+    let mut ids: Vec<&str> = eligible(log_data, cutoff_day).iter().map(|c| c.id).collect();
+    let mut rng = Rng::derive(seed, "demo-split");
+    for i in (1..ids.len()).rev() {
+        ids.swap(i, rng.below(i + 1));
+    }
+    ids[..ids.len() / 2].iter().map(|s| s.to_string()).collect()
 }

@@ -27,6 +27,9 @@ pub struct Args {
     /// Machine-readable JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Write gain, decile, ROC and reliability charts (SVG) into this folder.
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
@@ -40,6 +43,11 @@ pub fn run(a: Args) -> Result<ExitCode> {
             "{} listed customers are not in the log or bought nothing by the cutoff: not evaluated",
             e.listed_but_not_eligible
         ));
+    }
+    if let Some(dir) = &a.plot {
+        for path in e.write_charts(dir)? {
+            super::log::info(&format!("wrote {}", path.display()));
+        }
     }
     if a.json {
         super::print_json(&serde_json::to_value(&e).expect("evaluations serialize"))?;

@@ -5,6 +5,16 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 static LEVEL: AtomicU8 = AtomicU8::new(1);
 
+#[derive(Clone, Copy)]
+pub enum Level {
+    Info = 1,
+}
+
+/// Whether messages of `level` are shown (e.g. to skip drawing a progress bar under --quiet).
+pub fn enabled(level: Level) -> bool {
+    LEVEL.load(Ordering::Relaxed) >= level as u8
+}
+
 pub fn set_level(quiet: bool, verbose: bool) {
     LEVEL.store(
         if quiet {

@@ -2,12 +2,13 @@
 
 mod demo;
 mod devices;
-mod eval;
+pub mod eval;
 mod info;
 mod init;
 pub mod log;
 mod log_args;
-mod score;
+pub mod score;
+mod train;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -32,7 +33,7 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Run the whole path on bundled synthetic customers: model, features, scores.
+    /// The main job on the bundled CDNOW log: train, evaluate beside BG/NBD, chart, score, report.
     Demo(demo::Args),
     /// A trained model's metrics on a transaction log, beside the BG/NBD + Gamma-Gamma baseline.
     Eval(eval::Args),
@@ -42,6 +43,8 @@ pub enum Command {
     Info(info::Args),
     /// Score customers from a JSON Lines feature file.
     Score(score::Args),
+    /// Train a value model on a transaction log.
+    Train(train::Args),
     /// List backends and the devices they found, or why they are unavailable.
     Devices(devices::Args),
 }
@@ -54,6 +57,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
         Command::Info(a) => info::run(a),
         Command::Score(a) => score::run(a),
         Command::Devices(a) => devices::run(a),
+        Command::Train(a) => train::run(a),
     }
 }
 

@@ -13,8 +13,8 @@ use ltvx::data::feature_spec::{FeatureSpec, parse_date};
 use ltvx::data::features::{FeatureRow, parse_line};
 use ltvx::data::labels::eligible;
 use ltvx::data::transactions::Transactions;
-use ltvx::eval::evaluate::feature_spec;
 use ltvx::engine::{Batch, Engine, Scores};
+use ltvx::eval::evaluate::feature_spec;
 use ltvx::{Error, Model, Result};
 
 use super::log;
@@ -101,7 +101,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
                 Some(day) => parse_date(day)?,
                 None => spec.cutoff_day()?,
             };
-            emit(a.out.as_deref(), |w| score_log(&engine, &spec, &log_data, as_of, a.format, batch_size, w, &mut tally))?;
+            emit(a.out.as_deref(), |w| {
+                score_log(&engine, &spec, &log_data, as_of, a.format, batch_size, w, &mut tally)
+            })?;
             a.log.transactions.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
         }
     };
@@ -255,6 +257,14 @@ fn flush(engine: &Engine, batch: &mut Batch, ids: &mut Vec<String>, out: &mut Ou
     batch.clear();
     ids.clear();
     Ok(())
+}
+
+/// Writes scores of `ids` as a CSV file (atomically), as `ltvx score` would.
+pub fn write_csv(path: &std::path::Path, ids: &[String], scores: &Scores) -> Result<()> {
+    ltvx::atomic_file::write(path, |w| {
+        write_header(w, Format::Csv, scores.segments)?;
+        write_rows(w, Format::Csv, ids, scores)
+    })
 }
 
 fn write_header(out: &mut dyn Write, format: Format, segments: usize) -> std::io::Result<()> {

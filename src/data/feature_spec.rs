@@ -34,19 +34,29 @@ pub const STATICS: [&str; 16] = [
     "log1p_total_items",
     "mean_gap",
     "std_gap",
-    "purchase_rate",
+    "log1p_purchase_rate",
     "log1p_returns",
     "log1p_return_amount",
     "cohort_week",
 ];
 
-/// Mean and standard deviation of one static feature over the training customers.
+/// How one static feature is scaled: clipped to the range seen on the training customers (a network
+/// extrapolating past it predicts absurd values for the rare customer beyond), then standardized with
+/// their mean and standard deviation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scaling {
     pub name: String,
+    pub min: f64,
+    pub max: f64,
     pub mean: f64,
     pub std: f64,
+}
+
+impl Scaling {
+    pub fn apply(&self, raw: f64) -> f32 {
+        ((raw.clamp(self.min, self.max) - self.mean) / self.std) as f32
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,12 +122,15 @@ impl FeatureSpec {
         let raws: Vec<Raw> = training.iter().map(|c| spec.raw(c)).collect();
         spec.statics = (0..STATICS.len())
             .map(|j| {
+                let values = || raws.iter().map(|r| r.statics[j]);
                 let n = raws.len() as f64;
-                let mean = raws.iter().map(|r| r.statics[j]).sum::<f64>() / n;
-                let var = raws.iter().map(|r| (r.statics[j] - mean).powi(2)).sum::<f64>() / n;
+                let mean = values().sum::<f64>() / n;
+                let var = values().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
                 // A constant feature carries no information; scaling by 1 keeps it finite.
                 let std = if var > 1e-12 { var.sqrt() } else { 1.0 };
-                Scaling { name: STATICS[j].to_string(), mean, std }
+                let (min, max) =
+                    values().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+                Scaling { name: STATICS[j].to_string(), min, max, mean, std }
             })
             .collect();
         spec.segment_thresholds = quantile_bands(horizon_spend, segments);
@@ -160,8 +173,7 @@ impl FeatureSpec {
         let mut batch = Batch::with_capacity(self.input_sizes(), customers.len());
         for c in customers {
             let raw = shifted.raw(c);
-            let stat: Vec<f32> =
-                raw.statics.iter().zip(&self.statics).map(|(v, s)| ((v - s.mean) / s.std) as f32).collect();
+            let stat: Vec<f32> = raw.statics.iter().zip(&self.statics).map(|(&v, s)| s.apply(v)).collect();
             batch.push(&raw.seq, &stat)?;
         }
         Ok(batch)
@@ -235,8 +247,9 @@ fn statics(purchases: &[&Occasion], returns: &[&Occasion], cutoff: i32, start: i
     f[9] = purchases.iter().map(|o| o.quantity.max(0.0)).sum::<f64>().ln_1p();
     f[10] = mean_gap;
     f[11] = std_gap;
-    // Occasions per week of tenure; a customer first seen on the cutoff day counts one week.
-    f[12] = n / tenure.max(1.0);
+    // Occasions per week of tenure (a customer first seen on the cutoff day counts one week), in log
+    // terms: a burst of purchases in a customer's first week makes a very long tail.
+    f[12] = (n / tenure.max(1.0)).ln_1p();
     f[13] = (returns.len() as f64).ln_1p();
     f[14] = returns.iter().map(|o| o.amount.abs()).sum::<f64>().ln_1p();
     f[15] = weeks(first.day - start);

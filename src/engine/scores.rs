@@ -47,6 +47,20 @@ impl Scores {
     }
 }
 
+/// Lower bound of the lognormal sigma: √(Keras epsilon = 1e-7), as Google's lifetime_value has it.
+pub const SIGMA_FLOOR: f64 = 3.162_277_660_168_379_4e-4;
+/// Upper bound of the lognormal sigma. The expected value exp(mu + sigma²/2) explodes with sigma: a
+/// model extrapolating for one unusual customer could otherwise predict a million where a thousand
+/// is plausible (seen on CDNOW), and a sum or a calibration over customers would follow it. At 1.5
+/// the mean is at most e^(1.5²/2) ≈ 3× the median: ceilings of 3 and 2 still over-predicted the top
+/// decile on CDNOW (docs/ACCURACY.md records the comparison).
+pub const SIGMA_CEILING: f64 = 1.5;
+
+/// The lognormal sigma of the LTV head from its raw output; the training loss uses the same.
+pub fn ziln_sigma(raw: f64) -> f64 {
+    softplus(raw).clamp(SIGMA_FLOOR, SIGMA_CEILING)
+}
+
 /// Dequantization factors of the int8 heads (`acc_scale` per output), `None` for float heads.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Epilogue {
@@ -75,7 +89,7 @@ impl Epilogue {
         s.p_segment.reserve(rows * segments);
         for i in 0..rows {
             let (logit_p, mu, raw_sigma) = (ltv[3 * i] as f64, ltv[3 * i + 1] as f64, ltv[3 * i + 2] as f64);
-            let sigma = softplus(raw_sigma);
+            let sigma = ziln_sigma(raw_sigma);
             s.p_purchase.push(sigmoid(logit_p) as f32);
             // In log space (ln p = −softplus(−logit p)): a vanishing p times a huge exp is a small
             // number, not 0·∞ = NaN.
@@ -119,7 +133,7 @@ mod tests {
             segment: HeadValues::Logits(vec![1.0, 1.0, 0.0]),
         };
         let s = Epilogue::default().apply(&heads, 3);
-        let sigma = 2f64.ln(); // softplus(0)
+        let sigma = ziln_sigma(0.0); // softplus(0) = ln 2
         assert!((s.ltv[0] as f64 - 0.5 * (1.0 + sigma * sigma / 2.0).exp()).abs() < 1e-6);
         assert_eq!(s.p_purchase[0], 0.5);
         assert_eq!(s.churn_probability[0], 0.5);
@@ -136,7 +150,7 @@ mod tests {
         };
         let e = Epilogue { ltv: Some(vec![1.0, 0.1, 0.5]), churn: Some(vec![0.01]), segment: None };
         let s = e.apply(&heads, 2);
-        let sigma = softplus(-2.0);
+        let sigma = ziln_sigma(-2.0);
         assert!((s.ltv[0] as f64 - 0.5 * (1.0 + sigma * sigma / 2.0).exp()).abs() < 1e-6);
         assert!((s.churn_probability[0] as f64 - sigmoid(-1.0)).abs() < 1e-7);
         assert_eq!(s.segment[0], 1);

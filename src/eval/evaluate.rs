@@ -6,6 +6,7 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 
+use super::charts::{ChartInput, ChartModel, write_charts};
 use super::report::{ChurnReport, LtvReport, Report};
 use super::{Clv, Rfm};
 use crate::data::feature_spec::FeatureSpec;
@@ -49,6 +50,22 @@ pub struct Evaluation {
     pub predictions: Predictions,
 }
 
+impl Evaluation {
+    /// Gain, decile, ROC and reliability charts of the model beside the baseline, into `dir`.
+    pub fn write_charts(&self, dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
+        let p = &self.predictions;
+        let input = ChartInput {
+            actual_spend: &p.actual_spend,
+            churned: &p.churned,
+            models: vec![
+                ChartModel { name: "ltvx", ltv: &p.model_ltv, churn_probability: &p.model_churn },
+                ChartModel { name: self.baseline.name, ltv: &p.baseline_ltv, churn_probability: &p.baseline_churn },
+            ],
+        };
+        write_charts(dir, &input)
+    }
+}
+
 /// The model's FeatureSpec, or why it has none usable.
 pub fn feature_spec(model: &Model) -> Result<FeatureSpec> {
     let v = &model.meta.feature_spec;
@@ -70,7 +87,12 @@ pub fn feature_spec(model: &Model) -> Result<FeatureSpec> {
 /// Evaluates on the customers in `only` (default: every customer who bought by the cutoff); the
 /// baseline is fitted on the eligible customers not evaluated (all of them without a list: BG/NBD
 /// sees calibration purchases only, never outcomes).
-pub fn evaluate(model: &Model, engine: &Engine, log: &Transactions, only: Option<&HashSet<String>>) -> Result<Evaluation> {
+pub fn evaluate(
+    model: &Model,
+    engine: &Engine,
+    log: &Transactions,
+    only: Option<&HashSet<String>>,
+) -> Result<Evaluation> {
     let spec = feature_spec(model)?;
     let cutoff = spec.cutoff_day()?;
     let all = eligible(log, cutoff);
@@ -92,7 +114,8 @@ pub fn evaluate(model: &Model, engine: &Engine, log: &Transactions, only: Option
         ..Default::default()
     };
     let actual_segment: Vec<u32> = truth.spend.iter().map(|&s| spec.segment_of(s)).collect();
-    let model = Report::new(&p.model_ltv, &p.actual_spend, &p.model_churn, &p.churned, &scores.segment, &actual_segment);
+    let model =
+        Report::new(&p.model_ltv, &p.actual_spend, &p.model_churn, &p.churned, &scores.segment, &actual_segment);
     let fit_on = if rest.is_empty() { &all } else { &rest };
     let clv = Clv::fit(&rfm_of(fit_on, cutoff))?;
     for r in rfm_of(&evaluated, cutoff) {

@@ -6,6 +6,7 @@
 //! horizon of N weeks after it.
 
 pub mod bgnbd;
+pub mod charts;
 pub mod clv;
 pub mod evaluate;
 pub mod gamma_gamma;

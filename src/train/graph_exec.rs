@@ -167,6 +167,18 @@ impl Network {
         losses
     }
 
+    /// Head logits of customers `rows`, row-major per customer (`[rows, units]` for each head).
+    pub fn predict(&self, params: &Params, ws: &mut Workspace, inputs: &Batch, rows: &[usize]) -> [Vec<f32>; 3] {
+        self.forward(params, ws, inputs, rows);
+        let n = rows.len();
+        // Activations are `[units, B, 1]`: transpose each head to one row per customer.
+        self.heads.map(|h| {
+            let units = self.dims[h].rows;
+            let a = &ws.acts[h];
+            (0..n).flat_map(|b| (0..units).map(move |u| a[u * n + b])).collect()
+        })
+    }
+
     /// The head logits among a workspace's activations.
     fn logits<'a>(&self, acts: &'a [Vec<f32>]) -> HeadLogits<'a> {
         let [ltv, churn, segment] = self.heads.map(|h| acts[h].as_slice());

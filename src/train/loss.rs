@@ -1,13 +1,12 @@
 //! The heads' losses, on logits: the Sigmoid and Softmax of the graph belong to the scoring epilogue
 //! (src/engine/scores.rs), which turns the same logits into scores — p_purchase = sigmoid(logit p),
-//! ltv = p_purchase · exp(mu + sigma²/2) with sigma = softplus(raw sigma), churn = sigmoid,
+//! ltv = p_purchase · exp(mu + sigma²/2) with sigma = ziln_sigma(raw sigma), churn = sigmoid,
 //! segment = softmax. Every loss is computed in f64 (a few values per customer, so it costs nothing)
 //! and is numerically stable for any finite logit.
 
 use super::data::Targets;
 
-/// Lower bound of the lognormal sigma: √(Keras epsilon = 1e-7), as lifetime_value has it.
-pub const SIGMA_FLOOR: f64 = 3.162_277_660_168_379_4e-4;
+pub use crate::engine::scores::{SIGMA_CEILING, SIGMA_FLOOR};
 
 /// ln(2π).
 const LN_2PI: f64 = 1.837_877_066_409_345_5;
@@ -76,7 +75,8 @@ pub fn softmax_cross_entropy(logits: &[f64], class: usize, grad: &mut [f64]) -> 
 
 /// Zero-inflated lognormal negative log-likelihood of one customer's spend (Wang, Liu & Miao 2019),
 /// exactly as `zero_inflated_lognormal_loss` of Google's lifetime_value: logits (logit p, mu, raw sigma);
-/// classification = BCE(spend > 0, logit p); sigma = max(softplus(raw sigma), √1e-7);
+/// classification = BCE(spend > 0, logit p); sigma = softplus(raw sigma) within [√1e-7, SIGMA_CEILING]
+/// (lifetime_value has the floor; the ceiling is ltvx's, see [`SIGMA_CEILING`]);
 /// regression = −ln LogNormal(mu, sigma).pdf(spend) for spend > 0, else 0. Returns (loss, ∂loss/∂logits).
 pub fn ziln(logits: [f64; 3], spend: f64) -> (f64, [f64; 3]) {
     let [logit_p, mu, raw_sigma] = logits;
@@ -85,10 +85,11 @@ pub fn ziln(logits: [f64; 3], spend: f64) -> (f64, [f64; 3]) {
     if !positive {
         return (classification, [d_logit_p, 0.0, 0.0]);
     }
-    // Below the floor sigma is a constant: no gradient reaches raw sigma (TF's maximum does the same).
+    // Outside its range sigma is a constant: no gradient reaches raw sigma (TF's maximum does the same).
     let (sigma, d_sigma_d_raw) = match softplus(raw_sigma) {
-        s if s >= SIGMA_FLOOR => (s, sigmoid(raw_sigma)),
-        _ => (SIGMA_FLOOR, 0.0),
+        s if s < SIGMA_FLOOR => (SIGMA_FLOOR, 0.0),
+        s if s > SIGMA_CEILING => (SIGMA_CEILING, 0.0),
+        s => (s, sigmoid(raw_sigma)),
     };
     let log_spend = spend.ln();
     let z = (log_spend - mu) / sigma;
@@ -179,7 +180,7 @@ mod tests {
         for (logits, spend) in
             [([0.3, 1.2, -0.4], 7.5), ([-2.0, 3.0, 1.5], 0.0), ([1.0, -0.5, -30.0], 0.2), ([4.0, 6.0, 0.1], 900.0)]
         {
-            let scale = softplus(logits[2]).max(SIGMA_FLOOR);
+            let scale = softplus(logits[2]).clamp(SIGMA_FLOOR, SIGMA_CEILING);
             let expected = if spend == 0.0 {
                 softplus(logits[0])
             } else {

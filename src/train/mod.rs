@@ -17,6 +17,7 @@
 //! ```
 
 mod data;
+pub mod from_log;
 mod gemm;
 mod graph_exec;
 pub mod loss;
@@ -34,4 +35,4 @@ pub use data::{Targets, TrainData};
 pub use loss::{LossWeights, Losses};
 pub use optim::{Masks, masks_of_zero_weights};
 pub use options::TrainOptions;
-pub use trainer::{EpochReport, TrainOutcome, evaluate, train};
+pub use trainer::{EpochReport, TrainOutcome, evaluate, predict, train};

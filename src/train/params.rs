@@ -40,6 +40,15 @@ impl Params {
             .collect()
     }
 
+    /// self = decay · self + (1 − decay) · other: one step of a running average of the weights.
+    pub fn blend(&mut self, other: &Params, decay: f32) {
+        for (a, b) in self.values.iter_mut().zip(&other.values) {
+            for (x, &y) in a.iter_mut().zip(b) {
+                *x = decay * *x + (1.0 - decay) * y;
+            }
+        }
+    }
+
     pub fn zeros(&self) -> Grads {
         self.values.iter().map(|v| vec![0.0; v.len()]).collect()
     }

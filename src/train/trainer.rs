@@ -10,6 +10,7 @@ use super::optim::AdamW;
 use super::options::TrainOptions;
 use super::parallel::shards;
 use super::params::{Grads, Params, add_into};
+use crate::engine::{Batch, HeadOutputs, HeadValues};
 use crate::error::{Error, Result};
 use crate::model::graph::Graph;
 use crate::model::tensor::Weights;
@@ -57,6 +58,8 @@ pub fn train(
     let mut rng = Rng::derive(opts.seed, "epoch-order");
     let mut grads = params.zeros();
     let (mut history, mut best_epoch, mut best_loss, mut best) = (Vec::new(), 0, f64::INFINITY, params.clone());
+    // The averaged weights, when averaging: what is validated and kept.
+    let mut average = (opts.weight_averaging > 0.0).then(|| params.clone());
     for epoch in 1..=opts.epochs {
         let started = Instant::now();
         shuffle(&mut order, &mut rng);
@@ -64,8 +67,12 @@ pub fn train(
         for batch in order.chunks(opts.batch_size) {
             train_sum.add(&run.gradient(&params, batch, &mut grads));
             optimizer.step(&mut params, &grads);
+            if let Some(avg) = &mut average {
+                avg.blend(&params, opts.weight_averaging as f32);
+            }
         }
-        let validation = run.losses(&params, &validation_rows);
+        let kept = average.as_ref().unwrap_or(&params);
+        let validation = run.losses(kept, &validation_rows);
         let report = EpochReport {
             epoch,
             train_loss: train_sum.mean(order.len()).total,
@@ -76,7 +83,7 @@ pub fn train(
         history.push(report);
         if validation.total < best_loss {
             (best_epoch, best_loss) = (epoch, validation.total);
-            best.clone_from(&params);
+            best.clone_from(kept);
         } else if !validation.total.is_finite() || epoch - best_epoch >= opts.patience {
             // A non-finite loss never recovers: no point waiting out the patience.
             break;
@@ -96,6 +103,25 @@ pub fn train(
 pub fn evaluate(graph: &Graph, weights: &Weights, data: &TrainData, opts: &TrainOptions) -> Result<Losses> {
     let (mut run, params) = Run::new(graph, weights, data, opts)?;
     Ok(run.losses(&params, &(0..data.len()).collect::<Vec<_>>()))
+}
+
+/// The float head logits of `weights` for every customer of `inputs`, computed by the training
+/// forward pass (mini-batches on one thread): quick in-sample predictions for the trainer's own use,
+/// such as calibrating the LTV scale. Scoring proper goes through the engine.
+pub fn predict(graph: &Graph, weights: &Weights, inputs: &Batch) -> Result<HeadOutputs> {
+    let shapes = graph.check()?;
+    let params = Params::from_weights(graph, &shapes, weights)?;
+    let net = Network::new(graph, &shapes);
+    let mut ws = net.workspace(&params);
+    let mut heads: [Vec<f32>; 3] = Default::default();
+    let rows: Vec<usize> = (0..inputs.len()).collect();
+    for chunk in rows.chunks(256) {
+        for (all, part) in heads.iter_mut().zip(net.predict(&params, &mut ws, inputs, chunk)) {
+            all.extend(part);
+        }
+    }
+    let [ltv, churn, segment] = heads.map(HeadValues::Logits);
+    Ok(HeadOutputs { ltv, churn, segment })
 }
 
 /// A checked graph, data and options, with one workspace per worker.

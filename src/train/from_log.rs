@@ -1,0 +1,122 @@
+//! From a retailer's transaction log to a trained value-model file: eligible customers at the
+//! cutoff, a FeatureSpec fitted on them, labels from the horizon after the cutoff, the preset's
+//! network trained on them, and everything needed to score later recorded in the file.
+
+use std::collections::HashSet;
+
+use serde_json::json;
+
+use super::{EpochReport, Targets, TrainData, TrainOptions, TrainOutcome, predict, train};
+use crate::data::feature_spec::{FeatureSpec, Window};
+use crate::data::labels::{eligible, outcomes};
+use crate::data::transactions::{Customer, Transactions};
+use crate::engine::Epilogue;
+use crate::error::{Error, Result};
+use crate::model::graph::{Graph, HeadKind};
+use crate::model::init::random_model;
+use crate::model::preset::SEGMENTS;
+use crate::model::tensor::{Tensor, TensorData, Weights};
+use crate::model::{ModelFile, Precision, Preset};
+
+#[derive(Debug, Clone)]
+pub struct LogTraining {
+    /// The last day of the calibration period (inclusive), days since 1970-01-01.
+    pub cutoff_day: i32,
+    pub horizon_weeks: usize,
+    pub churn_weeks: usize,
+    /// Weeks of history in the sequence input.
+    pub weeks: usize,
+    pub preset: Preset,
+    pub options: TrainOptions,
+    /// Customers never used for training, scaling statistics or early stopping.
+    pub holdout: HashSet<String>,
+}
+
+pub struct Trained {
+    pub file: ModelFile,
+    pub outcome: TrainOutcome,
+    /// Customers trained on (validation slice included).
+    pub customers: usize,
+}
+
+pub fn train_from_log(
+    log: &Transactions,
+    cfg: &LogTraining,
+    progress: &mut dyn FnMut(&EpochReport),
+) -> Result<Trained> {
+    let data_start_day = log.first_day().ok_or_else(|| Error::Input("the log has no purchases".into()))?;
+    let customers: Vec<Customer> =
+        eligible(log, cfg.cutoff_day).into_iter().filter(|c| !cfg.holdout.contains(c.id)).collect();
+    if customers.len() < 2 {
+        return Err(Error::Input(format!(
+            "{} customers bought on or before the cutoff (after the holdout): too few to train on",
+            customers.len()
+        )));
+    }
+    let truth = outcomes(&customers, cfg.cutoff_day, cfg.horizon_weeks, cfg.churn_weeks);
+    let window = Window {
+        cutoff_day: cfg.cutoff_day,
+        weeks: cfg.weeks,
+        horizon_weeks: cfg.horizon_weeks,
+        churn_weeks: cfg.churn_weeks,
+        data_start_day,
+    };
+    let spec = FeatureSpec::fit(window, &customers, &truth.spend, SEGMENTS)?;
+    let data = TrainData {
+        inputs: spec.batch(&customers)?,
+        targets: Targets {
+            spend: truth.spend.iter().map(|&s| s.max(0.0) as f32).collect(),
+            churned: truth.churned.iter().map(|&c| if c { 1.0 } else { 0.0 }).collect(),
+            segment: truth.spend.iter().map(|&s| spec.segment_of(s)).collect(),
+        },
+    };
+    let graph = cfg.preset.graph(spec.input_sizes());
+    let init = random_model(graph.clone(), Precision::Fp32, cfg.options.seed, 0.0)?;
+    let outcome = train(&graph, &init.weights, &data, &cfg.options, progress)?;
+    let best = &outcome.history[outcome.best_epoch - 1];
+    let mut weights = outcome.weights.clone();
+    let ltv_scale = calibrate_ltv_scale(&graph, &mut weights, &data)?;
+    let mut file = ModelFile { weights, ..init };
+    file.meta.feature_spec = serde_json::to_value(&spec).expect("specs serialize");
+    file.meta.provenance = json!({
+        "tool": concat!("ltvx ", env!("CARGO_PKG_VERSION")),
+        "command": "train",
+        "preset": cfg.preset.to_string(),
+        "seed": cfg.options.seed,
+        "threads": cfg.options.threads,
+        "customers": customers.len(),
+        "holdout_customers": cfg.holdout.len(),
+        "epochs": outcome.history.len(),
+        "best_epoch": outcome.best_epoch,
+    });
+    file.meta.metrics = json!({
+        "ltv_scale": ltv_scale,
+        "validation_loss": {
+            "total": best.validation.total,
+            "ltv": best.validation.ltv,
+            "churn": best.validation.churn,
+            "segment": best.validation.segment,
+        }
+    });
+    Ok(Trained { file, outcome, customers: customers.len() })
+}
+
+/// Scales predicted LTV so that it sums to the actual spend over the training customers, folded into
+/// the LTV head's mu bias (ltv = p·exp(mu + σ²/2), so ×c is mu + ln c): a lognormal fitted by
+/// likelihood gets the ranking right but its mean is sensitive to the heavy tail of spend. Returns
+/// the factor applied.
+fn calibrate_ltv_scale(graph: &Graph, weights: &mut Weights, data: &TrainData) -> Result<f64> {
+    let heads = predict(graph, weights, &data.inputs)?;
+    let segments = graph.segments(&graph.check()?);
+    let predicted: f64 = Epilogue::default().apply(&heads, segments).ltv.iter().map(|&v| v as f64).sum();
+    let actual: f64 = data.targets.spend.iter().map(|&v| v as f64).sum();
+    if !(predicted > 0.0 && actual > 0.0 && predicted.is_finite()) {
+        return Ok(1.0);
+    }
+    let scale = actual / predicted;
+    let bias = weights.get_mut(&format!("{}.bias", graph.head_dense(HeadKind::Ltv).name));
+    if let Some(Tensor { data: TensorData::F32(b), .. }) = bias {
+        b[1] += scale.ln() as f32;
+    }
+    Ok(scale)
+}

@@ -1,0 +1,105 @@
+//! The transaction-log workflow end to end, as a user runs it: train on a log, evaluate beside
+//! BG/NBD with charts, score from the log, and the bundled demo.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const SAMPLE_COLUMNS: &str = "customer=0,date=2,quantity=3,amount=4";
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(name)
+}
+
+fn ltvx(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_ltvx")).args(args).output().expect("run ltvx");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked") && !stderr.contains("internal error"), "{args:?}:\n{stderr}");
+    out
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = ltvx(args);
+    assert!(out.status.success(), "{args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Every other customer id of the paper's sample: the held-out half.
+fn holdout(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(data("CDNOW_sample.txt")).unwrap();
+    let mut ids: Vec<&str> = text.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    ids.dedup();
+    let path = dir.join("holdout.txt");
+    std::fs::write(&path, ids.iter().step_by(2).map(|id| format!("{id}\n")).collect::<String>()).unwrap();
+    path
+}
+
+fn log_args(sample: &str) -> Vec<&str> {
+    vec!["--transactions", sample, "--columns", SAMPLE_COLUMNS]
+}
+
+#[test]
+fn train_eval_and_score_from_a_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sample, held) = (data("CDNOW_sample.txt"), holdout(dir.path()));
+    let (sample, held) = (sample.to_str().unwrap(), held.to_str().unwrap());
+    let model = dir.path().join("m.ltvx");
+    let model = model.to_str().unwrap();
+    let mut train = vec!["-q", "train", "--cutoff", "1997-09-30", "--horizon-weeks", "39", "--preset", "tiny"];
+    train.extend(log_args(sample));
+    train.extend(["--epochs", "30", "--batch-size", "32", "--holdout-customers", held, "--out", model]);
+    ok(&train);
+
+    let info: Value = serde_json::from_str(&ok(&["info", model, "--json"])).unwrap();
+    assert_eq!(info["feature_spec"]["cutoff"], "1997-09-30");
+    assert_eq!(info["provenance"]["command"], "train");
+    assert_eq!(info["inputs"]["static_features"], info["feature_spec"]["statics"].as_array().unwrap().len());
+
+    let charts = dir.path().join("charts");
+    let mut eval = vec!["-q", "eval", model, "--customers", held, "--json", "--plot", charts.to_str().unwrap()];
+    eval.extend(log_args(sample));
+    let report: Value = serde_json::from_str(&ok(&eval)).unwrap();
+    let customers = report["model"]["customers"].as_u64().unwrap();
+    assert!((1100..=1200).contains(&customers), "about half of 2,357: {customers}");
+    for path in [&report["model"]["ltv"]["normalized_gini"], &report["baseline"]["ltv"]["normalized_gini"]] {
+        assert!(path.as_f64().is_some_and(|g| g > 0.3 && g <= 1.0), "a real ranking: {report}");
+    }
+    assert!(report["baseline"]["churn"]["auc"].as_f64().unwrap() > 0.6);
+    for chart in ["gain.svg", "deciles.svg", "roc.svg", "reliability.svg"] {
+        assert!(std::fs::read_to_string(charts.join(chart)).unwrap().starts_with("<svg"), "{chart}");
+    }
+
+    let mut score = vec!["score", model];
+    score.extend(log_args(sample));
+    let csv = ok(&score);
+    assert_eq!(csv.lines().count(), 1 + 2357, "a row for every customer who bought by the cutoff");
+    assert!(csv.starts_with("customer_id,ltv,p_purchase,churn_probability,segment,p_segment_0"));
+}
+
+#[test]
+fn a_model_without_feature_spec_cannot_be_evaluated() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("init.ltvx");
+    ok(&["-q", "init", "--preset", "tiny", "--out", model.to_str().unwrap()]);
+    let sample = data("CDNOW_sample.txt");
+    let mut args = vec!["eval", model.to_str().unwrap()];
+    args.extend(log_args(sample.to_str().unwrap()));
+    let out = ltvx(&args);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no FeatureSpec"));
+}
+
+#[test]
+fn demo_trains_evaluates_charts_and_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = ok(&["demo", "--out-dir", dir.path().to_str().unwrap()]);
+    for needle in ["23570 customers", "LTV normalized Gini", "churn AUC", "customers/s"] {
+        assert!(report.contains(needle), "{needle} missing from:\n{report}");
+    }
+    for file in ["value-model.ltvx", "scores.csv", "charts/gain.svg", "charts/roc.svg"] {
+        assert!(dir.path().join(file).exists(), "{file}");
+    }
+    let scores = std::fs::read_to_string(dir.path().join("scores.csv")).unwrap();
+    assert_eq!(scores.lines().count(), 1 + 23_570);
+}
