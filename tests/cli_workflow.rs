@@ -1,28 +1,17 @@
 //! The transaction-log workflow end to end, as a user runs it: train on a log, evaluate beside
 //! BG/NBD with charts, score from the log, and the bundled demo.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
+use std::path::{Path, PathBuf};
+
+use common::cli::{ltvx, ok};
 use serde_json::Value;
 
 const SAMPLE_COLUMNS: &str = "customer=0,date=2,quantity=3,amount=4";
 
 fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(name)
-}
-
-fn ltvx(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_ltvx")).args(args).output().expect("run ltvx");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("panicked") && !stderr.contains("internal error"), "{args:?}:\n{stderr}");
-    out
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = ltvx(args);
-    assert!(out.status.success(), "{args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// Every other customer id of the paper's sample: the held-out half.

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use ltvx::backend::BackendChoice;
-use ltvx::data::feature_spec::parse_date;
+use ltvx::data::feature_spec::{SideData, parse_date};
 use ltvx::data::ingest::{IngestOptions, ingest_reader};
 use ltvx::data::labels::eligible;
 use ltvx::engine::Engine;
@@ -56,9 +56,11 @@ pub fn run(a: Args) -> Result<ExitCode> {
         preset: Preset::Base,
         options: TrainOptions { seed: a.seed, ..TrainOptions::default() },
         holdout: test.clone(),
+        scale: Default::default(),
     };
     let t = Instant::now();
-    let trained = train_from_log(&log_data, &cfg, &mut |_| {})?;
+    let no_side_data = SideData::default();
+    let trained = train_from_log(&log_data, &no_side_data, &cfg, &mut |_| {})?;
     let model_path = a.out_dir.join("value-model.ltvx");
     trained.file.save(&model_path)?;
     println!(
@@ -73,7 +75,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
 
     let model = Model::open(&model_path)?;
     let engine = Engine::build(&model, a.backend)?;
-    let e = evaluate(&model, &engine, &log_data, Some(&test))?;
+    let e = evaluate(&model, &engine, &log_data, &no_side_data, Some(&test))?;
     let charts = a.out_dir.join("charts");
     let written = e.write_charts(&charts)?;
     println!("evaluate  {} held-out customers (BG/NBD + Gamma-Gamma fitted on the other half):\n", e.model.customers);
@@ -81,7 +83,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     super::check_interrupt()?;
 
     let everyone = eligible(&log_data, cutoff_day);
-    let batch = feature_spec(&model)?.batch(&everyone)?;
+    let batch = feature_spec(&model)?.featurizer(&no_side_data)?.batch(&everyone)?;
     let t = Instant::now();
     let scores = engine.score(&batch)?;
     let secs = t.elapsed().as_secs_f64();

@@ -36,8 +36,10 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let model = Model::open(&a.model)?;
     let engine = Engine::build(&model, a.backend)?;
     let log_data = a.log.require()?;
+    let side = a.log.side_data()?;
     let only = a.customers.as_deref().map(read_ids).transpose()?;
-    let e = evaluate(&model, &engine, &log_data, only.as_ref())?;
+    let e = evaluate(&model, &engine, &log_data, &side, only.as_ref())?;
+    e.notes.iter().for_each(|note| super::log::warn(note));
     if e.listed_but_not_eligible > 0 {
         super::log::warn(&format!(
             "{} listed customers are not in the log or bought nothing by the cutoff: not evaluated",

@@ -1,10 +1,11 @@
 //! Command-line parsing and dispatch; each subcommand lives in its own module.
 
+mod compress;
 mod demo;
 mod devices;
 pub mod eval;
 mod info;
-mod init;
+pub mod init;
 pub mod log;
 mod log_args;
 pub mod score;
@@ -35,6 +36,8 @@ pub struct Cli {
 pub enum Command {
     /// The main job on the bundled CDNOW log: train, evaluate beside BG/NBD, chart, score, report.
     Demo(demo::Args),
+    /// Compress a float model to int8 (calibrated) or fp16.
+    Compress(compress::Args),
     /// A trained model's metrics on a transaction log, beside the BG/NBD + Gamma-Gamma baseline.
     Eval(eval::Args),
     /// Create a model with random weights from an architecture preset.
@@ -51,6 +54,7 @@ pub enum Command {
 
 pub fn run(command: Command) -> Result<ExitCode> {
     match command {
+        Command::Compress(a) => compress::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Init(a) => init::run(a),

@@ -1,6 +1,7 @@
 //! `ltvx score`: customers' scores, in batches, keeping input order — from a JSON Lines feature file
 //! (bad lines are reported with their line number and skipped; the valid ones are still scored) or
-//! from a transaction log, with features built by the model's own FeatureSpec.
+//! from a transaction log (and the side data the model was trained with), with features built by the
+//! model's own FeatureSpec.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -9,7 +10,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use ltvx::backend::BackendChoice;
-use ltvx::data::feature_spec::{FeatureSpec, parse_date};
+use ltvx::data::feature_spec::{Featurizer, parse_date};
 use ltvx::data::features::{FeatureRow, parse_line};
 use ltvx::data::labels::eligible;
 use ltvx::data::transactions::Transactions;
@@ -42,7 +43,7 @@ pub struct Args {
     #[command(flatten)]
     log: LogArgs,
     /// With --transactions: features as of this day (YYYY-MM-DD; default: the model's cutoff).
-    #[arg(long, requires = "transactions")]
+    #[arg(long)]
     as_of: Option<String>,
     /// auto, reference, cpu, cuda or opencl.
     #[arg(long, default_value = "auto")]
@@ -82,6 +83,13 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let mut tally = Tally { scored: 0, rejected: 0 };
     let batch_size = a.batch_size as usize;
     let source = match &a.features {
+        // A feature file holds the network's inputs already: what builds them from a log has no place.
+        Some(_) if a.as_of.is_some() || a.log.has_side_data() => {
+            return Err(Error::Input(
+                "--as-of, --attributes and --events build features from --transactions; --features holds them already"
+                    .into(),
+            ));
+        }
         Some(path) => {
             let source = path.display().to_string();
             let input: Box<dyn Read> = if source == "-" {
@@ -97,12 +105,14 @@ pub fn run(a: Args) -> Result<ExitCode> {
         None => {
             let spec = feature_spec(&model)?;
             let log_data = a.log.require()?;
+            let side = a.log.side_data()?;
+            let featurizer = spec.featurizer(&side)?;
             let as_of = match &a.as_of {
                 Some(day) => parse_date(day)?,
                 None => spec.cutoff_day()?,
             };
             emit(a.out.as_deref(), |w| {
-                score_log(&engine, &spec, &log_data, as_of, a.format, batch_size, w, &mut tally)
+                score_log(&engine, &featurizer, &log_data, as_of, a.format, batch_size, w, &mut tally)
             })?;
             a.log.transactions.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
         }
@@ -139,7 +149,7 @@ fn emit(out: Option<&std::path::Path>, fill: impl FnOnce(&mut dyn Write) -> Resu
 #[allow(clippy::too_many_arguments)]
 fn score_log(
     engine: &Engine,
-    spec: &FeatureSpec,
+    featurizer: &Featurizer<'_>,
     log_data: &Transactions,
     as_of: i32,
     format: Format,
@@ -152,9 +162,10 @@ fn score_log(
     if tally.rejected > 0 {
         log::warn(&format!("{} customers have no purchase on or before the as-of day: skipped", tally.rejected));
     }
+    featurizer.notes(&customers).iter().for_each(|note| log::warn(note));
     let mut out = Output { out, format, segments: engine.segments(), started: false };
     for chunk in customers.chunks(batch_size) {
-        let mut batch = spec.batch_as_of(chunk, as_of)?;
+        let mut batch = featurizer.batch_as_of(chunk, as_of)?;
         let mut ids: Vec<String> = chunk.iter().map(|c| c.id.to_string()).collect();
         flush(engine, &mut batch, &mut ids, &mut out, tally)?;
     }

@@ -1,10 +1,12 @@
-//! `ltvx train`: a value model trained on a transaction log, written with its FeatureSpec.
+//! `ltvx train`: a value model trained on a transaction log (and optional attributes and events),
+//! written with its FeatureSpec.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use ltvx::Result;
+use ltvx::data::attributes::Scale;
 use ltvx::data::ingest::parse_day;
 use ltvx::model::Preset;
 use ltvx::train::from_log::{LogTraining, train_from_log};
@@ -29,6 +31,9 @@ pub struct Args {
     /// Weeks of purchase history in the sequence input.
     #[arg(long, default_value_t = 52)]
     weeks: usize,
+    /// How numeric attributes are scaled: standardize (default) or minmax.
+    #[arg(long)]
+    scale: Option<Scale>,
     #[arg(long, default_value = "base")]
     preset: Preset,
     /// Most epochs (early stopping usually ends sooner).
@@ -66,6 +71,12 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<ExitCode> {
     let log_data = a.log.require()?;
+    let side = a.log.side_data()?;
+    if a.scale.is_some() && side.attributes.is_none() {
+        return Err(ltvx::Error::Input(
+            "--scale says how numeric attributes are scaled: it needs --attributes FILE".into(),
+        ));
+    }
     let defaults = TrainOptions::default();
     let options = TrainOptions {
         epochs: a.epochs.unwrap_or(defaults.epochs),
@@ -86,6 +97,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         weeks: a.weeks,
         preset: a.preset,
         holdout: a.holdout_customers.as_deref().map(read_ids).transpose()?.unwrap_or_default(),
+        scale: a.scale.unwrap_or_default(),
         options,
     };
     let bar = progress_bar(cfg.options.epochs as u64);
@@ -97,8 +109,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
             e.epoch, e.train_loss, e.validation.total, e.seconds
         ));
     };
-    let trained = train_from_log(&log_data, &cfg, &mut on_epoch)?;
+    let trained = train_from_log(&log_data, &side, &cfg, &mut on_epoch)?;
     bar.finish_and_clear();
+    trained.notes.iter().for_each(|note| log::warn(note));
     super::check_interrupt()?;
     trained.file.save(&a.out)?;
     let best = &trained.outcome.history[trained.outcome.best_epoch - 1];

@@ -6,9 +6,16 @@
 //! weeks before a customer's first purchase are zero (left padding for short histories). Static
 //! (`[F]`): recency, frequency, monetary and tenure statistics, standardized with statistics fitted
 //! on the training customers only.
+//!
+//! Optional side data adds inputs after these: weekly counts of behavioural events as further
+//! channels ([`super::events`]), customer attributes as further static features
+//! ([`super::attributes`]). A model trained with them needs them when scoring; one trained without
+//! has none of it in its spec and builds exactly the features it always did.
 
 use serde::{Deserialize, Serialize};
 
+use super::attributes::{AttributeSpec, AttributeTable, BoundAttributes, Scale};
+use super::events::{BoundEvents, EventLog, EventSpec};
 use super::transactions::{Customer, Occasion, date_of_day, day_of_date};
 use crate::engine::Batch;
 use crate::error::{Error, Result};
@@ -54,6 +61,22 @@ pub struct Scaling {
 }
 
 impl Scaling {
+    /// Fitted on the training values of the feature (at least one).
+    pub fn fit(name: String, values: &[f64]) -> Scaling {
+        let n = values.len() as f64;
+        let mean = values.iter().sum::<f64>() / n;
+        let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+        // A constant feature carries no information; scaling by 1 keeps it finite.
+        let std = if var > 1e-12 { var.sqrt() } else { 1.0 };
+        let (min, max) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        Scaling { name, min, max, mean, std }
+    }
+
+    /// The scaling of a 0/1 indicator: none.
+    pub fn unit(name: String) -> Scaling {
+        Scaling { name, min: 0.0, max: 1.0, mean: 0.0, std: 1.0 }
+    }
+
     pub fn apply(&self, raw: f64) -> f32 {
         ((raw.clamp(self.min, self.max) - self.mean) / self.std) as f32
     }
@@ -73,11 +96,26 @@ pub struct FeatureSpec {
     pub churn_weeks: usize,
     /// The first day of the training log, YYYY-MM-DD: cohort weeks count from it.
     pub data_start: String,
+    /// [`CHANNELS`], then the event channels.
     pub channels: Vec<String>,
+    /// [`STATICS`], then the attribute features.
     pub statics: Vec<Scaling>,
     /// Upper bounds of the positive-spend bands of segments 1..K−2 (segment K−1 is everything above);
     /// segment 0 is "no purchase".
     pub segment_thresholds: Vec<f64>,
+    /// How attribute features are made; absent when the model was trained without attributes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<AttributeSpec>,
+    /// The event types with a channel; absent when the model was trained without events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<EventSpec>,
+}
+
+/// Data about customers beyond the transaction log, each part optional.
+#[derive(Debug, Clone, Default)]
+pub struct SideData {
+    pub attributes: Option<AttributeTable>,
+    pub events: Option<EventLog>,
 }
 
 /// The time frame of a spec: all days count from 1970-01-01.
@@ -92,16 +130,18 @@ pub struct Window {
     pub data_start_day: i32,
 }
 
-/// One customer's raw (unscaled) features.
-struct Raw {
-    seq: Vec<f32>,
-    statics: [f64; STATICS.len()],
-}
-
 impl FeatureSpec {
     /// A spec for `cutoff` whose scaling is fitted on `training` (customers with a purchase on or
-    /// before the cutoff) and whose segment bands are quantiles of their positive horizon spend.
-    pub fn fit(w: Window, training: &[Customer<'_>], horizon_spend: &[f64], segments: usize) -> Result<FeatureSpec> {
+    /// before the cutoff) and whose segment bands are quantiles of their positive horizon spend;
+    /// with side data, its features too (`scale` is how numeric attributes are scaled).
+    pub fn fit(
+        w: Window,
+        training: &[Customer<'_>],
+        horizon_spend: &[f64],
+        segments: usize,
+        side: &SideData,
+        scale: Scale,
+    ) -> Result<FeatureSpec> {
         if w.weeks == 0 || w.horizon_weeks == 0 || w.churn_weeks == 0 {
             return Err(Error::Input("history, horizon and churn windows need at least one week each".into()));
         }
@@ -115,24 +155,27 @@ impl FeatureSpec {
             channels: CHANNELS.iter().map(|s| s.to_string()).collect(),
             statics: Vec::new(),
             segment_thresholds: Vec::new(),
+            attributes: None,
+            events: None,
         };
         if training.is_empty() {
             return Err(Error::Input("no training customer has a purchase on or before the cutoff".into()));
         }
-        let raws: Vec<Raw> = training.iter().map(|c| spec.raw(c)).collect();
+        let raws: Vec<[f64; STATICS.len()]> =
+            training.iter().map(|c| History::of(c, w.cutoff_day).statics(w.cutoff_day, w.data_start_day)).collect();
         spec.statics = (0..STATICS.len())
-            .map(|j| {
-                let values = || raws.iter().map(|r| r.statics[j]);
-                let n = raws.len() as f64;
-                let mean = values().sum::<f64>() / n;
-                let var = values().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
-                // A constant feature carries no information; scaling by 1 keeps it finite.
-                let std = if var > 1e-12 { var.sqrt() } else { 1.0 };
-                let (min, max) =
-                    values().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
-                Scaling { name: STATICS[j].to_string(), min, max, mean, std }
-            })
+            .map(|j| Scaling::fit(STATICS[j].to_string(), &raws.iter().map(|r| r[j]).collect::<Vec<f64>>()))
             .collect();
+        if let Some(table) = &side.attributes {
+            let (attributes, scalings) = AttributeSpec::fit(table, training, scale)?;
+            spec.statics.extend(scalings);
+            spec.attributes = Some(attributes);
+        }
+        if let Some(log) = &side.events {
+            let events = EventSpec::fit(log, training, w.cutoff_day, w.weeks)?;
+            spec.channels.extend(events.channel_names());
+            spec.events = Some(events);
+        }
         spec.segment_thresholds = quantile_bands(horizon_spend, segments);
         Ok(spec)
     }
@@ -145,7 +188,11 @@ impl FeatureSpec {
                 self.version
             )));
         }
-        if self.channels != CHANNELS || self.statics.iter().map(|s| s.name.as_str()).ne(STATICS) {
+        let channels =
+            CHANNELS.iter().map(|s| s.to_string()).chain(self.events.iter().flat_map(EventSpec::channel_names));
+        let statics =
+            STATICS.iter().map(|s| s.to_string()).chain(self.attributes.iter().flat_map(AttributeSpec::feature_names));
+        if self.channels.iter().cloned().ne(channels) || self.statics.iter().map(|s| s.name.clone()).ne(statics) {
             return Err(Error::Input("the model's FeatureSpec lists features this ltvx does not build".into()));
         }
         parse_date(&self.cutoff)?;
@@ -161,22 +208,28 @@ impl FeatureSpec {
         parse_date(&self.cutoff)
     }
 
-    /// Features of each customer as of the spec's cutoff, in order, as one batch.
-    pub fn batch(&self, customers: &[Customer<'_>]) -> Result<Batch> {
-        self.batch_as_of(customers, self.cutoff_day()?)
-    }
-
-    /// Features as of another day (scoring later than training): the same code and scaling, with the
-    /// sequence window ending on `as_of`.
-    pub fn batch_as_of(&self, customers: &[Customer<'_>], as_of: i32) -> Result<Batch> {
-        let shifted = FeatureSpec { cutoff: date_text(as_of)?, ..self.clone() };
-        let mut batch = Batch::with_capacity(self.input_sizes(), customers.len());
-        for c in customers {
-            let raw = shifted.raw(c);
-            let stat: Vec<f32> = raw.statics.iter().zip(&self.statics).map(|(&v, s)| s.apply(v)).collect();
-            batch.push(&raw.seq, &stat)?;
-        }
-        Ok(batch)
+    /// The spec applied to side data: what builds the network's inputs. The side data must be what
+    /// the spec was trained with (attributes when it has attributes, events when it has events).
+    pub fn featurizer<'a>(&'a self, side: &'a SideData) -> Result<Featurizer<'a>> {
+        let attributes = match (&self.attributes, &side.attributes) {
+            (Some(spec), Some(table)) => Some(BoundAttributes::bind(spec, table)?),
+            (None, None) => None,
+            (Some(_), None) => return Err(needs("customer attributes", "--attributes")),
+            (None, Some(table)) => return Err(without(table.source(), "customer attributes")),
+        };
+        let events = match (&self.events, &side.events) {
+            (Some(spec), Some(log)) => Some(BoundEvents::bind(spec, log)),
+            (None, None) => None,
+            (Some(_), None) => return Err(needs("behavioural events", "--events")),
+            (None, Some(log)) => return Err(without(log.source(), "behavioural events")),
+        };
+        Ok(Featurizer {
+            spec: self,
+            cutoff_day: self.cutoff_day()?,
+            data_start_day: parse_date(&self.data_start)?,
+            attributes,
+            events,
+        })
     }
 
     /// The segment of a customer with `spend` in the horizon.
@@ -186,36 +239,125 @@ impl FeatureSpec {
         }
         1 + self.segment_thresholds.iter().filter(|&&t| spend > t).count() as u32
     }
+}
 
-    fn raw(&self, c: &Customer<'_>) -> Raw {
-        let cutoff = parse_date(&self.cutoff).expect("checked cutoff");
-        let start = parse_date(&self.data_start).expect("checked start");
-        let purchases: Vec<&Occasion> = c.purchases.iter().filter(|o| o.day <= cutoff).collect();
-        let returns: Vec<&Occasion> = c.returns.iter().filter(|o| o.day <= cutoff).collect();
-        Raw { seq: self.sequence(&purchases, &returns, cutoff), statics: statics(&purchases, &returns, cutoff, start) }
+fn needs(what: &str, flag: &str) -> Error {
+    Error::Input(format!("the model was trained with {what}: give them with {flag} FILE"))
+}
+
+fn without(source: &str, what: &str) -> Error {
+    Error::Input(format!("{source}: the model was trained without {what}, so it cannot use them"))
+}
+
+/// Builds the network's inputs for customers: a [`FeatureSpec`] bound to its side data.
+pub struct Featurizer<'a> {
+    spec: &'a FeatureSpec,
+    cutoff_day: i32,
+    data_start_day: i32,
+    attributes: Option<BoundAttributes<'a>>,
+    events: Option<BoundEvents<'a>>,
+}
+
+impl Featurizer<'_> {
+    /// Features of each customer as of the spec's cutoff, in order, as one batch.
+    pub fn batch(&self, customers: &[Customer<'_>]) -> Result<Batch> {
+        self.batch_as_of(customers, self.cutoff_day)
     }
 
-    /// `[C, T]`: per week, log1p of orders, spend, items and returns.
-    fn sequence(&self, purchases: &[&Occasion], returns: &[&Occasion], cutoff: i32) -> Vec<f32> {
-        let t = self.weeks;
-        let mut sums = vec![0f64; CHANNELS.len() * t];
-        let week = |day: i32| -> Option<usize> {
-            let back = ((cutoff - day) / 7) as usize;
-            (back < t).then(|| t - 1 - back)
-        };
-        for o in purchases {
-            if let Some(w) = week(o.day) {
+    /// Features as of another day (scoring later than training): the same code and scaling, with the
+    /// sequence window ending on `as_of`.
+    pub fn batch_as_of(&self, customers: &[Customer<'_>], as_of: i32) -> Result<Batch> {
+        let mut batch = Batch::with_capacity(self.spec.input_sizes(), customers.len());
+        for c in customers {
+            let (seq, stat) = self.features(c, as_of);
+            batch.push(&seq, &stat)?;
+        }
+        Ok(batch)
+    }
+
+    /// What a user should know about the side data for these customers: values and columns the
+    /// model cannot use, event types it has no channel for, customers without attributes.
+    pub fn notes(&self, customers: &[Customer<'_>]) -> Vec<String> {
+        let mut notes = Vec::new();
+        if let Some(a) = &self.attributes {
+            notes.extend(a.issues().iter().cloned());
+            let table = a.table();
+            let without = customers.iter().filter(|c| !table.has_row(c.id)).count();
+            if without > 0 {
+                notes.push(format!(
+                    "{}: {without} of {} customers have no row: all their attributes count as missing",
+                    table.source(),
+                    customers.len()
+                ));
+            }
+        }
+        notes.extend(self.events.as_ref().and_then(BoundEvents::issue).map(String::from));
+        notes
+    }
+
+    /// One customer's `[C, T]` sequence and `[F]` static features as of `as_of`.
+    fn features(&self, c: &Customer<'_>, as_of: i32) -> (Vec<f32>, Vec<f32>) {
+        let weeks = self.spec.weeks;
+        let history = History::of(c, as_of);
+        let mut sums = vec![0f64; self.spec.channels.len() * weeks];
+        let (purchase_sums, event_sums) = sums.split_at_mut(CHANNELS.len() * weeks);
+        history.weekly_sums(as_of, weeks, purchase_sums);
+        if let Some(events) = &self.events {
+            events.add_weekly_counts(c.id, as_of, weeks, event_sums);
+        }
+        let seq = sums.iter().map(|v| v.ln_1p() as f32).collect();
+        let mut raw = history.statics(as_of, self.data_start_day).to_vec();
+        if let Some(attributes) = &self.attributes {
+            attributes.features(c.id, &mut raw);
+        }
+        let stat = raw.iter().zip(&self.spec.statics).map(|(&v, s)| s.apply(v)).collect();
+        (seq, stat)
+    }
+}
+
+/// The week of the `weeks` up to and including `cutoff` that `day` falls in (week `weeks − 1` ends
+/// on the cutoff); `None` outside them.
+pub(crate) fn week_of(cutoff: i32, weeks: usize, day: i32) -> Option<usize> {
+    if day > cutoff {
+        return None;
+    }
+    let back = ((cutoff - day) / 7) as usize;
+    (back < weeks).then(|| weeks - 1 - back)
+}
+
+/// A customer's purchases and returns on or before a day.
+struct History<'c> {
+    purchases: Vec<&'c Occasion>,
+    returns: Vec<&'c Occasion>,
+}
+
+impl<'c> History<'c> {
+    fn of(c: &Customer<'c>, cutoff: i32) -> Self {
+        History {
+            purchases: c.purchases.iter().filter(|o| o.day <= cutoff).collect(),
+            returns: c.returns.iter().filter(|o| o.day <= cutoff).collect(),
+        }
+    }
+
+    /// Per week (`[CHANNELS, weeks]`, before log1p): orders, spend, items and returns.
+    fn weekly_sums(&self, cutoff: i32, weeks: usize, sums: &mut [f64]) {
+        let t = weeks;
+        for o in &self.purchases {
+            if let Some(w) = week_of(cutoff, t, o.day) {
                 sums[w] += 1.0;
                 sums[t + w] += o.amount.max(0.0);
                 sums[2 * t + w] += o.quantity.max(0.0);
             }
         }
-        for o in returns {
-            if let Some(w) = week(o.day) {
+        for o in &self.returns {
+            if let Some(w) = week_of(cutoff, t, o.day) {
                 sums[3 * t + w] += 1.0;
             }
         }
-        sums.iter().map(|v| v.ln_1p() as f32).collect()
+    }
+
+    fn statics(&self, cutoff: i32, start: i32) -> [f64; STATICS.len()] {
+        statics(&self.purchases, &self.returns, cutoff, start)
     }
 }
 
@@ -295,12 +437,16 @@ mod tests {
         Window { cutoff_day, weeks, horizon_weeks: 4, churn_weeks: 4, data_start_day: 0 }
     }
 
+    fn fit(w: Window, training: &[Customer<'_>], spend: &[f64]) -> FeatureSpec {
+        FeatureSpec::fit(w, training, spend, 5, &SideData::default(), Scale::default()).unwrap()
+    }
+
     #[test]
     fn sequence_weeks_end_on_the_cutoff() {
         let purchases = [occ(0, 10.0), occ(7, 20.0), occ(13, 5.0)];
         let c = Customer { id: "a", purchases: &purchases, returns: &[] };
-        let spec = FeatureSpec::fit(window(13, 3), &[c], &[0.0], 5).unwrap();
-        let batch = spec.batch(&[c]).unwrap();
+        let spec = fit(window(13, 3), &[c], &[0.0]);
+        let batch = spec.featurizer(&SideData::default()).unwrap().batch(&[c]).unwrap();
         let seq = batch.seq_row(0);
         // Weeks: [−8..−2], [−1..5] (day 0), [6..12]... with cutoff 13: week 2 = days 7..13.
         let orders: Vec<f32> = seq[..3].iter().map(|v| v.exp_m1().round()).collect();
@@ -313,10 +459,10 @@ mod tests {
     fn purchases_after_the_cutoff_are_invisible() {
         let purchases = [occ(0, 10.0), occ(30, 99.0)];
         let c = Customer { id: "a", purchases: &purchases, returns: &[] };
-        let raw = FeatureSpec::fit(window(13, 4), &[c], &[0.0], 5).unwrap().raw(&c);
-        assert_eq!(raw.statics[3], 0.0, "no repeat purchase before the cutoff");
-        assert!((raw.statics[4] - 11f64.ln()).abs() < 1e-12);
-        assert!((raw.statics[0] - 13.0 / 7.0).abs() < 1e-12, "recency");
+        let raw = History::of(&c, 13).statics(13, 0);
+        assert_eq!(raw[3], 0.0, "no repeat purchase before the cutoff");
+        assert!((raw[4] - 11f64.ln()).abs() < 1e-12);
+        assert!((raw[0] - 13.0 / 7.0).abs() < 1e-12, "recency");
     }
 
     #[test]
@@ -326,7 +472,7 @@ mod tests {
         assert_eq!(bands.len(), 3);
         let purchases = [occ(0, 1.0)];
         let c = Customer { id: "a", purchases: &purchases, returns: &[] };
-        let spec = FeatureSpec::fit(window(0, 4), &[c], &spend, 5).unwrap();
+        let spec = fit(window(0, 4), &[c], &spend);
         assert_eq!(spec.segment_of(0.0), 0);
         assert_eq!(spec.segment_of(21.0), 1);
         assert_eq!(spec.segment_of(1e9), 4);

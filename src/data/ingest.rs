@@ -37,7 +37,9 @@ use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime};
 // csv-core writes into buffers we own, so an overlong record can be discarded as it streams by.
 use csv_core::{ReadRecordResult, ReaderBuilder};
 
-use super::transactions::{Builder, CleaningReport, Fold, Occasion, Transactions, date_of_day, day_of_date};
+use super::transactions::{
+    Builder, CleaningReport, Fold, Occasion, Transactions, Unparsable, date_of_day, day_of_date,
+};
 use crate::{Error, Result};
 
 /// A record longer than this (field bytes) is reported as unparsable and skipped.
@@ -155,7 +157,7 @@ pub fn ingest(path: &Path, opts: &IngestOptions) -> Result<(Transactions, Cleani
 
 /// Reads a transaction log from any stream; `name` stands for it in messages.
 pub fn ingest_reader(name: &str, reader: impl Read, opts: &IngestOptions) -> Result<(Transactions, CleaningReport)> {
-    let date_format = checked_date_format(opts)?;
+    let date_format = checked_date_format(opts.date_format.as_deref())?;
     let io_error = |e| Error::io(name, e);
     let (delimiter, input) = sniff(reader).map_err(io_error)?;
     let mut records = Records::new(input, delimiter);
@@ -216,20 +218,21 @@ fn date_time(s: &str) -> Option<NaiveDate> {
     WITHOUT_OFFSET.iter().find_map(|f| NaiveDateTime::parse_from_str(s, f).ok()).map(|t| t.date())
 }
 
-fn checked_date_format(opts: &IngestOptions) -> Result<Option<&str>> {
-    let Some(format) = opts.date_format.as_deref() else { return Ok(None) };
+/// `--date-format`, refused when it is not a valid strftime format.
+pub(crate) fn checked_date_format(format: Option<&str>) -> Result<Option<&str>> {
+    let Some(format) = format else { return Ok(None) };
     if StrftimeItems::new(format).any(|item| matches!(item, Item::Error)) {
         return Err(Error::Input(format!("--date-format {format:?} is not a valid strftime format")));
     }
     Ok(Some(format))
 }
 
-fn parse_number(text: &str) -> Option<f64> {
+pub(crate) fn parse_number(text: &str) -> Option<f64> {
     text.parse::<f64>().ok().filter(|v| v.is_finite())
 }
 
 /// A value quoted for a message, cut short so that a huge field cannot flood it.
-fn shown(text: &str) -> String {
+pub(crate) fn shown(text: &str) -> String {
     const LIMIT: usize = 40;
     match text.char_indices().nth(LIMIT) {
         Some((cut, _)) => format!("{:?}…", &text[..cut]),
@@ -238,7 +241,7 @@ fn shown(text: &str) -> String {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Delimiter {
+pub(crate) enum Delimiter {
     Tab,
     Semicolon,
     Comma,
@@ -246,7 +249,7 @@ enum Delimiter {
 }
 
 impl Delimiter {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Delimiter::Tab => "tab",
             Delimiter::Semicolon => "semicolon",
@@ -267,7 +270,7 @@ impl Delimiter {
 
 /// Reads the start of the stream to pick the delimiter, drops a byte-order mark, and hands back a
 /// buffered stream that still begins at the first byte after it.
-fn sniff(mut reader: impl Read) -> io::Result<(Delimiter, impl BufRead)> {
+pub(crate) fn sniff(mut reader: impl Read) -> io::Result<(Delimiter, impl BufRead)> {
     let mut start = Vec::new();
     (&mut reader).take(SNIFF_BYTES).read_to_end(&mut start)?;
     let whole_file = (start.len() as u64) < SNIFF_BYTES;
@@ -321,7 +324,7 @@ fn count_unquoted(record: &[u8], delimiter: u8) -> usize {
 }
 
 /// Records of a stream, read through buffers that never grow past the record limits.
-struct Records<R> {
+pub(crate) struct Records<R> {
     input: R,
     core: csv_core::Reader,
     whitespace: bool,
@@ -335,23 +338,27 @@ struct Records<R> {
 }
 
 /// One record: the line it starts on, and its fields or why they could not be read.
-struct Record<'a> {
-    line: u64,
-    fields: Result<Fields<'a>, String>,
+pub(crate) struct Record<'a> {
+    pub(crate) line: u64,
+    pub(crate) fields: Result<Fields<'a>, String>,
 }
 
 #[derive(Clone, Copy)]
-struct Fields<'a> {
+pub(crate) struct Fields<'a> {
     bytes: &'a [u8],
     spans: &'a [Range<usize>],
 }
 
 impl<'a> Fields<'a> {
-    fn get(&self, i: usize) -> Option<&'a [u8]> {
+    pub(crate) fn get(&self, i: usize) -> Option<&'a [u8]> {
         self.spans.get(i).map(|r| &self.bytes[r.clone()])
     }
 
-    fn iter(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
+    pub(crate) fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
         self.spans.iter().map(|r| &self.bytes[r.clone()])
     }
 
@@ -364,7 +371,7 @@ impl<'a> Fields<'a> {
 }
 
 impl<R: BufRead> Records<R> {
-    fn new(input: R, delimiter: Delimiter) -> Self {
+    pub(crate) fn new(input: R, delimiter: Delimiter) -> Self {
         let whitespace = delimiter == Delimiter::Whitespace;
         // Whitespace mode splits on single spaces here and on runs of spaces and tabs in `split`.
         let core = ReaderBuilder::new().delimiter(delimiter.byte()).quoting(!whitespace).build();
@@ -372,7 +379,7 @@ impl<R: BufRead> Records<R> {
     }
 
     /// The next record that is not blank, or `None` at the end.
-    fn next(&mut self) -> io::Result<Option<Record<'_>>> {
+    pub(crate) fn next(&mut self) -> io::Result<Option<Record<'_>>> {
         loop {
             if !self.skip_line_ends()? {
                 return Ok(None);
@@ -545,11 +552,18 @@ fn value_field(fields: &Fields<'_>, date_format: Option<&str>) -> Option<String>
     })
 }
 
+/// The position of the column named `wanted` (case-insensitively) in a header.
+pub(crate) fn find(names: &[String], wanted: &str) -> Option<usize> {
+    let wanted = wanted.to_lowercase();
+    names.iter().position(|n| n.to_lowercase() == wanted)
+}
+
+/// The first of `synonyms` (in their order of preference) that names a column of a header.
+pub(crate) fn find_any(names: &[String], synonyms: &[&str]) -> Option<usize> {
+    synonyms.iter().find_map(|s| find(names, s))
+}
+
 fn locate(role: Role, header: Option<&[String]>, map: &ColumnMap) -> Result<Option<usize>, String> {
-    let find = |names: &[String], wanted: &str| {
-        let wanted = wanted.to_lowercase();
-        names.iter().position(|n| n.to_lowercase() == wanted)
-    };
     match (map.get(role), header) {
         (Some(Column::Position(i)), Some(names)) if *i >= names.len() => {
             Err(format!("--columns {role}={i}: the header has {} fields", names.len()))
@@ -561,7 +575,7 @@ fn locate(role: Role, header: Option<&[String]>, map: &ColumnMap) -> Result<Opti
         (Some(Column::Name(wanted)), None) => {
             Err(format!("--columns {role}={wanted}: there is no header line to find it in"))
         }
-        (None, Some(names)) => Ok(role.synonyms().iter().find_map(|s| find(names, s))),
+        (None, Some(names)) => Ok(find_any(names, role.synonyms())),
         (None, None) => Ok(None),
     }
 }
@@ -611,13 +625,14 @@ fn parse_row<'a>(
     Ok((id, Occasion { day, amount, quantity }))
 }
 
-fn text<'a>(fields: &Fields<'a>, column: usize, role: Role) -> Result<&'a str, String> {
-    let bytes = fields.get(column).ok_or_else(|| {
-        format!("no {role} field: the row has {} fields and {role} is field {column}", fields.spans.len())
-    })?;
+/// The non-empty text of field `column`, which holds `what` (a role, or a side table's column).
+pub(crate) fn text<'a>(fields: &Fields<'a>, column: usize, what: impl fmt::Display) -> Result<&'a str, String> {
+    let bytes = fields
+        .get(column)
+        .ok_or_else(|| format!("no {what} field: the row has {} fields and {what} is field {column}", fields.len()))?;
     match std::str::from_utf8(bytes) {
-        Err(_) => Err(format!("{role} is not valid UTF-8 text")),
-        Ok("") => Err(format!("{role} is empty")),
+        Err(_) => Err(format!("{what} is not valid UTF-8 text")),
+        Ok("") => Err(format!("{what} is empty")),
         Ok(text) => Ok(text),
     }
 }
@@ -702,12 +717,16 @@ fn nothing_kept(report: &CleaningReport) -> String {
         return format!("{name}: a header line and no data rows");
     }
     if report.unparsable.count == report.rows_read {
-        let first: Vec<String> =
-            report.unparsable.first.iter().map(|i| format!("{name}:{}: {}", i.line, i.reason)).collect();
-        return format!("{name}: none of the {} rows could be read; {}", report.rows_read, first.join("; "));
+        return none_readable(name, report.rows_read, &report.unparsable);
     }
     format!(
         "{name}: no row left of {}: {} unparsable, {} returns and {} duplicates dropped",
         report.rows_read, report.unparsable.count, report.negative_amounts.count, report.duplicates.count
     )
+}
+
+/// The error for a file none of whose rows could be read, quoting the first reasons.
+pub(crate) fn none_readable(name: &str, rows: u64, unparsable: &Unparsable) -> String {
+    let first: Vec<String> = unparsable.first.iter().map(|i| format!("{name}:{}: {}", i.line, i.reason)).collect();
+    format!("{name}: none of the {rows} rows could be read; {}", first.join("; "))
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::charts::{ChartInput, ChartModel, write_charts};
 use super::report::{ChurnReport, LtvReport, Report};
 use super::{Clv, Rfm};
-use crate::data::feature_spec::FeatureSpec;
+use crate::data::feature_spec::{FeatureSpec, SideData};
 use crate::data::labels::{eligible, outcomes};
 use crate::data::transactions::{Customer, Transactions};
 use crate::engine::Engine;
@@ -48,6 +48,9 @@ pub struct Evaluation {
     pub baseline: BaselineReport,
     #[serde(skip)]
     pub predictions: Predictions,
+    /// What the user should know about the side data (see [`crate::data::feature_spec::Featurizer::notes`]).
+    #[serde(skip)]
+    pub notes: Vec<String>,
 }
 
 impl Evaluation {
@@ -84,16 +87,18 @@ pub fn feature_spec(model: &Model) -> Result<FeatureSpec> {
     Ok(spec)
 }
 
-/// Evaluates on the customers in `only` (default: every customer who bought by the cutoff); the
-/// baseline is fitted on the eligible customers not evaluated (all of them without a list: BG/NBD
-/// sees calibration purchases only, never outcomes).
+/// Evaluates on the customers in `only` (default: every customer who bought by the cutoff), with
+/// the side data the model was trained with; the baseline is fitted on the eligible customers not
+/// evaluated (all of them without a list: BG/NBD sees calibration purchases only, never outcomes).
 pub fn evaluate(
     model: &Model,
     engine: &Engine,
     log: &Transactions,
+    side: &SideData,
     only: Option<&HashSet<String>>,
 ) -> Result<Evaluation> {
     let spec = feature_spec(model)?;
+    let featurizer = spec.featurizer(side)?;
     let cutoff = spec.cutoff_day()?;
     let all = eligible(log, cutoff);
     let (evaluated, rest): (Vec<Customer>, Vec<Customer>) = match only {
@@ -105,7 +110,7 @@ pub fn evaluate(
     }
     let listed_but_not_eligible = only.map_or(0, |ids| ids.len() - evaluated.len());
     let truth = outcomes(&evaluated, cutoff, spec.horizon_weeks, spec.churn_weeks);
-    let scores = engine.score(&spec.batch(&evaluated)?)?;
+    let scores = engine.score(&featurizer.batch(&evaluated)?)?;
     let mut p = Predictions {
         actual_spend: truth.spend.clone(),
         churned: truth.churned.clone(),
@@ -136,6 +141,7 @@ pub fn evaluate(
         model,
         baseline,
         predictions: p,
+        notes: featurizer.notes(&evaluated),
     })
 }
 

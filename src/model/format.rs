@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use super::graph::{Graph, LayerInfo, Op, Shapes, check_node_fields};
 use super::quant::{Quantization, accumulator_fits, quantized_tensors};
-use super::tensor::Weights;
+use super::tensor::{Tensor, TensorData, Weights};
 use crate::error::{Error, Result};
 
 pub const FORMAT_NAME: &str = "ltvx";
@@ -410,6 +410,24 @@ impl Model {
             Dtype::F16 => self.f16s(&name).iter().map(|x| x.to_f32()).collect(),
             _ => self.f32s(&name).into_owned(),
         }
+    }
+
+    /// The model as an editable file (its tensors copied out), e.g. to compress it.
+    pub fn to_model_file(&self) -> ModelFile {
+        let weights = self
+            .tensors
+            .iter()
+            .map(|(name, t)| {
+                let data = match t.dtype {
+                    Dtype::F32 => TensorData::F32(self.f32s(name).into_owned()),
+                    Dtype::F16 => TensorData::F16(self.f16s(name).into_owned()),
+                    Dtype::I8 => TensorData::I8(self.i8s(name).into_owned()),
+                    _ => TensorData::I32(self.i32s(name).into_owned()),
+                };
+                (name.clone(), Tensor { shape: t.shape.clone(), data })
+            })
+            .collect();
+        ModelFile { meta: self.meta.clone(), weights }
     }
 
     /// Fraction of a layer's weights that are exactly zero.

@@ -1,5 +1,5 @@
-//! From a retailer's transaction log to a trained value-model file: eligible customers at the
-//! cutoff, a FeatureSpec fitted on them, labels from the horizon after the cutoff, the preset's
+//! From a retailer's transaction log (and optional side data: attributes, events) to a trained
+//! value-model file: eligible customers at the cutoff, a FeatureSpec fitted on them, labels from the horizon after the cutoff, the preset's
 //! network trained on them, and everything needed to score later recorded in the file.
 
 use std::collections::HashSet;
@@ -7,7 +7,8 @@ use std::collections::HashSet;
 use serde_json::json;
 
 use super::{EpochReport, Targets, TrainData, TrainOptions, TrainOutcome, predict, train};
-use crate::data::feature_spec::{FeatureSpec, Window};
+use crate::data::attributes::Scale;
+use crate::data::feature_spec::{FeatureSpec, SideData, Window};
 use crate::data::labels::{eligible, outcomes};
 use crate::data::transactions::{Customer, Transactions};
 use crate::engine::Epilogue;
@@ -30,6 +31,8 @@ pub struct LogTraining {
     pub options: TrainOptions,
     /// Customers never used for training, scaling statistics or early stopping.
     pub holdout: HashSet<String>,
+    /// How numeric attributes are scaled (with side data that has attributes).
+    pub scale: Scale,
 }
 
 pub struct Trained {
@@ -37,10 +40,13 @@ pub struct Trained {
     pub outcome: TrainOutcome,
     /// Customers trained on (validation slice included).
     pub customers: usize,
+    /// What the user should know about the side data (see [`crate::data::feature_spec::Featurizer::notes`]).
+    pub notes: Vec<String>,
 }
 
 pub fn train_from_log(
     log: &Transactions,
+    side: &SideData,
     cfg: &LogTraining,
     progress: &mut dyn FnMut(&EpochReport),
 ) -> Result<Trained> {
@@ -61,9 +67,12 @@ pub fn train_from_log(
         churn_weeks: cfg.churn_weeks,
         data_start_day,
     };
-    let spec = FeatureSpec::fit(window, &customers, &truth.spend, SEGMENTS)?;
+    let spec = FeatureSpec::fit(window, &customers, &truth.spend, SEGMENTS, side, cfg.scale)?;
+    // Built by the same code from the same spec as when scoring, so that the two agree bit for bit.
+    let featurizer = spec.featurizer(side)?;
+    let notes = featurizer.notes(&customers);
     let data = TrainData {
-        inputs: spec.batch(&customers)?,
+        inputs: featurizer.batch(&customers)?,
         targets: Targets {
             spend: truth.spend.iter().map(|&s| s.max(0.0) as f32).collect(),
             churned: truth.churned.iter().map(|&c| if c { 1.0 } else { 0.0 }).collect(),
@@ -98,7 +107,7 @@ pub fn train_from_log(
             "segment": best.validation.segment,
         }
     });
-    Ok(Trained { file, outcome, customers: customers.len() })
+    Ok(Trained { file, outcome, customers: customers.len(), notes })
 }
 
 /// Scales predicted LTV so that it sums to the actual spend over the training customers, folded into

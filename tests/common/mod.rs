@@ -1,5 +1,7 @@
-//! Shared test helpers: random graphs and models of every precision.
+//! Shared test helpers: random graphs and models of every precision; running the binary.
 #![allow(dead_code)]
+
+pub mod cli;
 
 use ltvx::Model;
 use ltvx::model::graph::{Graph, Heads, InputSizes, Node, Op, Padding, SEQ, STATIC};
