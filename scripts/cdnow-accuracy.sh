@@ -11,7 +11,7 @@ cargo build --release --quiet
 ltvx=target/release/ltvx
 for seed in 0 1 2 3 4; do
   "$ltvx" -q train --transactions data/CDNOW_master.txt --cutoff 1997-09-30 --horizon-weeks 39 \
-    --holdout-customers "data/splits/cdnow_seed${seed}_test.txt" --seed "$seed" "$@" --out "$out/split$seed.ltvx"
+    --holdout-customers "data/splits/cdnow_seed${seed}_test.txt" --seed "$seed" --threads 2 "$@" --out "$out/split$seed.ltvx"
   "$ltvx" -q eval "$out/split$seed.ltvx" --transactions data/CDNOW_master.txt \
     --customers "data/splits/cdnow_seed${seed}_test.txt" --json > "$out/split$seed.json"
 done

@@ -92,3 +92,31 @@ fn demo_trains_evaluates_charts_and_scores() {
     let scores = std::fs::read_to_string(dir.path().join("scores.csv")).unwrap();
     assert_eq!(scores.lines().count(), 1 + 23_570);
 }
+
+/// Requests that cannot give honest labels or a real holdout are refused, saying why.
+#[test]
+fn training_refuses_what_would_mislead() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = data("CDNOW_sample.txt");
+    let out = dir.path().join("m.ltvx");
+    let ghosts = dir.path().join("ghosts.txt");
+    std::fs::write(&ghosts, "no-such-customer\nnor-this-one\n").unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (&["--cutoff", "1998-03-31", "--horizon-weeks", "39"], "before the end of the label horizon"),
+        (&["--cutoff", "1997-09-30", "--horizon-weeks", "0"], "horizon"),
+        (&["--cutoff", "1997-09-30", "--horizon-weeks", "39", "--weeks", "70000"], "weeks of history"),
+        (
+            &["--cutoff", "1997-09-30", "--horizon-weeks", "39", "--holdout-customers", ghosts.to_str().unwrap()],
+            "holdout ids",
+        ),
+    ];
+    for (extra, needle) in cases {
+        let mut args = vec!["train", "--preset", "tiny", "--out", out.to_str().unwrap()];
+        args.extend(log_args(sample.to_str().unwrap()));
+        args.extend(extra);
+        let r = ltvx(&args);
+        let stderr = String::from_utf8_lossy(&r.stderr);
+        assert!(!r.status.success() && stderr.contains(needle), "{extra:?}: {stderr}");
+        assert!(!out.exists(), "{extra:?}: no model file is written");
+    }
+}

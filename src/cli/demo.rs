@@ -49,6 +49,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
 
     let test = half_of(&log_data, cutoff_day, a.seed);
     let cfg = LogTraining {
+        refit: true,
         cutoff_day,
         horizon_weeks: HORIZON_WEEKS,
         churn_weeks: HORIZON_WEEKS,

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use ltvx::backend::BackendChoice;
 use ltvx::engine::Engine;
 use ltvx::eval::evaluate::{Evaluation, evaluate};
+use ltvx::eval::report::{ChurnReport, LtvReport};
 use ltvx::{Error, Model, Result};
 
 use super::log_args::LogArgs;
@@ -69,34 +70,40 @@ pub fn read_ids(path: &Path) -> Result<HashSet<String>> {
     Ok(ids)
 }
 
+/// A metric of the LTV and churn reports, as the table shows it.
+type Metric = (&'static str, fn(&LtvReport, &ChurnReport) -> f64);
+
+const METRICS: [Metric; 15] = [
+    ("LTV normalized Gini", |l, _| l.normalized_gini),
+    ("LTV Spearman", |l, _| l.spearman),
+    ("LTV decile MAPE", |l, _| l.decile_mape),
+    ("LTV MAE", |l, _| l.mae),
+    ("LTV RMSE", |l, _| l.rmse),
+    ("LTV Σpred/Σactual", |l, _| l.total_ratio),
+    ("LTV top-10% share", |l, _| l.top10_share),
+    ("churn AUC", |_, c| c.auc),
+    ("churn Brier", |_, c| c.brier),
+    ("churn calibration error", |_, c| c.expected_calibration_error),
+    ("churn accuracy @0.5", |_, c| c.at_half.accuracy),
+    ("churn precision @0.5", |_, c| c.at_half.precision),
+    ("churn recall @0.5", |_, c| c.at_half.recall),
+    ("churn F1 @0.5", |_, c| c.at_half.f1),
+    ("churn best F1", |_, c| c.best_f1.f1),
+];
+
 /// The side-by-side table people read.
 pub fn write_table(w: &mut dyn Write, e: &Evaluation) -> std::io::Result<()> {
-    let (m, b) = (&e.model, &e.baseline);
+    let (m, b) = (&e.model, e.baseline.as_ref());
+    let fitted = b.map_or("no baseline".to_string(), |b| format!("baseline fitted on {} customers", b.fitted_on));
     writeln!(
         w,
-        "{} customers; cutoff {}, LTV horizon {} weeks, churn horizon {} weeks; baseline fitted on {} customers",
-        m.customers, e.cutoff, e.horizon_weeks, e.churn_weeks, b.fitted_on
+        "{} customers; cutoff {}, LTV horizon {} weeks, churn horizon {} weeks; {fitted}",
+        m.customers, e.cutoff, e.horizon_weeks, e.churn_weeks
     )?;
     writeln!(w, "{:<28} {:>10} {:>12}", "metric", "ltvx", "BG/NBD+GG")?;
-    let rows = [
-        ("LTV normalized Gini", m.ltv.normalized_gini, b.ltv.normalized_gini),
-        ("LTV Spearman", m.ltv.spearman, b.ltv.spearman),
-        ("LTV decile MAPE", m.ltv.decile_mape, b.ltv.decile_mape),
-        ("LTV MAE", m.ltv.mae, b.ltv.mae),
-        ("LTV RMSE", m.ltv.rmse, b.ltv.rmse),
-        ("LTV Σpred/Σactual", m.ltv.total_ratio, b.ltv.total_ratio),
-        ("LTV top-10% share", m.ltv.top10_share, b.ltv.top10_share),
-        ("churn AUC", m.churn.auc, b.churn.auc),
-        ("churn Brier", m.churn.brier, b.churn.brier),
-        ("churn calibration error", m.churn.expected_calibration_error, b.churn.expected_calibration_error),
-        ("churn accuracy @0.5", m.churn.at_half.accuracy, b.churn.at_half.accuracy),
-        ("churn precision @0.5", m.churn.at_half.precision, b.churn.at_half.precision),
-        ("churn recall @0.5", m.churn.at_half.recall, b.churn.at_half.recall),
-        ("churn F1 @0.5", m.churn.at_half.f1, b.churn.at_half.f1),
-        ("churn best F1", m.churn.best_f1.f1, b.churn.best_f1.f1),
-    ];
-    for (name, ours, theirs) in rows {
-        writeln!(w, "{name:<28} {ours:>10.4} {theirs:>12.4}")?;
+    for (name, metric) in METRICS {
+        let theirs = b.map_or("-".to_string(), |b| format!("{:.4}", metric(&b.ltv, &b.churn)));
+        writeln!(w, "{name:<28} {:>10.4} {theirs:>12}", metric(&m.ltv, &m.churn))?;
     }
     writeln!(w, "{:<28} {:>10.4} {:>12}", "segment accuracy", m.segment.accuracy, "-")?;
     writeln!(w, "{:<28} {:>10.4} {:>12}", "segment macro-F1", m.segment.macro_f1, "-")?;

@@ -10,8 +10,9 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use ltvx::backend::BackendChoice;
-use ltvx::data::feature_spec::{Featurizer, parse_date};
+use ltvx::data::feature_spec::Featurizer;
 use ltvx::data::features::{FeatureRow, parse_line};
+use ltvx::data::ingest::parse_day;
 use ltvx::data::labels::eligible;
 use ltvx::data::transactions::Transactions;
 use ltvx::engine::{Batch, Engine, Scores};
@@ -108,7 +109,17 @@ pub fn run(a: Args) -> Result<ExitCode> {
             let side = a.log.side_data()?;
             let featurizer = spec.featurizer(&side)?;
             let as_of = match &a.as_of {
-                Some(day) => parse_date(day)?,
+                Some(day) => {
+                    let as_of = parse_day(day, None).map_err(|e| Error::Input(format!("--as-of: {e}")))?;
+                    if as_of != spec.cutoff_day()? {
+                        log::warn(&format!(
+                            "features as of {day}, the model was trained at {}: values beyond the training range \
+                             are clipped to it, and predictions are for the model's horizon from {day}",
+                            spec.cutoff
+                        ));
+                    }
+                    as_of
+                }
                 None => spec.cutoff_day()?,
             };
             emit(a.out.as_deref(), |w| {

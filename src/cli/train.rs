@@ -50,6 +50,10 @@ pub struct Args {
     /// Decay of the running weight average that is validated and kept (0 = last weights).
     #[arg(long)]
     weight_averaging: Option<f64>,
+    /// Keep the weights of the early-stopped run instead of training again on every customer for the
+    /// epoch count it chose.
+    #[arg(long)]
+    no_refit: bool,
     /// Share of the training customers held out to choose the best epoch.
     #[arg(long)]
     validation_fraction: Option<f64>,
@@ -91,6 +95,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         ..defaults
     };
     let cfg = LogTraining {
+        refit: !a.no_refit,
         cutoff_day: parse_day(&a.cutoff, None).map_err(|e| ltvx::Error::Input(format!("--cutoff: {e}")))?,
         horizon_weeks: a.horizon_weeks,
         churn_weeks: a.churn_weeks.unwrap_or(a.horizon_weeks),

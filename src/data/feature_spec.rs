@@ -77,6 +77,13 @@ impl Scaling {
         Scaling { name, min: 0.0, max: 1.0, mean: 0.0, std: 1.0 }
     }
 
+    /// Finite numbers, min ≤ max and a positive spread: what `apply` needs.
+    fn is_valid(&self) -> bool {
+        [self.min, self.max, self.mean, self.std].iter().all(|v| v.is_finite())
+            && self.min <= self.max
+            && self.std > 0.0
+    }
+
     pub fn apply(&self, raw: f64) -> f32 {
         ((raw.clamp(self.min, self.max) - self.mean) / self.std) as f32
     }
@@ -142,9 +149,7 @@ impl FeatureSpec {
         side: &SideData,
         scale: Scale,
     ) -> Result<FeatureSpec> {
-        if w.weeks == 0 || w.horizon_weeks == 0 || w.churn_weeks == 0 {
-            return Err(Error::Input("history, horizon and churn windows need at least one week each".into()));
-        }
+        check_windows(w.weeks, w.horizon_weeks, w.churn_weeks)?;
         let mut spec = FeatureSpec {
             version: SPEC_VERSION,
             cutoff: date_text(w.cutoff_day)?,
@@ -194,6 +199,13 @@ impl FeatureSpec {
             STATICS.iter().map(|s| s.to_string()).chain(self.attributes.iter().flat_map(AttributeSpec::feature_names));
         if self.channels.iter().cloned().ne(channels) || self.statics.iter().map(|s| s.name.clone()).ne(statics) {
             return Err(Error::Input("the model's FeatureSpec lists features this ltvx does not build".into()));
+        }
+        check_windows(self.weeks, self.horizon_weeks, self.churn_weeks)?;
+        if let Some(s) = self.statics.iter().find(|s| !s.is_valid()) {
+            return Err(Error::Input(format!("the model's FeatureSpec scales {:?} with invalid numbers", s.name)));
+        }
+        if !self.segment_thresholds.iter().all(|t| t.is_finite()) || !self.segment_thresholds.is_sorted() {
+            return Err(Error::Input("the model's FeatureSpec has invalid segment thresholds".into()));
         }
         parse_date(&self.cutoff)?;
         parse_date(&self.data_start)?;
@@ -411,6 +423,22 @@ fn quantile_bands(spend: &[f64], segments: usize) -> Vec<f64> {
             positive[(k * positive.len() / bands).min(positive.len() - 1)]
         })
         .collect()
+}
+
+/// History and horizons within sane bounds (a hostile or mistyped value must not allocate
+/// gigabytes or overflow day arithmetic).
+fn check_windows(weeks: usize, horizon_weeks: usize, churn_weeks: usize) -> Result<()> {
+    use super::labels::MAX_HORIZON_WEEKS;
+    const MAX_WEEKS: usize = 1040;
+    if !(1..=MAX_WEEKS).contains(&weeks) {
+        return Err(Error::Input(format!("{weeks} weeks of history: expected 1 to {MAX_WEEKS}")));
+    }
+    for (what, v) in [("horizon", horizon_weeks), ("churn horizon", churn_weeks)] {
+        if !(1..=MAX_HORIZON_WEEKS).contains(&v) {
+            return Err(Error::Input(format!("{what} of {v} weeks: expected 1 to {MAX_HORIZON_WEEKS}")));
+        }
+    }
+    Ok(())
 }
 
 pub fn parse_date(text: &str) -> Result<i32> {

@@ -1,6 +1,7 @@
 //! What happened after the cutoff: the outcomes a model learns and is judged on.
 
-use super::transactions::{Customer, Transactions};
+use super::transactions::{Customer, Transactions, date_of_day};
+use crate::error::{Error, Result};
 
 /// Outcomes per customer, in the order given.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -11,8 +12,33 @@ pub struct Outcomes {
     pub churned: Vec<bool>,
 }
 
+/// Longest label horizon accepted: 20 years.
+pub const MAX_HORIZON_WEEKS: usize = 1040;
+
+/// The last day of a horizon of `weeks` after the cutoff.
+pub fn horizon_end(cutoff_day: i32, weeks: usize) -> i32 {
+    cutoff_day.saturating_add(7 * weeks.min(MAX_HORIZON_WEEKS) as i32)
+}
+
+/// Outcomes need the log to reach the end of both horizons: a log that stops earlier would make
+/// every customer look like a churner with little spend.
+pub fn check_coverage(log: &Transactions, cutoff_day: i32, horizon_weeks: usize, churn_weeks: usize) -> Result<()> {
+    let needed = horizon_end(cutoff_day, horizon_weeks.max(churn_weeks));
+    let last = log.last_day().unwrap_or(i32::MIN);
+    if last < needed {
+        let date = |d| date_of_day(d).map_or_else(|| d.to_string(), |x| x.to_string());
+        return Err(Error::Input(format!(
+            "the log ends on {}, before the end of the label horizon ({}): outcomes would be cut short; \
+             choose an earlier cutoff or a shorter horizon",
+            date(last),
+            date(needed)
+        )));
+    }
+    Ok(())
+}
+
 pub fn outcomes(customers: &[Customer<'_>], cutoff_day: i32, horizon_weeks: usize, churn_weeks: usize) -> Outcomes {
-    let window = |weeks: usize| cutoff_day + 1..=cutoff_day + 7 * weeks as i32;
+    let window = |weeks: usize| cutoff_day + 1..=horizon_end(cutoff_day, weeks);
     let (horizon, churn) = (window(horizon_weeks), window(churn_weeks));
     let mut o = Outcomes::default();
     for c in customers {

@@ -10,7 +10,7 @@ use super::charts::{ChartInput, ChartModel, write_charts};
 use super::report::{ChurnReport, LtvReport, Report};
 use super::{Clv, Rfm};
 use crate::data::feature_spec::{FeatureSpec, SideData};
-use crate::data::labels::{eligible, outcomes};
+use crate::data::labels::{check_coverage, eligible, outcomes};
 use crate::data::transactions::{Customer, Transactions};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -45,7 +45,8 @@ pub struct Evaluation {
     /// Listed customers that are not in the log or bought nothing by the cutoff.
     pub listed_but_not_eligible: usize,
     pub model: Report,
-    pub baseline: BaselineReport,
+    /// `None` when it cannot be fitted (too few or degenerate customers); the notes say why.
+    pub baseline: Option<BaselineReport>,
     #[serde(skip)]
     pub predictions: Predictions,
     /// What the user should know about the side data (see [`crate::data::feature_spec::Featurizer::notes`]).
@@ -57,14 +58,11 @@ impl Evaluation {
     /// Gain, decile, ROC and reliability charts of the model beside the baseline, into `dir`.
     pub fn write_charts(&self, dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
         let p = &self.predictions;
-        let input = ChartInput {
-            actual_spend: &p.actual_spend,
-            churned: &p.churned,
-            models: vec![
-                ChartModel { name: "ltvx", ltv: &p.model_ltv, churn_probability: &p.model_churn },
-                ChartModel { name: self.baseline.name, ltv: &p.baseline_ltv, churn_probability: &p.baseline_churn },
-            ],
-        };
+        let mut models = vec![ChartModel { name: "ltvx", ltv: &p.model_ltv, churn_probability: &p.model_churn }];
+        if let Some(b) = &self.baseline {
+            models.push(ChartModel { name: b.name, ltv: &p.baseline_ltv, churn_probability: &p.baseline_churn });
+        }
+        let input = ChartInput { actual_spend: &p.actual_spend, churned: &p.churned, models };
         write_charts(dir, &input)
     }
 }
@@ -100,6 +98,7 @@ pub fn evaluate(
     let spec = feature_spec(model)?;
     let featurizer = spec.featurizer(side)?;
     let cutoff = spec.cutoff_day()?;
+    check_coverage(log, cutoff, spec.horizon_weeks, spec.churn_weeks)?;
     let all = eligible(log, cutoff);
     let (evaluated, rest): (Vec<Customer>, Vec<Customer>) = match only {
         Some(ids) => all.iter().copied().partition(|c| ids.contains(c.id)),
@@ -121,17 +120,31 @@ pub fn evaluate(
     let actual_segment: Vec<u32> = truth.spend.iter().map(|&s| spec.segment_of(s)).collect();
     let model =
         Report::new(&p.model_ltv, &p.actual_spend, &p.model_churn, &p.churned, &scores.segment, &actual_segment);
-    let fit_on = if rest.is_empty() { &all } else { &rest };
-    let clv = Clv::fit(&rfm_of(fit_on, cutoff))?;
-    for r in rfm_of(&evaluated, cutoff) {
-        p.baseline_ltv.push(clv.predict(&r, spec.horizon_weeks as f64).spend);
-        p.baseline_churn.push(clv.predict(&r, spec.churn_weeks as f64).p_no_purchase);
-    }
-    let baseline = BaselineReport {
-        name: "BG/NBD + Gamma-Gamma",
-        fitted_on: fit_on.len(),
-        ltv: LtvReport::new(&p.baseline_ltv, &p.actual_spend),
-        churn: ChurnReport::new(&p.baseline_churn, &p.churned),
+    let mut notes = featurizer.notes(&evaluated);
+    let fit_on = if rest.is_empty() {
+        notes.push("no customer is left out of the evaluation: the baseline is fitted on the evaluated ones".into());
+        &all
+    } else {
+        &rest
+    };
+    let baseline = match Clv::fit(&rfm_of(fit_on, cutoff)) {
+        Ok(clv) => {
+            for r in rfm_of(&evaluated, cutoff) {
+                p.baseline_ltv.push(clv.predict(&r, spec.horizon_weeks as f64).spend);
+                p.baseline_churn.push(clv.predict(&r, spec.churn_weeks as f64).p_no_purchase);
+            }
+            Some(BaselineReport {
+                name: "BG/NBD + Gamma-Gamma",
+                fitted_on: fit_on.len(),
+                ltv: LtvReport::new(&p.baseline_ltv, &p.actual_spend),
+                churn: ChurnReport::new(&p.baseline_churn, &p.churned),
+            })
+        }
+        // The model's metrics stand on their own; a baseline that cannot be fitted is reported.
+        Err(e) => {
+            notes.push(format!("no BG/NBD baseline: {e}"));
+            None
+        }
     };
     Ok(Evaluation {
         cutoff: spec.cutoff.clone(),
@@ -141,7 +154,7 @@ pub fn evaluate(
         model,
         baseline,
         predictions: p,
-        notes: featurizer.notes(&evaluated),
+        notes,
     })
 }
 

@@ -6,10 +6,10 @@ use std::collections::HashSet;
 
 use serde_json::json;
 
-use super::{EpochReport, Targets, TrainData, TrainOptions, TrainOutcome, predict, train};
+use super::{EpochReport, Targets, TrainData, TrainOptions, TrainOutcome, predict, refit, train};
 use crate::data::attributes::Scale;
 use crate::data::feature_spec::{FeatureSpec, SideData, Window};
-use crate::data::labels::{eligible, outcomes};
+use crate::data::labels::{check_coverage, eligible, outcomes};
 use crate::data::transactions::{Customer, Transactions};
 use crate::engine::Epilogue;
 use crate::error::{Error, Result};
@@ -29,6 +29,8 @@ pub struct LogTraining {
     pub weeks: usize,
     pub preset: Preset,
     pub options: TrainOptions,
+    /// After early stopping, train again on every customer for the chosen number of epochs.
+    pub refit: bool,
     /// Customers never used for training, scaling statistics or early stopping.
     pub holdout: HashSet<String>,
     /// How numeric attributes are scaled (with side data that has attributes).
@@ -51,6 +53,14 @@ pub fn train_from_log(
     progress: &mut dyn FnMut(&EpochReport),
 ) -> Result<Trained> {
     let data_start_day = log.first_day().ok_or_else(|| Error::Input("the log has no purchases".into()))?;
+    check_coverage(log, cfg.cutoff_day, cfg.horizon_weeks, cfg.churn_weeks)?;
+    let held_out = cfg.holdout.iter().filter(|id| log.position(id).is_some()).count();
+    if !cfg.holdout.is_empty() && held_out == 0 {
+        return Err(Error::Input(format!(
+            "none of the {} holdout ids is a customer of the log (ids must match the log's text exactly)",
+            cfg.holdout.len()
+        )));
+    }
     let customers: Vec<Customer> =
         eligible(log, cfg.cutoff_day).into_iter().filter(|c| !cfg.holdout.contains(c.id)).collect();
     if customers.len() < 2 {
@@ -83,7 +93,13 @@ pub fn train_from_log(
     let init = random_model(graph.clone(), Precision::Fp32, cfg.options.seed, 0.0)?;
     let outcome = train(&graph, &init.weights, &data, &cfg.options, progress)?;
     let best = &outcome.history[outcome.best_epoch - 1];
-    let mut weights = outcome.weights.clone();
+    // Early stopping chose the epoch count on a validation slice; with it known, every customer can
+    // train (the first pass's weights stay in `outcome` for comparison).
+    let mut weights = if cfg.refit {
+        refit(&graph, &init.weights, &data, &cfg.options, outcome.best_epoch, &mut |_, _| {})?
+    } else {
+        outcome.weights.clone()
+    };
     let ltv_scale = calibrate_ltv_scale(&graph, &mut weights, &data)?;
     let mut file = ModelFile { weights, ..init };
     file.meta.feature_spec = serde_json::to_value(&spec).expect("specs serialize");
@@ -94,9 +110,10 @@ pub fn train_from_log(
         "seed": cfg.options.seed,
         "threads": cfg.options.threads,
         "customers": customers.len(),
-        "holdout_customers": cfg.holdout.len(),
+        "holdout_customers": held_out,
         "epochs": outcome.history.len(),
         "best_epoch": outcome.best_epoch,
+        "refit_on_all_customers": cfg.refit,
     });
     file.meta.metrics = json!({
         "ltv_scale": ltv_scale,

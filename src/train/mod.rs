@@ -35,4 +35,4 @@ pub use data::{Targets, TrainData};
 pub use loss::{LossWeights, Losses};
 pub use optim::{Masks, masks_of_zero_weights};
 pub use options::TrainOptions;
-pub use trainer::{EpochReport, TrainOutcome, evaluate, predict, train};
+pub use trainer::{EpochReport, TrainOutcome, evaluate, predict, refit, train};

@@ -49,6 +49,20 @@ impl Params {
         }
     }
 
+    /// The same tensors, all zero.
+    pub fn zeros_like(&self) -> Params {
+        Params { values: self.zeros(), ..self.clone() }
+    }
+
+    /// self = factor · other.
+    pub fn scaled_from(&mut self, other: &Params, factor: f32) {
+        for (a, b) in self.values.iter_mut().zip(&other.values) {
+            for (x, &y) in a.iter_mut().zip(b) {
+                *x = factor * y;
+            }
+        }
+    }
+
     pub fn zeros(&self) -> Grads {
         self.values.iter().map(|v| vec![0.0; v.len()]).collect()
     }

@@ -52,33 +52,16 @@ pub fn train(
     progress: &mut dyn FnMut(&EpochReport),
 ) -> Result<TrainOutcome> {
     let (mut run, mut params) = Run::new(graph, init, data, opts)?;
-    let mut optimizer = AdamW::new(&mut params, opts.learning_rate, opts.weight_decay, &opts.masks)?;
+    let mut stepper = Stepper::new(&mut params, opts)?;
     let (mut order, validation_rows) = split_indices(data.len(), opts.validation_fraction, opts.seed)?;
     let initial_validation = run.losses(&params, &validation_rows);
-    let mut rng = Rng::derive(opts.seed, "epoch-order");
-    let mut grads = params.zeros();
     let (mut history, mut best_epoch, mut best_loss, mut best) = (Vec::new(), 0, f64::INFINITY, params.clone());
-    // The averaged weights, when averaging: what is validated and kept.
-    let mut average = (opts.weight_averaging > 0.0).then(|| params.clone());
     for epoch in 1..=opts.epochs {
         let started = Instant::now();
-        shuffle(&mut order, &mut rng);
-        let mut train_sum = Losses::default();
-        for batch in order.chunks(opts.batch_size) {
-            train_sum.add(&run.gradient(&params, batch, &mut grads));
-            optimizer.step(&mut params, &grads);
-            if let Some(avg) = &mut average {
-                avg.blend(&params, opts.weight_averaging as f32);
-            }
-        }
-        let kept = average.as_ref().unwrap_or(&params);
+        let train_loss = stepper.epoch(&mut run, &mut params, &mut order);
+        let kept = stepper.kept(&params);
         let validation = run.losses(kept, &validation_rows);
-        let report = EpochReport {
-            epoch,
-            train_loss: train_sum.mean(order.len()).total,
-            validation,
-            seconds: started.elapsed().as_secs_f64(),
-        };
+        let report = EpochReport { epoch, train_loss, validation, seconds: started.elapsed().as_secs_f64() };
         progress(&report);
         history.push(report);
         if validation.total < best_loss {
@@ -96,6 +79,80 @@ pub fn train(
         )));
     }
     Ok(TrainOutcome { weights: best.to_weights(), history, best_epoch, initial_validation })
+}
+
+/// Trains `init` on every customer of `data` for exactly `epochs` epochs (no validation slice): the
+/// second pass of a fit whose epoch count early stopping chose, so that the last tenth of the data is
+/// not wasted on validation. `progress` gets each epoch's mean training loss.
+pub fn refit(
+    graph: &Graph,
+    init: &Weights,
+    data: &TrainData,
+    opts: &TrainOptions,
+    epochs: usize,
+    progress: &mut dyn FnMut(usize, f64),
+) -> Result<Weights> {
+    let (mut run, mut params) = Run::new(graph, init, data, opts)?;
+    let mut stepper = Stepper::new(&mut params, opts)?;
+    let mut order: Vec<usize> = (0..data.len()).collect();
+    for epoch in 1..=epochs {
+        let loss = stepper.epoch(&mut run, &mut params, &mut order);
+        if !loss.is_finite() {
+            return Err(Error::Input(format!("training diverged in epoch {epoch} (loss {loss})")));
+        }
+        progress(epoch, loss);
+    }
+    Ok(stepper.kept(&params).to_weights())
+}
+
+/// The optimizer and what it carries from step to step: moments, the running weight average, the
+/// shuffling stream.
+struct Stepper<'a> {
+    opts: &'a TrainOptions,
+    optimizer: AdamW,
+    grads: Grads,
+    rng: Rng,
+    /// When averaging: the decayed sum of the weights, their average, and the sum's total weight.
+    /// The sum starts at zero and is divided by its total weight (as Adam corrects its moments), so
+    /// that the average holds no share of the random initial weights however few steps a small log
+    /// allows.
+    average: Option<(Params, Params, f64)>,
+}
+
+impl<'a> Stepper<'a> {
+    fn new(params: &mut Params, opts: &'a TrainOptions) -> Result<Self> {
+        Ok(Stepper {
+            opts,
+            optimizer: AdamW::new(params, opts.learning_rate, opts.weight_decay, &opts.masks)?,
+            grads: params.zeros(),
+            rng: Rng::derive(opts.seed, "epoch-order"),
+            average: (opts.weight_averaging > 0.0).then(|| (params.zeros_like(), params.clone(), 0.0)),
+        })
+    }
+
+    /// One pass over `order` (shuffled first) in mini-batches; the mean training loss.
+    fn epoch(&mut self, run: &mut Run, params: &mut Params, order: &mut [usize]) -> f64 {
+        shuffle(order, &mut self.rng);
+        let decay = self.opts.weight_averaging;
+        let mut sum = Losses::default();
+        for batch in order.chunks(self.opts.batch_size) {
+            sum.add(&run.gradient(params, batch, &mut self.grads));
+            self.optimizer.step(params, &self.grads);
+            if let Some((total, _, weight)) = &mut self.average {
+                total.blend(params, decay as f32);
+                *weight = decay * *weight + (1.0 - decay);
+            }
+        }
+        if let Some((total, avg, weight)) = &mut self.average {
+            avg.scaled_from(total, (1.0 / *weight) as f32);
+        }
+        sum.mean(order.len()).total
+    }
+
+    /// The weights to validate and keep: the running average, or the last step's.
+    fn kept<'p>(&'p self, params: &'p Params) -> &'p Params {
+        self.average.as_ref().map_or(params, |(_, avg, _)| avg)
+    }
 }
 
 /// Mean losses of `weights` over all of `data`, computed as `train` computes validation losses
