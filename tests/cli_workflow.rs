@@ -59,6 +59,26 @@ fn train_eval_and_score_from_a_log() {
         assert!(std::fs::read_to_string(charts.join(chart)).unwrap().starts_with("<svg"), "{chart}");
     }
 
+    // Compression: int8 calibrated on the log, fp16; the clear refusals.
+    let int8 = dir.path().join("m-int8.ltvx");
+    let int8 = int8.to_str().unwrap();
+    let mut compress = vec!["-q", "compress", model, "--to", "int8", "--calibration", "percentile:99.9", "--out", int8];
+    compress.extend(log_args(sample));
+    ok(&compress);
+    let compressed: Value = serde_json::from_str(&ok(&["info", int8, "--json"])).unwrap();
+    assert_eq!(compressed["precision"], "int8");
+    assert_eq!(compressed["feature_spec"], info["feature_spec"], "the FeatureSpec travels with the model");
+    for (args, needle) in [
+        (vec!["compress", int8, "--to", "fp16", "--out", "x.ltvx"], "already int8"),
+        (vec!["compress", model, "--to", "int8", "--out", "x.ltvx"], "calibration"),
+    ] {
+        let r = ltvx(&args);
+        assert!(!r.status.success() && String::from_utf8_lossy(&r.stderr).contains(needle), "{args:?}");
+    }
+
+    let mut score = vec!["score", int8];
+    score.extend(log_args(sample));
+    assert_eq!(ok(&score).lines().count(), 1 + 2357, "the int8 model scores every customer too");
     let mut score = vec!["score", model];
     score.extend(log_args(sample));
     let csv = ok(&score);
