@@ -76,6 +76,14 @@ fn train_eval_and_score_from_a_log() {
         assert!(!r.status.success() && String::from_utf8_lossy(&r.stderr).contains(needle), "{args:?}");
     }
 
+    // A log read differently from the training log would change what the features mean.
+    let no_quantity = ["score", model, "--transactions", sample, "--columns", "customer=0,date=2,amount=4"];
+    let r = ltvx(&no_quantity);
+    assert!(!r.status.success() && String::from_utf8_lossy(&r.stderr).contains("quantity column"));
+    let mut dropped = vec!["score", model, "--drop-returns"];
+    dropped.extend(log_args(sample));
+    assert!(String::from_utf8_lossy(&ltvx(&dropped).stderr).contains("returns kept"));
+
     let mut score = vec!["score", int8];
     score.extend(log_args(sample));
     assert_eq!(ok(&score).lines().count(), 1 + 2357, "the int8 model scores every customer too");

@@ -85,6 +85,7 @@ fn calibration_batch(model: &Model, a: &Args) -> Result<(ltvx::Batch, String)> {
         ));
     };
     let spec = feature_spec(model)?;
+    spec.check_log(&a.log.shape(&log_data))?;
     let customers = eligible(&log_data, spec.cutoff_day()?);
     let step = customers.len().div_ceil(a.calibration_customers.max(1)).max(1);
     let chosen: Vec<_> = customers.into_iter().step_by(step).collect();

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use ltvx::backend::BackendChoice;
-use ltvx::data::feature_spec::{SideData, parse_date};
+use ltvx::data::feature_spec::{LogShape, SideData, parse_date};
 use ltvx::data::ingest::{IngestOptions, ingest_reader};
 use ltvx::data::labels::eligible;
 use ltvx::engine::Engine;
@@ -50,6 +50,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let test = half_of(&log_data, cutoff_day, a.seed);
     let cfg = LogTraining {
         refit: true,
+        log_shape: LogShape { quantity_column: log_data.has_quantity(), returns_kept: true, duplicates_dropped: false },
         cutoff_day,
         horizon_weeks: HORIZON_WEEKS,
         churn_weeks: HORIZON_WEEKS,

@@ -37,6 +37,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let model = Model::open(&a.model)?;
     let engine = Engine::build(&model, a.backend)?;
     let log_data = a.log.require()?;
+    ltvx::eval::evaluate::feature_spec(&model)?.check_log(&a.log.shape(&log_data))?;
     let side = a.log.side_data()?;
     let only = a.customers.as_deref().map(read_ids).transpose()?;
     let e = evaluate(&model, &engine, &log_data, &side, only.as_ref())?;

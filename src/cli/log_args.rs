@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use ltvx::Result;
 use ltvx::data::attributes::AttributeTable;
 use ltvx::data::events::EventLog;
-use ltvx::data::feature_spec::SideData;
+use ltvx::data::feature_spec::{LogShape, SideData};
 use ltvx::data::ingest::{ColumnMap, IngestOptions, ingest};
 use ltvx::data::transactions::Transactions;
 
@@ -63,6 +63,15 @@ impl LogArgs {
             attributes: side_file(self.attributes.as_deref(), AttributeTable::read)?,
             events: side_file(self.events.as_deref(), |p| EventLog::read(p, self.date_format.as_deref()))?,
         })
+    }
+
+    /// How `log` was read, as the FeatureSpec records it.
+    pub fn shape(&self, log: &Transactions) -> LogShape {
+        LogShape {
+            quantity_column: log.has_quantity(),
+            returns_kept: !self.drop_returns,
+            duplicates_dropped: self.drop_duplicates,
+        }
     }
 
     /// Like [`LogArgs::load`], for commands that cannot do without a log.

@@ -106,6 +106,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         None => {
             let spec = feature_spec(&model)?;
             let log_data = a.log.require()?;
+            spec.check_log(&a.log.shape(&log_data))?;
             let side = a.log.side_data()?;
             let featurizer = spec.featurizer(&side)?;
             let as_of = match &a.as_of {

@@ -96,6 +96,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     };
     let cfg = LogTraining {
         refit: !a.no_refit,
+        log_shape: a.log.shape(&log_data),
         cutoff_day: parse_day(&a.cutoff, None).map_err(|e| ltvx::Error::Input(format!("--cutoff: {e}")))?,
         horizon_weeks: a.horizon_weeks,
         churn_weeks: a.churn_weeks.unwrap_or(a.horizon_weeks),

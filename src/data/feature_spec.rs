@@ -116,6 +116,42 @@ pub struct FeatureSpec {
     /// The event types with a channel; absent when the model was trained without events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events: Option<EventSpec>,
+    /// How the training log was read; absent in models trained before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<LogShape>,
+}
+
+/// The ingest choices that change features: items come from a quantity column or count rows, and
+/// returns feed two statics and a channel only when kept. A log read differently at scoring time
+/// would silently change what those features mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogShape {
+    pub quantity_column: bool,
+    pub returns_kept: bool,
+    pub duplicates_dropped: bool,
+}
+
+impl FeatureSpec {
+    /// Refuses a log read differently from the training log (when the model recorded how).
+    pub fn check_log(&self, scoring: &LogShape) -> Result<()> {
+        let Some(trained) = &self.log else { return Ok(()) };
+        let differences = [
+            (
+                trained.quantity_column != scoring.quantity_column,
+                "a quantity column (items are its sum, not a row count)",
+            ),
+            (trained.returns_kept != scoring.returns_kept, "returns kept (--drop-returns)"),
+            (trained.duplicates_dropped != scoring.duplicates_dropped, "duplicate rows dropped (--drop-duplicates)"),
+        ];
+        match differences.iter().find(|(differs, _)| *differs) {
+            Some((_, what)) => Err(Error::Input(format!(
+                "this log is read differently from the model's training log as to {what}: its features would change \
+                 meaning; read it as the training log was"
+            ))),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Data about customers beyond the transaction log, each part optional.
@@ -162,6 +198,7 @@ impl FeatureSpec {
             segment_thresholds: Vec::new(),
             attributes: None,
             events: None,
+            log: None,
         };
         if training.is_empty() {
             return Err(Error::Input("no training customer has a purchase on or before the cutoff".into()));

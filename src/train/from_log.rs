@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::{EpochReport, Targets, TrainData, TrainOptions, TrainOutcome, predict, refit, train};
 use crate::data::attributes::Scale;
-use crate::data::feature_spec::{FeatureSpec, SideData, Window};
+use crate::data::feature_spec::{FeatureSpec, LogShape, SideData, Window};
 use crate::data::labels::{check_coverage, eligible, outcomes};
 use crate::data::transactions::{Customer, Transactions};
 use crate::engine::Epilogue;
@@ -29,6 +29,8 @@ pub struct LogTraining {
     pub weeks: usize,
     pub preset: Preset,
     pub options: TrainOptions,
+    /// How the log was read, recorded so that scoring reads logs the same way.
+    pub log_shape: LogShape,
     /// After early stopping, train again on every customer for the chosen number of epochs.
     pub refit: bool,
     /// Customers never used for training, scaling statistics or early stopping.
@@ -77,7 +79,8 @@ pub fn train_from_log(
         churn_weeks: cfg.churn_weeks,
         data_start_day,
     };
-    let spec = FeatureSpec::fit(window, &customers, &truth.spend, SEGMENTS, side, cfg.scale)?;
+    let mut spec = FeatureSpec::fit(window, &customers, &truth.spend, SEGMENTS, side, cfg.scale)?;
+    spec.log = Some(cfg.log_shape);
     // Built by the same code from the same spec as when scoring, so that the two agree bit for bit.
     let featurizer = spec.featurizer(side)?;
     let notes = featurizer.notes(&customers);
