@@ -84,6 +84,20 @@ fn train_eval_and_score_from_a_log() {
     dropped.extend(log_args(sample));
     assert!(String::from_utf8_lossy(&ltvx(&dropped).stderr).contains("returns kept"));
 
+    // Side by side: a column per model, and the same as JSON.
+    let mut both = vec!["-q", "eval", model, int8, "--customers", held];
+    both.extend(log_args(sample));
+    let table = ok(&both);
+    assert!(table.contains("m.ltvx") && table.contains("m-int8.ltvx") && table.contains("tensor bytes"), "{table}");
+    both.push("--json");
+    let side_by_side: Value = serde_json::from_str(&ok(&both)).unwrap();
+    let models = side_by_side["models"].as_array().unwrap();
+    assert_eq!(models.len(), 2);
+    assert_eq!(models[1]["precision"], "int8");
+    assert!(models[1]["tensor_bytes"].as_u64() < models[0]["tensor_bytes"].as_u64());
+    let gini = |m: &Value| m["evaluation"]["model"]["ltv"]["normalized_gini"].as_f64().unwrap();
+    assert!((gini(&models[0]) - gini(&models[1])).abs() < 0.05, "int8 stays close to fp32");
+
     let mut score = vec!["score", int8];
     score.extend(log_args(sample));
     assert_eq!(ok(&score).lines().count(), 1 + 2357, "the int8 model scores every customer too");

@@ -61,9 +61,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
     file.meta.provenance["compressed"] =
         json!({"from": model.hash(), "to": a.to.to_string(), "f32_heads": a.f32_heads});
     let written = file.save(&a.out)?;
-    let tensor_bytes = |m: &Model| m.file_bytes().len();
+    let tensor_bytes = |m: &Model| m.tensor_bytes();
     log::info(&format!(
-        "wrote {}: {} → {}, {} → {} bytes",
+        "wrote {}: {} → {}, tensors {} → {} bytes",
         a.out.display(),
         model.precision(),
         written.precision(),

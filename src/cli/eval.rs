@@ -11,13 +11,16 @@ use ltvx::engine::Engine;
 use ltvx::eval::evaluate::{Evaluation, evaluate};
 use ltvx::eval::report::{ChurnReport, LtvReport};
 use ltvx::{Error, Model, Result};
+use serde_json::json;
 
 use super::log_args::LogArgs;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// The trained model file (its FeatureSpec fixes cutoff and horizons).
-    model: PathBuf,
+    /// The trained model file(s); several are compared side by side (e.g. fp32, int8, fp16).
+    #[arg(required = true, num_args = 1..)]
+    models: Vec<PathBuf>,
     #[command(flatten)]
     log: LogArgs,
     /// Evaluate only these customers (one id per line); the baseline is fitted on the others.
@@ -33,14 +36,46 @@ pub struct Args {
     plot: Option<PathBuf>,
 }
 
+/// One evaluated model file.
+struct Evaluated {
+    path: PathBuf,
+    model: Model,
+    evaluation: Evaluation,
+}
+
 pub fn run(a: Args) -> Result<ExitCode> {
-    let model = Model::open(&a.model)?;
-    let engine = Engine::build(&model, a.backend)?;
     let log_data = a.log.require()?;
-    ltvx::eval::evaluate::feature_spec(&model)?.check_log(&a.log.shape(&log_data))?;
     let side = a.log.side_data()?;
     let only = a.customers.as_deref().map(read_ids).transpose()?;
-    let e = evaluate(&model, &engine, &log_data, &side, only.as_ref())?;
+    let mut all = Vec::new();
+    for path in &a.models {
+        let model = Model::open(path)?;
+        ltvx::eval::evaluate::feature_spec(&model)?.check_log(&a.log.shape(&log_data))?;
+        let engine = Engine::build(&model, a.backend)?;
+        let evaluation = evaluate(&model, &engine, &log_data, &side, only.as_ref())?;
+        report_notes(&evaluation);
+        all.push(Evaluated { path: path.clone(), model, evaluation });
+    }
+    if let Some(dir) = &a.plot {
+        for e in &all {
+            // One folder per model when several are compared.
+            let stem = e.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let dir = if all.len() == 1 { dir.clone() } else { dir.join(stem) };
+            for path in e.evaluation.write_charts(&dir)? {
+                super::log::info(&format!("wrote {}", path.display()));
+            }
+        }
+    }
+    match (&all[..], a.json) {
+        ([one], true) => super::print_json(&serde_json::to_value(&one.evaluation).expect("evaluations serialize"))?,
+        ([one], false) => super::with_stdout(|w| write_table(w, &one.evaluation))?,
+        (_, true) => super::print_json(&json!({"models": all.iter().map(summary).collect::<Vec<_>>()}))?,
+        (_, false) => super::with_stdout(|w| write_comparison(w, &all))?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report_notes(e: &Evaluation) {
     e.notes.iter().for_each(|note| super::log::warn(note));
     if e.listed_but_not_eligible > 0 {
         super::log::warn(&format!(
@@ -48,17 +83,65 @@ pub fn run(a: Args) -> Result<ExitCode> {
             e.listed_but_not_eligible
         ));
     }
-    if let Some(dir) = &a.plot {
-        for path in e.write_charts(dir)? {
-            super::log::info(&format!("wrote {}", path.display()));
+}
+
+/// What sets compressed models apart, beside their metrics.
+fn summary(e: &Evaluated) -> serde_json::Value {
+    let m = &e.model;
+    let info = ltvx::model::summary::summary(m);
+    json!({
+        "file": e.path.display().to_string(),
+        "precision": m.precision(),
+        "sparsity": info["sparsity"],
+        "macs_per_customer": m.macs(),
+        "tensor_bytes": m.tensor_bytes(),
+        "evaluation": e.evaluation,
+    })
+}
+
+/// Several models side by side: a column each, then the baseline of the first.
+fn write_comparison(w: &mut dyn Write, all: &[Evaluated]) -> std::io::Result<()> {
+    let first = &all[0].evaluation;
+    writeln!(
+        w,
+        "{} customers; cutoff {}, LTV horizon {} weeks",
+        first.model.customers, first.cutoff, first.horizon_weeks
+    )?;
+    let name = |e: &Evaluated| e.path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    write!(w, "{:<28}", "metric")?;
+    for e in all {
+        write!(w, " {:>16}", name(e))?;
+    }
+    writeln!(w, " {:>12}", "BG/NBD+GG")?;
+    let info: Vec<serde_json::Value> = all.iter().map(summary).collect();
+    for (label, key) in [
+        ("precision", "precision"),
+        ("sparsity", "sparsity"),
+        ("MACs per customer", "macs_per_customer"),
+        ("tensor bytes", "tensor_bytes"),
+    ] {
+        write!(w, "{label:<28}")?;
+        for v in &info {
+            let text = match &v[key] {
+                serde_json::Value::Number(n) if key == "sparsity" => {
+                    format!("{:.1}%", 100.0 * n.as_f64().unwrap_or(0.0))
+                }
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            write!(w, " {text:>16}")?;
         }
+        writeln!(w, " {:>12}", "-")?;
     }
-    if a.json {
-        super::print_json(&serde_json::to_value(&e).expect("evaluations serialize"))?;
-    } else {
-        super::with_stdout(|w| write_table(w, &e))?;
+    for (label, metric) in METRICS {
+        write!(w, "{label:<28}")?;
+        for e in all {
+            write!(w, " {:>16.4}", metric(&e.evaluation.model.ltv, &e.evaluation.model.churn))?;
+        }
+        let theirs = first.baseline.as_ref().map_or("-".to_string(), |b| format!("{:.4}", metric(&b.ltv, &b.churn)));
+        writeln!(w, " {theirs:>12}")?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// Customer ids, one per line (blank lines ignored).

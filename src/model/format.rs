@@ -412,6 +412,11 @@ impl Model {
         }
     }
 
+    /// Bytes of tensor data (the header and metadata excluded): what compression shrinks.
+    pub fn tensor_bytes(&self) -> usize {
+        self.tensors.values().map(|t| t.range.len()).sum()
+    }
+
     /// The model as an editable file (its tensors copied out), e.g. to compress it.
     pub fn to_model_file(&self) -> ModelFile {
         let weights = self
