@@ -96,9 +96,13 @@ pub fn usage_error(e: clap::Error) -> ExitCode {
     ) {
         e.exit();
     }
+    // The message is clap's first paragraph (a missing argument is named on the lines after the
+    // first), folded into one line; the usage and help hints that follow it are left out.
     let text = e.render().to_string();
-    let first = text.lines().next().unwrap_or("invalid arguments");
-    eprintln!("ltvx: error: {} (see ltvx --help)", first.trim_start_matches("error: "));
+    let message: Vec<&str> = text.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
+    let message = message.join(" ");
+    let message = if message.is_empty() { "invalid arguments" } else { message.trim_start_matches("error: ") };
+    eprintln!("ltvx: error: {message} (see ltvx --help)");
     ExitCode::from(2)
 }
 
