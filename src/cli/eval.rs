@@ -51,6 +51,13 @@ pub fn run(a: Args) -> Result<ExitCode> {
     for path in &a.models {
         let model = Model::open(path)?;
         ltvx::eval::evaluate::feature_spec(&model)?.check_log(&a.log.shape(&log_data))?;
+        if only.is_none() && model.meta.provenance["command"] == "train" {
+            super::log::warn(&format!(
+                "{}: evaluating every customer of the log, those the model was trained on included; \
+                 --customers FILE with the held-out ids gives an honest measure",
+                path.display()
+            ));
+        }
         let engine = Engine::build(&model, a.backend)?;
         let evaluation = evaluate(&model, &engine, &log_data, &side, only.as_ref())?;
         report_notes(&evaluation);
