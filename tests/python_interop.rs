@@ -163,13 +163,21 @@ fn assert_python_sees_model(what: &str, model: &Model, py: &PyFile) {
     }
 }
 
-#[test]
-fn python_reads_every_tensor() {
-    let Some(python) = python() else { return };
+/// Every init model written to a temporary folder (kept alive by the returned guard), and what
+/// Python read from each; `None` when Python with safetensors is not available.
+#[allow(clippy::type_complexity)]
+fn models_seen_by_python() -> Option<(tempfile::TempDir, Vec<(String, PathBuf)>, BTreeMap<String, PyFile>)> {
+    let python = python()?;
     let dir = tempfile::tempdir().unwrap();
     let models = write_models(dir.path());
     let paths: Vec<&Path> = models.iter().map(|(_, p)| p.as_path()).collect();
     let seen = read_with_python(&python, &paths);
+    Some((dir, models, seen))
+}
+
+#[test]
+fn python_reads_every_tensor() {
+    let Some((_dir, models, seen)) = models_seen_by_python() else { return };
     for (what, path) in &models {
         let model = Model::open(path).unwrap();
         assert_python_sees_model(what, &model, &seen[path.to_str().unwrap()]);
@@ -178,11 +186,7 @@ fn python_reads_every_tensor() {
 
 #[test]
 fn python_sees_the_metadata() {
-    let Some(python) = python() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let models = write_models(dir.path());
-    let paths: Vec<&Path> = models.iter().map(|(_, p)| p.as_path()).collect();
-    let seen = read_with_python(&python, &paths);
+    let Some((_dir, models, seen)) = models_seen_by_python() else { return };
     for (what, path) in &models {
         let model = Model::open(path).unwrap();
         let meta = &seen[path.to_str().unwrap()].metadata;

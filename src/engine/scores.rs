@@ -112,12 +112,13 @@ impl Epilogue {
     }
 }
 
-fn sigmoid(x: f64) -> f64 {
+/// 1 / (1 + e^−x) without overflow; shared with the training losses.
+pub fn sigmoid(x: f64) -> f64 {
     if x >= 0.0 { 1.0 / (1.0 + (-x).exp()) } else { x.exp() / (1.0 + x.exp()) }
 }
 
-/// ln(1 + e^x) without overflow.
-fn softplus(x: f64) -> f64 {
+/// ln(1 + e^x) without overflow; shared with the training losses.
+pub fn softplus(x: f64) -> f64 {
     x.max(0.0) + (-x.abs()).exp().ln_1p()
 }
 

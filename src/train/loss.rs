@@ -7,6 +7,7 @@
 use super::data::Targets;
 
 pub use crate::engine::scores::{SIGMA_CEILING, SIGMA_FLOOR};
+use crate::engine::scores::{sigmoid, softplus, ziln_sigma};
 
 /// ln(2π).
 const LN_2PI: f64 = 1.837_877_066_409_345_5;
@@ -47,15 +48,6 @@ impl Losses {
     }
 }
 
-fn sigmoid(x: f64) -> f64 {
-    if x >= 0.0 { 1.0 / (1.0 + (-x).exp()) } else { x.exp() / (1.0 + x.exp()) }
-}
-
-/// ln(1 + eˣ) without overflow.
-fn softplus(x: f64) -> f64 {
-    x.max(0.0) + (-x.abs()).exp().ln_1p()
-}
-
 /// Binary cross-entropy of a logit against a label in [0, 1]: (loss, ∂loss/∂logit).
 /// −y·ln σ(x) − (1−y)·ln(1−σ(x)) = max(x, 0) − x·y + ln(1 + e^−|x|).
 pub fn bce_with_logits(logit: f64, label: f64) -> (f64, f64) {
@@ -85,12 +77,10 @@ pub fn ziln(logits: [f64; 3], spend: f64) -> (f64, [f64; 3]) {
     if !positive {
         return (classification, [d_logit_p, 0.0, 0.0]);
     }
-    // Outside its range sigma is a constant: no gradient reaches raw sigma (TF's maximum does the same).
-    let (sigma, d_sigma_d_raw) = match softplus(raw_sigma) {
-        s if s < SIGMA_FLOOR => (SIGMA_FLOOR, 0.0),
-        s if s > SIGMA_CEILING => (SIGMA_CEILING, 0.0),
-        s => (s, sigmoid(raw_sigma)),
-    };
+    // The epilogue's sigma; where the clamp holds it constant, no gradient reaches raw sigma (TF's
+    // maximum does the same).
+    let sigma = ziln_sigma(raw_sigma);
+    let d_sigma_d_raw = if sigma == softplus(raw_sigma) { sigmoid(raw_sigma) } else { 0.0 };
     let log_spend = spend.ln();
     let z = (log_spend - mu) / sigma;
     let regression = log_spend + sigma.ln() + 0.5 * LN_2PI + 0.5 * z * z;
