@@ -9,7 +9,8 @@
 mod common;
 
 use common::{Variant, model, random_graph};
-use ltvx::backend::{BackendChoice, BackendKind, Trace};
+use ltvx::backend::cpu::Isa;
+use ltvx::backend::{BackendChoice, BackendKind, Options, Trace};
 use ltvx::data::synthetic;
 use ltvx::engine::{Batch, Engine, HeadValues};
 use ltvx::model::Preset;
@@ -23,8 +24,8 @@ fn required(kind: BackendKind) -> bool {
 
 /// An engine on `kind` for `model`, or `None` after reporting why the backend is absent. The
 /// report goes straight to stderr so that it shows even when the test passes.
-fn engine(model: &Model, kind: BackendKind) -> Option<Engine> {
-    match Engine::build(model, BackendChoice::Kind(kind)) {
+fn engine(model: &Model, kind: BackendKind, options: &Options) -> Option<Engine> {
+    match Engine::build_with(model, BackendChoice::Kind(kind), options) {
         Ok(e) => Some(e),
         Err(Error::Backend { reason, .. }) if !required(kind) => {
             let _ = writeln!(std::io::stderr(), "skipped: {kind} conformance: {reason}");
@@ -137,13 +138,17 @@ fn check(ctx: &str, engine: &Engine, model: &Model, variant: Variant, batch: &Ba
 
 /// Every case of the suite on one backend.
 fn conformance(kind: BackendKind) {
+    conformance_with(kind, &Options::default());
+}
+
+fn conformance_with(kind: BackendKind, options: &Options) {
     let probe_model = model(Preset::Tiny.graph(Preset::Tiny.default_inputs()), Variant::Int8, 1, 0.0);
-    if engine(&probe_model, kind).is_none() {
+    if engine(&probe_model, kind, options).is_none() {
         return;
     }
     let run = |ctx: String, m: Model, variant: Variant, batch: Batch| {
-        let e = engine(&m, kind).unwrap_or_else(|| panic!("{ctx}: {kind} declined a model it should run"));
-        check(&ctx, &e, &m, variant, &batch);
+        let e = engine(&m, kind, options).unwrap_or_else(|| panic!("{ctx}: {kind} declined a model it should run"));
+        check(&format!("{ctx} ({})", e.describe()), &e, &m, variant, &batch);
     };
     // Random graphs, every precision, dense and pruned, batches of 1, 3 and 17.
     for seed in 0..24u64 {
@@ -179,9 +184,18 @@ fn reference_conforms() {
     conformance(BackendKind::Reference);
 }
 
+/// Every kernel family this machine has, forced one by one, on one thread and on two.
 #[test]
-fn cpu_conforms() {
-    conformance(BackendKind::Cpu);
+fn cpu_conforms_on_every_isa_and_thread_count() {
+    for isa in Isa::ALL {
+        if let Err(reason) = isa.require() {
+            let _ = writeln!(std::io::stderr(), "skipped: cpu conformance on {isa}: {reason}");
+            continue;
+        }
+        for threads in [1, 2] {
+            conformance_with(BackendKind::Cpu, &Options { threads, cpu_isa: Some(isa) });
+        }
+    }
 }
 
 #[test]

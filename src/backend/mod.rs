@@ -111,25 +111,39 @@ pub trait Backend {
     fn build(&self, model: &Model) -> Result<Box<dyn Plan>>;
 }
 
+/// How plans are built: threads per batch and, for the CPU backend, a forced kernel family.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub threads: usize,
+    /// `None`: `LTVX_CPU_ISA` if set, else the best the CPU has.
+    pub cpu_isa: Option<cpu::Isa>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { threads: 1, cpu_isa: None }
+    }
+}
+
 /// The backends this build can run models on.
-fn implemented(kind: BackendKind) -> Option<Box<dyn Backend>> {
+fn implemented(kind: BackendKind, options: &Options) -> Option<Box<dyn Backend>> {
     match kind {
         BackendKind::Reference => Some(Box::new(reference::Reference)),
-        BackendKind::Cpu | BackendKind::Cuda | BackendKind::Opencl => None,
+        BackendKind::Cpu => Some(Box::new(cpu::Cpu { isa: options.cpu_isa, threads: options.threads })),
+        BackendKind::Cuda | BackendKind::Opencl => None,
     }
 }
 
 const NO_KERNELS: &str = "this build has no ltvx kernels for it yet (devices are listed by the probe only)";
 
 pub fn probe(kind: BackendKind) -> Probe {
-    if let Some(b) = implemented(kind) {
+    if let Some(b) = implemented(kind, &Options::default()) {
         return b.probe();
     }
     let mut p = match kind {
-        BackendKind::Cpu => cpu::probe(),
         BackendKind::Cuda => cuda::probe(),
         BackendKind::Opencl => opencl::probe(),
-        BackendKind::Reference => unreachable!("the reference backend is always implemented"),
+        BackendKind::Reference | BackendKind::Cpu => unreachable!("implemented backends probe themselves"),
     };
     if p.usable {
         p.usable = false;
@@ -143,14 +157,14 @@ pub fn probe_all() -> Vec<Probe> {
 }
 
 /// A plan on the chosen backend, or a one-line reason why that backend cannot run this model here.
-pub fn build_plan(model: &Model, choice: BackendChoice) -> Result<Box<dyn Plan>> {
+pub fn build_plan(model: &Model, choice: BackendChoice, options: &Options) -> Result<Box<dyn Plan>> {
     let kinds: Vec<BackendKind> = match choice {
         BackendChoice::Kind(k) => vec![k],
         BackendChoice::Auto => BackendKind::BY_SPEED.to_vec(),
     };
     let mut last = None;
     for kind in kinds {
-        let Some(b) = implemented(kind) else {
+        let Some(b) = implemented(kind, options) else {
             let p = probe(kind);
             last = Some(Error::Backend {
                 backend: kind.to_string(),

@@ -21,7 +21,12 @@ pub struct Engine {
 impl Engine {
     /// Builds a plan for `choice` (`auto` takes the fastest usable backend).
     pub fn build(model: &Model, choice: BackendChoice) -> Result<Engine> {
-        let plan = backend::build_plan(model, choice)?;
+        Engine::build_with(model, choice, &backend::Options::default())
+    }
+
+    /// As `build`, with the threads per batch and other plan options.
+    pub fn build_with(model: &Model, choice: BackendChoice, options: &backend::Options) -> Result<Engine> {
+        let plan = backend::build_plan(model, choice, options)?;
         Ok(Engine {
             plan,
             epilogue: epilogue_for(model),

@@ -1,0 +1,237 @@
+//! fp32 and fp16 on the CPU: one generic register-tiled kernel (MR rows × NV vectors of 16 output
+//! channels, one broadcast activation × one weight vector per FMA), compiled three times with
+//! different target features so LLVM emits AVX-512, AVX2 + FMA or baseline code from the same source.
+//! fp16 weights are widened to f32 exactly when the plan is built: the arithmetic is the same f32 an
+//! in-register F16C conversion would feed, and this model's weights fit in L2 either way.
+
+use super::isa::Isa;
+
+const LANES: usize = 16;
+
+/// Output channels `col0 .. col0 + width`, weights `[k][nv·16]` (zero in padding lanes).
+pub struct Block {
+    col0: usize,
+    width: usize,
+    nv: usize,
+    w: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+pub struct Layer {
+    pub n: usize,
+    pub k: usize,
+    blocks: Vec<Block>,
+}
+
+/// Where a float GEMM's outputs go: `dst[row · ldd + col]`, ReLU and the max-pool fused.
+pub struct Out<'a> {
+    pub dst: &'a mut [f32],
+    pub ldd: usize,
+    pub relu: bool,
+    pub pool: bool,
+}
+
+impl Layer {
+    /// `w` is `[n][k]` in the kernel's reduction order.
+    pub fn pack(isa: Isa, w: &[f32], bias: &[f32]) -> Layer {
+        let n = bias.len();
+        let k = w.len() / n.max(1);
+        let max_nv = match isa {
+            Isa::Avx512Vnni => 4,
+            Isa::Avx2 => 2,
+            Isa::Portable => 1,
+        };
+        let mut blocks = Vec::new();
+        let mut col0 = 0;
+        while col0 < n {
+            let nv = (n - col0).div_ceil(LANES).min(max_nv);
+            let width = (nv * LANES).min(n - col0);
+            let lane = |l: usize| (l < width).then_some(col0 + l);
+            let w = (0..k)
+                .flat_map(|kk| (0..nv * LANES).map(move |l| lane(l).map_or(0.0, |o| w[o * k + kk])))
+                .collect();
+            let bias = (0..nv * LANES).map(|l| lane(l).map_or(0.0, |o| bias[o])).collect();
+            blocks.push(Block { col0, width, nv, w, bias });
+            col0 += width;
+        }
+        Layer { n, k, blocks }
+    }
+
+    /// Runs the layer on `rows` rows of `a` (row r at `a[r·lda ..][.. k]`), readable for
+    /// `SLACK_ROWS` rows past the last.
+    pub fn run(&self, isa: Isa, a: &[f32], lda: usize, rows: usize, out: &mut Out) {
+        let needed = (rows + super::int8::SLACK_ROWS - 1) * lda + self.k;
+        assert!(a.len() >= needed, "activation buffer of {} values, kernel reads {needed}", a.len());
+        for b in &self.blocks {
+            match isa {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the plan only picks a family the CPU has; the assert bounds every read.
+                Isa::Avx512Vnni => unsafe { avx512(a, lda, rows, self.k, b, out) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above.
+                Isa::Avx2 => unsafe { avx2(a, lda, rows, self.k, b, out) },
+                _ => tiles::<1, 4, false>(a, lda, rows, self.k, b, out),
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn avx512(a: &[f32], lda: usize, rows: usize, k: usize, b: &Block, out: &mut Out) {
+    match b.nv {
+        1 => tiles::<1, 12, true>(a, lda, rows, k, b, out),
+        2 => tiles::<2, 12, true>(a, lda, rows, k, b, out),
+        3 => tiles::<3, 8, true>(a, lda, rows, k, b, out),
+        _ => tiles::<4, 6, true>(a, lda, rows, k, b, out),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn avx2(a: &[f32], lda: usize, rows: usize, k: usize, b: &Block, out: &mut Out) {
+    match b.nv {
+        1 => tiles::<1, 6, true>(a, lda, rows, k, b, out),
+        _ => tiles::<2, 2, true>(a, lda, rows, k, b, out),
+    }
+}
+
+#[inline(always)]
+fn tiles<const NV: usize, const MR: usize, const FMA: bool>(a: &[f32], lda: usize, rows: usize, k: usize, b: &Block, out: &mut Out) {
+    const { assert!(MR % 2 == 0, "a fused max-pool needs whole row pairs in a tile") };
+    let mut r0 = 0;
+    while r0 < rows {
+        let mut acc = [[[0f32; LANES]; NV]; MR];
+        for row in acc.iter_mut() {
+            for (v, lanes) in row.iter_mut().enumerate() {
+                lanes.copy_from_slice(&b.bias[v * LANES..(v + 1) * LANES]);
+            }
+        }
+        let a_tile = &a[r0 * lda..(r0 + MR - 1) * lda + k];
+        for (kk, w) in b.w.chunks_exact(NV * LANES).enumerate().take(k) {
+            for (r, row) in acc.iter_mut().enumerate() {
+                let x = a_tile[r * lda + kk];
+                for (v, lanes) in row.iter_mut().enumerate() {
+                    for (l, acc) in lanes.iter_mut().enumerate() {
+                        let w = w[v * LANES + l];
+                        *acc = if FMA { x.mul_add(w, *acc) } else { *acc + x * w };
+                    }
+                }
+            }
+        }
+        store(&acc, r0, rows, b, out);
+        r0 += MR;
+    }
+}
+
+#[inline(always)]
+fn store<const NV: usize, const MR: usize>(acc: &[[[f32; LANES]; NV]; MR], r0: usize, rows: usize, b: &Block, out: &mut Out) {
+    let (step, out_rows, out0) = if out.pool { (2, rows / 2, r0 / 2) } else { (1, rows, r0) };
+    for i in 0..(MR / step).min(out_rows.saturating_sub(out0)) {
+        let at = (out0 + i) * out.ldd + b.col0;
+        for (c, d) in out.dst[at..at + b.width].iter_mut().enumerate() {
+            let (v, l) = (c / LANES, c % LANES);
+            let mut x = if out.pool { acc[2 * i][v][l].max(acc[2 * i + 1][v][l]) } else { acc[i][v][l] };
+            if out.relu {
+                x = x.max(0.0);
+            }
+            *d = x;
+        }
+    }
+}
+
+use super::int8::conv_weights_kc;
+use super::pipeline::{HeadSlice, KernelScratch, Stages};
+use super::program::Program;
+use crate::model::Model;
+
+struct Conv {
+    layer: Layer,
+    in_c: usize,
+    rows: usize,
+    relu: bool,
+    pool: bool,
+}
+
+/// An fp32 or fp16 model, packed for one instruction-set family.
+pub struct FloatStages {
+    isa: Isa,
+    convs: Vec<Conv>,
+    denses: Vec<(Layer, bool)>,
+    heads: Vec<Layer>,
+}
+
+impl FloatStages {
+    pub fn new(isa: Isa, model: &Model, p: &Program) -> FloatStages {
+        let bias = |layer: &str| -> Vec<f32> { model.f32s(&format!("{layer}.bias")).into_owned() };
+        let convs = p
+            .convs
+            .iter()
+            .map(|c| {
+                let w = conv_weights_kc(&model.weights_f32(&c.layer), c.in_c, c.kernel);
+                let rows = if c.pool { c.t_conv / 2 * 2 } else { c.t_conv };
+                Conv { layer: Layer::pack(isa, &w, &bias(&c.layer)), in_c: c.in_c, rows, relu: c.relu, pool: c.pool }
+            })
+            .collect();
+        let dense = |layer: &str| Layer::pack(isa, &model.weights_f32(layer), &bias(layer));
+        FloatStages {
+            isa,
+            convs,
+            denses: p.denses.iter().map(|d| (dense(&d.layer), d.relu)).collect(),
+            heads: p.heads.iter().map(|(name, _)| dense(name)).collect(),
+        }
+    }
+}
+
+impl Stages for FloatStages {
+    type Act = f32;
+
+    fn pad(&self, _conv: usize) -> f32 {
+        0.0
+    }
+
+    fn load_seq(&self, seq: &[f32], channels: usize, dst: &mut [f32]) {
+        let steps = seq.len() / channels;
+        for (c, row) in seq.chunks_exact(steps).enumerate() {
+            for (t, &x) in row.iter().enumerate() {
+                dst[t * channels + c] = x;
+            }
+        }
+    }
+
+    fn load_static(&self, stat: &[f32], dst: &mut [f32]) {
+        dst.copy_from_slice(stat);
+    }
+
+    fn conv(&self, i: usize, src: &[f32], dst: &mut [f32], _scratch: &mut KernelScratch) {
+        let c = &self.convs[i];
+        let ldd = c.layer.n;
+        c.layer.run(self.isa, src, c.in_c, c.rows, &mut Out { dst, ldd, relu: c.relu, pool: c.pool });
+    }
+
+    fn gap(&self, src: &[f32], steps: usize, dst: &mut [f32]) {
+        let channels = dst.len();
+        for (c, d) in dst.iter_mut().enumerate() {
+            *d = (0..steps).map(|t| src[t * channels + c]).sum::<f32>() / steps as f32;
+        }
+    }
+
+    fn dense(&self, j: usize, src: &[f32], lda: usize, rows: usize, dst: &mut [f32], ldd: usize, _scratch: &mut KernelScratch) {
+        let (layer, relu) = &self.denses[j];
+        layer.run(self.isa, src, lda, rows, &mut Out { dst, ldd, relu: *relu, pool: false });
+    }
+
+    fn head(&self, h: usize, src: &[f32], lda: usize, rows: usize, out: &mut HeadSlice, _scratch: &mut KernelScratch) {
+        let HeadSlice::Logits(dst) = out else { unreachable!("float heads give logits") };
+        let ldd = self.heads[h].n;
+        self.heads[h].run(self.isa, src, lda, rows, &mut Out { dst, ldd, relu: false, pool: false });
+    }
+
+    fn head_is_acc(&self, _h: usize) -> bool {
+        false
+    }
+
+    fn to_u8(_a: f32) -> Option<u8> {
+        None
+    }
+}

@@ -1,0 +1,354 @@
+//! int8 on the CPU: weights packed once per plan for the chosen instruction set, zero points folded
+//! into the biases (padding rows then hold z_in), and one GEMM driver per family whose epilogue
+//! requantizes in registers (with ReLU and the max-pool fused) exactly as docs/NUMERICS.md B says.
+
+use super::isa::Isa;
+use crate::model::quant::Requant;
+
+/// Reduction elements are packed in groups of 4 (one `vpdpbusd` lane); layers pad K with zero weights.
+pub const K_GROUP: usize = 4;
+
+/// Where a GEMM's outputs go.
+pub enum Out<'a> {
+    /// Requantized u8 at `dst[row · ldd + col]`; with `pool`, rows 2i and 2i+1 become row i (the max of
+    /// the accumulators, then one requantization: same bits, since requantization is monotone).
+    Requant { dst: &'a mut [u8], ldd: usize, z_out: u8, relu: bool, pool: bool },
+    /// Raw i32 accumulators (the heads) at `dst[row · ldd + col]`.
+    Acc { dst: &'a mut [i32], ldd: usize },
+}
+
+/// Output channels `col0 .. col0 + width` of a layer, packed for one kernel family.
+pub struct Block {
+    pub col0: usize,
+    pub width: usize,
+    /// SIMD vectors of output channels (`lanes` each).
+    pub nv: usize,
+    /// VNNI: `[k/4][nv·16][4]` s8. AVX2: `[k/2][nv·8][2]` i16 (widened). Portable: `[width][k]` s8.
+    pub w8: Vec<i8>,
+    pub w16: Vec<i16>,
+    /// Zero-point-folded bias per lane (0 in padding lanes).
+    pub bias: Vec<i32>,
+    /// Requantization per lane, split into even and odd lanes for 32×32→64-bit multiplies.
+    pub mult: Vec<i32>,
+    pub shift_even: Vec<i64>,
+    pub shift_odd: Vec<i64>,
+    pub round_even: Vec<i64>,
+    pub round_odd: Vec<i64>,
+    /// Portable only: the stored (M, sh) per channel.
+    pub requant: Vec<Requant>,
+}
+
+/// A weighted layer packed for one family: `acc[o] = bias′[o] + Σ_k w[o][k]·a[k]` over raw u8.
+pub struct Layer {
+    pub n: usize,
+    /// Padded reduction length (a multiple of 4).
+    pub k: usize,
+    pub blocks: Vec<Block>,
+}
+
+impl Layer {
+    /// `w` is `[n][k_real]` s8 in the kernel's reduction order; `zeros[k]` is the zero point each
+    /// reduction element is read with (folded into the bias).
+    pub fn pack(isa: Isa, w: &[i8], bias: &[i32], zeros: &[u8], requant: &[Requant]) -> Layer {
+        let n = bias.len();
+        let k_real = zeros.len();
+        assert_eq!(w.len(), n * k_real, "weights are [n][k]");
+        let k = k_real.div_ceil(K_GROUP) * K_GROUP;
+        // bias′ = bias − Σ_k w·z, in wrapping i32 like every other partial sum (docs/NUMERICS.md D).
+        let folded: Vec<i32> = (0..n)
+            .map(|o| {
+                let row = &w[o * k_real..(o + 1) * k_real];
+                row.iter().zip(zeros).fold(bias[o], |a, (&w, &z)| a.wrapping_sub(w as i32 * z as i32))
+            })
+            .collect();
+        let weight = |o: usize, kk: usize| if o < n && kk < k_real { w[o * k_real + kk] } else { 0 };
+        let (lanes, max_nv) = match isa {
+            Isa::Avx512Vnni => (16, 4),
+            Isa::Avx2 => (8, 4),
+            Isa::Portable => (n.max(1), 1),
+        };
+        let mut blocks = Vec::new();
+        let mut col0 = 0;
+        while col0 < n {
+            let mut nv = (n - col0).div_ceil(lanes).min(max_nv);
+            if isa == Isa::Avx2 && nv == 3 {
+                nv = 4; // the AVX2 tiles come in 1, 2 and 4 vectors
+            }
+            let width = (nv * lanes).min(n - col0);
+            let cols = nv * lanes;
+            let ch = |lane: usize| col0 + lane;
+            let lane_vals = |f: &dyn Fn(usize) -> i64| -> Vec<i64> { (0..cols).map(|l| if ch(l) < n { f(ch(l)) } else { 0 }).collect() };
+            let (mut w8, mut w16) = (Vec::new(), Vec::new());
+            match isa {
+                Isa::Avx512Vnni => {
+                    for g in 0..k / 4 {
+                        for l in 0..cols {
+                            w8.extend((0..4).map(|i| weight(ch(l), 4 * g + i)));
+                        }
+                    }
+                }
+                Isa::Avx2 => {
+                    for g in 0..k / 2 {
+                        for l in 0..cols {
+                            w16.extend((0..2).map(|i| weight(ch(l), 2 * g + i) as i16));
+                        }
+                    }
+                }
+                Isa::Portable => {
+                    for l in 0..width {
+                        w8.extend((0..k).map(|kk| weight(ch(l), kk)));
+                    }
+                }
+            }
+            let rq = |o: usize| requant.get(o).copied().unwrap_or(Requant { multiplier: 1, shift: 1 });
+            let shift = lane_vals(&|o| rq(o).shift as i64);
+            let round: Vec<i64> = shift.iter().map(|&s| if s > 0 { 1 << (s - 1) } else { 0 }).collect();
+            let even = |v: &[i64]| v.iter().step_by(2).copied().collect::<Vec<i64>>();
+            let odd = |v: &[i64]| v.iter().skip(1).step_by(2).copied().collect::<Vec<i64>>();
+            blocks.push(Block {
+                col0,
+                width,
+                nv,
+                w8,
+                w16,
+                bias: lane_vals(&|o| folded[o] as i64).into_iter().map(|b| b as i32).collect(),
+                mult: lane_vals(&|o| rq(o).multiplier as i64).into_iter().map(|m| m as i32).collect(),
+                shift_even: even(&shift),
+                shift_odd: odd(&shift),
+                round_even: even(&round),
+                round_odd: odd(&round),
+                requant: (col0..col0 + width).map(rq).collect(),
+            });
+            col0 += width;
+        }
+        Layer { n, k, blocks }
+    }
+
+    /// Runs the layer on `rows` rows of `a` (row r at `a[r·lda ..][.. k]`; the buffer must stay
+    /// readable for whole register tiles past `rows`, see `SLACK_ROWS`). `wide` is scratch for AVX2.
+    pub fn run(&self, isa: Isa, a: &[u8], lda: usize, rows: usize, wide: &mut Vec<i16>, out: &mut Out) {
+        let needed = (rows + SLACK_ROWS - 1) * lda + self.k;
+        assert!(a.len() >= needed, "activation buffer of {} bytes, kernel reads {needed}", a.len());
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the plan only picks a family the CPU has (`Isa::require`), and the assert above
+            // keeps every read of whole register tiles inside `a`.
+            Isa::Avx512Vnni => unsafe { super::vnni::gemm(a, lda, rows, self, out) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => {
+                wide.clear();
+                wide.extend(a[..needed].iter().map(|&x| x as i16));
+                // SAFETY: as above, on the widened copy of the same length.
+                unsafe { super::avx2::gemm(wide, lda, rows, self, out) }
+            }
+            _ => portable(a, lda, rows, self, out),
+        }
+    }
+}
+
+/// Rows a kernel may read past the last real row (its register tile height, at most).
+pub const SLACK_ROWS: usize = 16;
+
+/// The portable family: one row and one channel at a time, exactly the folded formula.
+fn portable(a: &[u8], lda: usize, rows: usize, layer: &Layer, out: &mut Out) {
+    let b = &layer.blocks[0];
+    let k = layer.k;
+    let acc = |r: usize, o: usize| -> i32 {
+        let (x, w) = (&a[r * lda..r * lda + k], &b.w8[o * k..(o + 1) * k]);
+        x.iter().zip(w).fold(b.bias[o], |s, (&x, &w)| s.wrapping_add(x as i32 * w as i32))
+    };
+    match out {
+        Out::Acc { dst, ldd } => {
+            for r in 0..rows {
+                for o in 0..layer.n {
+                    dst[r * *ldd + o] = acc(r, o);
+                }
+            }
+        }
+        Out::Requant { dst, ldd, z_out, relu, pool } => {
+            let step = if *pool { 2 } else { 1 };
+            for r in 0..rows / step {
+                for o in 0..layer.n {
+                    let v = if *pool { acc(2 * r, o).max(acc(2 * r + 1, o)) } else { acc(r, o) };
+                    dst[r * *ldd + o] = b.requant[o].apply(v, *z_out, *relu);
+                }
+            }
+        }
+    }
+}
+
+use super::pipeline::{HeadSlice, KernelScratch, Stages};
+use super::program::Program;
+use crate::backend::reference::dense_f32;
+use crate::model::quant::ActQuant;
+use crate::model::{Model, Precision};
+
+struct Conv {
+    layer: Layer,
+    in_c: usize,
+    /// Convolution rows computed: every step, or whole pairs when a pool follows.
+    rows: usize,
+    z_in: u8,
+    z_out: u8,
+    relu: bool,
+    pool: bool,
+}
+
+struct Dense {
+    layer: Layer,
+    z_out: u8,
+    relu: bool,
+}
+
+enum Head {
+    Int8(Layer),
+    /// A float head of an int8 model (`--f32-heads`): the reference's own loop on the dequantized input.
+    Float { w: Vec<f32>, b: Vec<f32>, input: Vec<ActQuant> },
+}
+
+/// The int8 model, packed for one instruction-set family.
+pub struct Int8Stages {
+    isa: Isa,
+    seq: ActQuant,
+    stat: ActQuant,
+    convs: Vec<Conv>,
+    gap: (Requant, u8, u8),
+    denses: Vec<Dense>,
+    heads: Vec<Head>,
+}
+
+/// A conv weight `[O][C][K]` in the kernels' reduction order `[O][K][C]` (a window of a time-major
+/// input is `K` consecutive rows of `C` channels).
+pub fn conv_weights_kc<T: Copy>(w: &[T], in_c: usize, k: usize) -> Vec<T> {
+    w.chunks(in_c * k).flat_map(|o| (0..k).flat_map(move |j| (0..in_c).map(move |c| o[c * k + j]))).collect()
+}
+
+impl Int8Stages {
+    pub fn new(isa: Isa, model: &Model, p: &Program) -> Int8Stages {
+        let q = model.quantization().expect("validated int8 model");
+        let (g, shapes) = (model.graph(), &model.shapes);
+        let segments = q.segment_map(g, shapes).expect("validated at open");
+        let node = |layer: &str| g.node(layer).expect("compiled from this graph");
+        let z_of = |tensor: &str| q.activations[tensor].zero_point;
+        let zeros_in = |layer: &str| -> Vec<ActQuant> { segments.per_element(&node(layer).inputs[0]).expect("u8 input") };
+        let weights = |layer: &str| (model.i8s(&format!("{layer}.weight")).into_owned(), model.i32s(&format!("{layer}.bias")).into_owned());
+        let requants = |layer: &str| q.layers[layer].requants();
+        let convs = p
+            .convs
+            .iter()
+            .map(|c| {
+                let (w, b) = weights(&c.layer);
+                let z_in = zeros_in(&c.layer)[0].zero_point;
+                let w = conv_weights_kc(&w, c.in_c, c.kernel);
+                let layer = Layer::pack(isa, &w, &b, &vec![z_in; c.in_c * c.kernel], &requants(&c.layer));
+                let rows = if c.pool { c.t_conv / 2 * 2 } else { c.t_conv };
+                Conv { layer, in_c: c.in_c, rows, z_in, z_out: z_of(&node(&c.layer).output), relu: c.relu, pool: c.pool }
+            })
+            .collect();
+        let denses = p
+            .denses
+            .iter()
+            .map(|d| {
+                let (w, b) = weights(&d.layer);
+                let zeros: Vec<u8> = zeros_in(&d.layer).iter().map(|a| a.zero_point).collect();
+                let layer = Layer::pack(isa, &w, &b, &zeros, &requants(&d.layer));
+                Dense { layer, z_out: z_of(&node(&d.layer).output), relu: d.relu }
+            })
+            .collect();
+        let heads = p
+            .heads
+            .iter()
+            .map(|(name, _)| {
+                let input = zeros_in(name);
+                if model.layer_precision(name) == Precision::Int8 {
+                    let (w, b) = weights(name);
+                    let zeros: Vec<u8> = input.iter().map(|a| a.zero_point).collect();
+                    Head::Int8(Layer::pack(isa, &w, &b, &zeros, &[]))
+                } else {
+                    Head::Float { w: model.weights_f32(name), b: model.f32s(&format!("{name}.bias")).into_owned(), input }
+                }
+            })
+            .collect();
+        let gap_in = zeros_in(&p.gap_layer)[0].zero_point;
+        Int8Stages {
+            isa,
+            seq: q.activations[crate::model::graph::SEQ],
+            stat: q.activations[crate::model::graph::STATIC],
+            convs,
+            gap: (requants(&p.gap_layer)[0], gap_in, z_of(&p.gap_output)),
+            denses,
+            heads,
+        }
+    }
+}
+
+impl Stages for Int8Stages {
+    type Act = u8;
+
+    fn pad(&self, conv: usize) -> u8 {
+        self.convs[conv].z_in
+    }
+
+    fn load_seq(&self, seq: &[f32], channels: usize, dst: &mut [u8]) {
+        let steps = seq.len() / channels;
+        for (c, row) in seq.chunks_exact(steps).enumerate() {
+            for (t, &x) in row.iter().enumerate() {
+                dst[t * channels + c] = self.seq.quantize(x);
+            }
+        }
+    }
+
+    fn load_static(&self, stat: &[f32], dst: &mut [u8]) {
+        for (d, &x) in dst.iter_mut().zip(stat) {
+            *d = self.stat.quantize(x);
+        }
+    }
+
+    fn conv(&self, i: usize, src: &[u8], dst: &mut [u8], scratch: &mut KernelScratch) {
+        let c = &self.convs[i];
+        let ldd = c.layer.n;
+        let mut out = Out::Requant { dst, ldd, z_out: c.z_out, relu: c.relu, pool: c.pool };
+        c.layer.run(self.isa, src, c.in_c, c.rows, &mut scratch.wide, &mut out);
+    }
+
+    fn gap(&self, src: &[u8], steps: usize, dst: &mut [u8]) {
+        let (requant, z_in, z_out) = self.gap;
+        let channels = dst.len();
+        for (c, d) in dst.iter_mut().enumerate() {
+            let sum = (0..steps).fold(0i32, |s, t| s.wrapping_add(src[t * channels + c] as i32));
+            *d = requant.apply(sum.wrapping_sub(steps as i32 * z_in as i32), z_out, false);
+        }
+    }
+
+    fn dense(&self, j: usize, src: &[u8], lda: usize, rows: usize, dst: &mut [u8], ldd: usize, scratch: &mut KernelScratch) {
+        let d = &self.denses[j];
+        let mut out = Out::Requant { dst, ldd, z_out: d.z_out, relu: d.relu, pool: false };
+        d.layer.run(self.isa, src, lda, rows, &mut scratch.wide, &mut out);
+    }
+
+    fn head(&self, h: usize, src: &[u8], lda: usize, rows: usize, out: &mut HeadSlice, scratch: &mut KernelScratch) {
+        match (&self.heads[h], out) {
+            (Head::Int8(layer), HeadSlice::Acc(dst)) => {
+                let mut out = Out::Acc { dst, ldd: layer.n };
+                layer.run(self.isa, src, lda, rows, &mut scratch.wide, &mut out);
+            }
+            (Head::Float { w, b, input }, HeadSlice::Logits(dst)) => {
+                let units = b.len();
+                for r in 0..rows {
+                    scratch.real.clear();
+                    scratch.real.extend(src[r * lda..].iter().zip(input).map(|(&q, a)| a.dequantize(q)));
+                    dst[r * units..(r + 1) * units].copy_from_slice(&dense_f32(&scratch.real, w, b, units));
+                }
+            }
+            _ => unreachable!("head outputs are allocated by head_is_acc"),
+        }
+    }
+
+    fn head_is_acc(&self, h: usize) -> bool {
+        matches!(self.heads[h], Head::Int8(_))
+    }
+
+    fn to_u8(a: u8) -> Option<u8> {
+        Some(a)
+    }
+}

@@ -1,0 +1,112 @@
+//! Which instruction set the CPU kernels use: detected at run time, forceable with `LTVX_CPU_ISA`
+//! (tests and benchmarks run every path the machine has, one by one).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+/// Environment variable that forces a kernel family.
+pub const ISA_ENV: &str = "LTVX_CPU_ISA";
+
+/// A kernel family, fastest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isa {
+    /// AVX-512 with VNNI: `vpdpbusd` (u8 × s8 → i32, 4 per lane) for int8, 16-lane FMA for floats.
+    Avx512Vnni,
+    /// AVX2 + FMA: widened i16 `vpmaddwd` for int8 (exact; `vpmaddubsw` would saturate), 8-lane FMA.
+    Avx2,
+    /// Plain Rust, any CPU.
+    Portable,
+}
+
+impl Isa {
+    pub const ALL: [Isa; 3] = [Isa::Avx512Vnni, Isa::Avx2, Isa::Portable];
+
+    /// Whether this machine can run the family.
+    pub fn available(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            match self {
+                Isa::Avx512Vnni => has!("avx512f") && has!("avx512bw") && has!("avx512vnni") && has!("fma"),
+                Isa::Avx2 => has!("avx2") && has!("fma"),
+                Isa::Portable => true,
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            self == Isa::Portable
+        }
+    }
+
+    /// The fastest family this machine has.
+    pub fn best() -> Isa {
+        Isa::ALL.into_iter().find(|i| i.available()).unwrap_or(Isa::Portable)
+    }
+
+    /// Every family this machine has.
+    pub fn available_all() -> Vec<Isa> {
+        Isa::ALL.into_iter().filter(|i| i.available()).collect()
+    }
+
+    /// The family `LTVX_CPU_ISA` asks for (`Ok(None)` when unset or `auto`), refusing one this machine lacks.
+    pub fn from_env() -> Result<Option<Isa>, String> {
+        match std::env::var(ISA_ENV) {
+            Ok(v) if !v.is_empty() && v != "auto" => {
+                let isa: Isa = v.parse().map_err(|e| format!("{ISA_ENV}: {e}"))?;
+                isa.require().map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// `Ok(self)` when the machine has it, else a one-line reason.
+    pub fn require(self) -> Result<Isa, String> {
+        if self.available() {
+            Ok(self)
+        } else {
+            Err(format!("this CPU lacks {self} (it has: {})", names(&Isa::available_all())))
+        }
+    }
+}
+
+fn names(isas: &[Isa]) -> String {
+    isas.iter().map(Isa::to_string).collect::<Vec<_>>().join(", ")
+}
+
+impl fmt::Display for Isa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Isa::Avx512Vnni => "avx512vnni",
+            Isa::Avx2 => "avx2",
+            Isa::Portable => "portable",
+        })
+    }
+}
+
+impl FromStr for Isa {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Isa::ALL
+            .into_iter()
+            .find(|i| i.to_string() == s)
+            .ok_or_else(|| format!("unknown instruction set {s:?} (expected avx512vnni, avx2 or portable)"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_portable_is_always_there() {
+        for isa in Isa::ALL {
+            assert_eq!(isa.to_string().parse::<Isa>(), Ok(isa));
+        }
+        assert!("sse9".parse::<Isa>().unwrap_err().contains("unknown instruction set"));
+        assert!(Isa::Portable.available());
+        assert!(Isa::available_all().contains(&Isa::best()));
+    }
+}

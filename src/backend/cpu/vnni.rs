@@ -1,0 +1,113 @@
+//! AVX-512 VNNI int8 GEMM: a register tile of MR rows × NV vectors of 16 output channels, each step
+//! broadcasting 4 u8 activations of a row and `vpdpbusd`-ing them with 4 s8 weights per lane. The
+//! epilogue requantizes in registers: 32×32→64-bit products of even and odd lanes, the rounding term,
+//! an arithmetic 64-bit shift, a clamp to [lo, 255] in i64, then the zero point — docs/NUMERICS.md B.
+
+use std::arch::x86_64::*;
+
+use super::int8::{Block, Layer, Out};
+
+const LANES: usize = 16;
+
+/// # Safety
+/// The CPU must have AVX-512 F/BW/VNNI, and `a` must be readable for whole tiles past `rows`
+/// (`Layer::run` checks it).
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub unsafe fn gemm(a: &[u8], lda: usize, rows: usize, layer: &Layer, out: &mut Out) {
+    for b in &layer.blocks {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            match b.nv {
+                1 => tiles::<1, 12>(a.as_ptr(), lda, rows, layer.k, b, out),
+                2 => tiles::<2, 12>(a.as_ptr(), lda, rows, layer.k, b, out),
+                3 => tiles::<3, 8>(a.as_ptr(), lda, rows, layer.k, b, out),
+                _ => tiles::<4, 6>(a.as_ptr(), lda, rows, layer.k, b, out),
+            }
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn tiles<const NV: usize, const MR: usize>(a: *const u8, lda: usize, rows: usize, k: usize, b: &Block, out: &mut Out) {
+    const { assert!(MR % 2 == 0, "a fused max-pool needs whole row pairs in a tile") };
+    // SAFETY (whole function): `Layer::pack` sizes `w8` as k/4 groups × NV·64 bytes and every per-lane
+    // array as NV·16; `a` reads stay inside the caller's checked buffer.
+    unsafe {
+        let bias: [__m512i; NV] = std::array::from_fn(|v| _mm512_loadu_si512(b.bias.as_ptr().add(v * LANES).cast()));
+        let mut r0 = 0;
+        while r0 < rows {
+            let mut acc = [bias; MR];
+            let (mut ap, mut wp) = (a.add(r0 * lda), b.w8.as_ptr());
+            for _ in 0..k / 4 {
+                let w: [__m512i; NV] = std::array::from_fn(|v| _mm512_loadu_si512(wp.add(v * 64).cast()));
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let x = _mm512_set1_epi32(ap.add(r * lda).cast::<i32>().read_unaligned());
+                    for v in 0..NV {
+                        acc_r[v] = _mm512_dpbusd_epi32(acc_r[v], x, w[v]);
+                    }
+                }
+                ap = ap.add(4);
+                wp = wp.add(NV * 64);
+            }
+            store::<NV, MR>(&acc, r0, rows, b, out);
+            r0 += MR;
+        }
+    }
+}
+
+/// Lanes of vector `v` of a block that hold real channels, as a store mask.
+#[inline(always)]
+fn lane_mask(b: &Block, v: usize) -> u16 {
+    let valid = b.width.saturating_sub(v * LANES).min(LANES);
+    ((1u32 << valid) - 1) as u16
+}
+
+#[inline(always)]
+unsafe fn store<const NV: usize, const MR: usize>(acc: &[[__m512i; NV]; MR], r0: usize, rows: usize, b: &Block, out: &mut Out) {
+    // SAFETY: stores are masked to real channels and limited to real rows of `dst`, whose length the
+    // pipeline sizes as rows × ldd.
+    unsafe {
+        match out {
+            Out::Acc { dst, ldd } => {
+                for (r, acc_r) in acc.iter().enumerate().take(rows.saturating_sub(r0)) {
+                    for (v, &x) in acc_r.iter().enumerate() {
+                        let p = dst.as_mut_ptr().add((r0 + r) * *ldd + b.col0 + v * LANES);
+                        _mm512_mask_storeu_epi32(p.cast(), lane_mask(b, v), x);
+                    }
+                }
+            }
+            Out::Requant { dst, ldd, z_out, relu, pool } => {
+                let z = *z_out as i64;
+                let (lo, hi) = (_mm512_set1_epi64(if *relu { 0 } else { -z }), _mm512_set1_epi64(255 - z));
+                let zv = _mm512_set1_epi32(z as i32);
+                let (step, out_rows, out0) = if *pool { (2, rows / 2, r0 / 2) } else { (1, rows, r0) };
+                for i in 0..(MR / step).min(out_rows.saturating_sub(out0)) {
+                    for v in 0..NV {
+                        let x = if *pool { _mm512_max_epi32(acc[2 * i][v], acc[2 * i + 1][v]) } else { acc[i][v] };
+                        let q = requant(x, b, v, lo, hi, zv);
+                        let p = dst.as_mut_ptr().add((out0 + i) * *ldd + b.col0 + v * LANES);
+                        _mm_mask_storeu_epi8(p.cast(), lane_mask(b, v), q);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// 16 accumulators → 16 u8: `clamp(((acc·M + 2^(sh−1)) >> sh), lo, hi) + z` in i64 per lane.
+#[inline(always)]
+unsafe fn requant(acc: __m512i, b: &Block, v: usize, lo: __m512i, hi: __m512i, z: __m512i) -> __m128i {
+    // SAFETY: per-lane arrays hold NV·16 (mult) and NV·8 (even/odd) entries.
+    unsafe {
+        let m = _mm512_loadu_si512(b.mult.as_ptr().add(v * LANES).cast());
+        let half = |p: &Vec<i64>| _mm512_loadu_si512(p.as_ptr().add(v * LANES / 2).cast());
+        let even = _mm512_mul_epi32(acc, m);
+        let odd = _mm512_mul_epi32(_mm512_srli_epi64(acc, 32), _mm512_srli_epi64(m, 32));
+        let even = _mm512_srav_epi64(_mm512_add_epi64(even, half(&b.round_even)), half(&b.shift_even));
+        let odd = _mm512_srav_epi64(_mm512_add_epi64(odd, half(&b.round_odd)), half(&b.shift_odd));
+        let even = _mm512_min_epi64(_mm512_max_epi64(even, lo), hi);
+        let odd = _mm512_min_epi64(_mm512_max_epi64(odd, lo), hi);
+        let joined = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+        _mm512_cvtepi32_epi8(_mm512_add_epi32(joined, z))
+    }
+}
