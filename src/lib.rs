@@ -10,6 +10,7 @@ compile_error!("ltvx reads little-endian tensors in place and supports little-en
 
 pub mod atomic_file;
 pub mod backend;
+pub mod bench;
 pub mod data;
 pub mod engine;
 pub mod error;

@@ -1,5 +1,6 @@
 //! Command-line parsing and dispatch; each subcommand lives in its own module.
 
+mod bench;
 mod compress;
 mod demo;
 mod devices;
@@ -34,6 +35,8 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
+    /// Time the engine here: customers/s, latency, multiply-adds/s and share of peak, per backend.
+    Bench(bench::Args),
     /// The main job on the bundled CDNOW log: train, evaluate beside BG/NBD, chart, score, report.
     Demo(demo::Args),
     /// Compress a float model to int8 (calibrated) or fp16.
@@ -54,6 +57,7 @@ pub enum Command {
 
 pub fn run(command: Command) -> Result<ExitCode> {
     match command {
+        Command::Bench(a) => bench::run(a),
         Command::Compress(a) => compress::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Eval(a) => eval::run(a),

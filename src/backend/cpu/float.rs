@@ -140,7 +140,7 @@ fn store<const NV: usize, const MR: usize>(acc: &[[[f32; LANES]; NV]; MR], r0: u
     }
 }
 
-use super::int8::conv_weights_kc;
+use super::int8::{conv_weights_kc, transpose};
 use super::pipeline::{HeadSlice, KernelScratch, Stages};
 use super::program::Program;
 use crate::model::Model;
@@ -190,13 +190,8 @@ impl Stages for FloatStages {
         0.0
     }
 
-    fn load_seq(&self, seq: &[f32], channels: usize, dst: &mut [f32]) {
-        let steps = seq.len() / channels;
-        for (c, row) in seq.chunks_exact(steps).enumerate() {
-            for (t, &x) in row.iter().enumerate() {
-                dst[t * channels + c] = x;
-            }
-        }
+    fn load_seq(&self, seq: &[f32], channels: usize, dst: &mut [f32], _scratch: &mut KernelScratch) {
+        transpose(seq, channels, dst);
     }
 
     fn load_static(&self, stat: &[f32], dst: &mut [f32]) {
@@ -209,7 +204,7 @@ impl Stages for FloatStages {
         c.layer.run(self.isa, src, c.in_c, c.rows, &mut Out { dst, ldd, relu: c.relu, pool: c.pool });
     }
 
-    fn gap(&self, src: &[f32], steps: usize, dst: &mut [f32]) {
+    fn gap(&self, src: &[f32], steps: usize, dst: &mut [f32], _scratch: &mut KernelScratch) {
         let channels = dst.len();
         for (c, d) in dst.iter_mut().enumerate() {
             *d = (0..steps).map(|t| src[t * channels + c]).sum::<f32>() / steps as f32;

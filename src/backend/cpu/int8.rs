@@ -180,7 +180,8 @@ fn portable(a: &[u8], lda: usize, rows: usize, layer: &Layer, out: &mut Out) {
 use super::pipeline::{HeadSlice, KernelScratch, Stages};
 use super::program::Program;
 use crate::backend::reference::dense_f32;
-use crate::model::quant::ActQuant;
+use super::isa::with_features;
+use crate::model::quant::{ActQuant, quantize_input};
 use crate::model::{Model, Precision};
 
 struct Conv {
@@ -215,6 +216,16 @@ pub struct Int8Stages {
     gap: (Requant, u8, u8),
     denses: Vec<Dense>,
     heads: Vec<Head>,
+}
+
+/// `[C, T]` channel-major → `[T, C]` time-major.
+pub fn transpose<T: Copy>(src: &[T], channels: usize, dst: &mut [T]) {
+    let steps = src.len() / channels;
+    for (c, row) in src.chunks_exact(steps).enumerate() {
+        for (t, &x) in row.iter().enumerate() {
+            dst[t * channels + c] = x;
+        }
+    }
 }
 
 /// A conv weight `[O][C][K]` in the kernels' reduction order `[O][K][C]` (a window of a time-major
@@ -289,19 +300,23 @@ impl Stages for Int8Stages {
         self.convs[conv].z_in
     }
 
-    fn load_seq(&self, seq: &[f32], channels: usize, dst: &mut [u8]) {
-        let steps = seq.len() / channels;
-        for (c, row) in seq.chunks_exact(steps).enumerate() {
-            for (t, &x) in row.iter().enumerate() {
-                dst[t * channels + c] = self.seq.quantize(x);
-            }
-        }
+    fn load_seq(&self, seq: &[f32], channels: usize, dst: &mut [u8], scratch: &mut KernelScratch) {
+        let q = self.seq;
+        let staging = &mut scratch.staging;
+        with_features(self.isa, || {
+            staging.clear();
+            staging.extend(seq.iter().map(|&x| quantize_input(x, q.inv_scale, q.zero_point)));
+        });
+        transpose(staging, channels, dst);
     }
 
     fn load_static(&self, stat: &[f32], dst: &mut [u8]) {
-        for (d, &x) in dst.iter_mut().zip(stat) {
-            *d = self.stat.quantize(x);
-        }
+        let q = self.stat;
+        with_features(self.isa, || {
+            for (d, &x) in dst.iter_mut().zip(stat) {
+                *d = quantize_input(x, q.inv_scale, q.zero_point);
+            }
+        })
     }
 
     fn conv(&self, i: usize, src: &[u8], dst: &mut [u8], scratch: &mut KernelScratch) {
@@ -311,12 +326,21 @@ impl Stages for Int8Stages {
         c.layer.run(self.isa, src, c.in_c, c.rows, &mut scratch.wide, &mut out);
     }
 
-    fn gap(&self, src: &[u8], steps: usize, dst: &mut [u8]) {
+    fn gap(&self, src: &[u8], steps: usize, dst: &mut [u8], scratch: &mut KernelScratch) {
         let (requant, z_in, z_out) = self.gap;
         let channels = dst.len();
-        for (c, d) in dst.iter_mut().enumerate() {
-            let sum = (0..steps).fold(0i32, |s, t| s.wrapping_add(src[t * channels + c] as i32));
-            *d = requant.apply(sum.wrapping_sub(steps as i32 * z_in as i32), z_out, false);
+        let sums = &mut scratch.sums;
+        sums.clear();
+        sums.resize(channels, (steps as i32).wrapping_mul(-(z_in as i32)));
+        with_features(self.isa, || {
+            for row in src[..steps * channels].chunks_exact(channels) {
+                for (s, &x) in sums.iter_mut().zip(row) {
+                    *s = s.wrapping_add(x as i32);
+                }
+            }
+        });
+        for (d, &s) in dst.iter_mut().zip(sums.iter()) {
+            *d = requant.apply(s, z_out, false);
         }
     }
 

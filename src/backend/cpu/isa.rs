@@ -30,7 +30,9 @@ impl Isa {
         {
             use std::arch::is_x86_feature_detected as has;
             match self {
-                Isa::Avx512Vnni => has!("avx512f") && has!("avx512bw") && has!("avx512vnni") && has!("fma"),
+                Isa::Avx512Vnni => {
+                    has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512vnni") && has!("fma")
+                }
                 Isa::Avx2 => has!("avx2") && has!("fma"),
                 Isa::Portable => true,
             }
@@ -108,5 +110,34 @@ mod tests {
         assert!("sse9".parse::<Isa>().unwrap_err().contains("unknown instruction set"));
         assert!(Isa::Portable.available());
         assert!(Isa::available_all().contains(&Isa::best()));
+    }
+}
+
+/// Runs `f` compiled with the family's target features, so that LLVM vectorizes plain loops with
+/// its instructions (e.g. `round_ties_even` becomes one `vrndscaleps` instead of a libm call).
+#[inline(always)]
+pub fn with_features<R>(isa: Isa, f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
+        unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        match isa {
+            // SAFETY: a plan holds only a family the CPU has (`Isa::require`).
+            Isa::Avx512Vnni => unsafe { avx512(f) },
+            // SAFETY: as above.
+            Isa::Avx2 => unsafe { avx2(f) },
+            Isa::Portable => f(),
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = isa;
+        f()
     }
 }

@@ -17,7 +17,13 @@ pub const TILE: usize = 48;
 /// Scratch the kernels of one thread share.
 #[derive(Default)]
 pub struct KernelScratch {
+    /// AVX2: activations widened to i16.
     pub wide: Vec<i16>,
+    /// One customer's quantized sequence, channel-major, before it is transposed.
+    pub staging: Vec<u8>,
+    /// Per-channel sums of the global average pool.
+    pub sums: Vec<i32>,
+    /// A dequantized row for a float head of an int8 model.
     pub real: Vec<f32>,
 }
 
@@ -49,12 +55,12 @@ pub trait Stages: Sync {
     /// The value padding rows of convolution `i`'s input hold (its z_in, or 0.0).
     fn pad(&self, conv: usize) -> Self::Act;
     /// One customer's `[C, T]` sequence, written time-major (`dst[t·C + c]`).
-    fn load_seq(&self, seq: &[f32], channels: usize, dst: &mut [Self::Act]);
+    fn load_seq(&self, seq: &[f32], channels: usize, dst: &mut [Self::Act], scratch: &mut KernelScratch);
     fn load_static(&self, stat: &[f32], dst: &mut [Self::Act]);
     /// Convolution `i` (+ fused ReLU / pool) on a padded time-major input into `dst` (`[t_out, out_c]`).
     fn conv(&self, i: usize, src: &[Self::Act], dst: &mut [Self::Act], scratch: &mut KernelScratch);
     /// The global average pool of `[steps, channels]` into `channels` values.
-    fn gap(&self, src: &[Self::Act], steps: usize, dst: &mut [Self::Act]);
+    fn gap(&self, src: &[Self::Act], steps: usize, dst: &mut [Self::Act], scratch: &mut KernelScratch);
     /// Dense layer `j` (+ ReLU) on `rows` rows.
     #[allow(clippy::too_many_arguments)]
     fn dense(&self, j: usize, src: &[Self::Act], lda: usize, rows: usize, dst: &mut [Self::Act], ldd: usize, scratch: &mut KernelScratch);
@@ -120,7 +126,7 @@ pub fn run_rows<S: Stages>(
         for r in 0..n {
             let row = &mut buf.tiles[0][r * concat_ld..(r + 1) * concat_ld];
             sequence_path(s, p, batch.seq_row(start + r), &mut buf.conv_in, &mut buf.gap_in, &mut buf.scratch, trace.as_deref_mut());
-            s.gap(&buf.gap_in, p.gap_steps, &mut row[gap_off..gap_off + p.gap_channels]);
+            s.gap(&buf.gap_in, p.gap_steps, &mut row[gap_off..gap_off + p.gap_channels], &mut buf.scratch);
             s.load_static(batch.stat_row(start + r), &mut row[stat_off..stat_off + p.static_features]);
             if let Some(t) = trace.as_deref_mut() {
                 record(t, &p.gap_output, &row[gap_off..gap_off + p.gap_channels], S::to_u8);
@@ -161,8 +167,8 @@ fn sequence_path<S: Stages>(
     mut trace: Option<&mut BTreeMap<String, Vec<u8>>>,
 ) {
     match p.convs.first() {
-        Some(c) => s.load_seq(seq, c.in_c, &mut conv_in[0][c.left * c.in_c..(c.left + c.t_in) * c.in_c]),
-        None => s.load_seq(seq, p.seq_channels, &mut gap_in[..p.seq_len * p.seq_channels]),
+        Some(c) => s.load_seq(seq, c.in_c, &mut conv_in[0][c.left * c.in_c..(c.left + c.t_in) * c.in_c], scratch),
+        None => s.load_seq(seq, p.seq_channels, &mut gap_in[..p.seq_len * p.seq_channels], scratch),
     }
     for (i, c) in p.convs.iter().enumerate() {
         let (src, rest) = conv_in.split_at_mut(i + 1);

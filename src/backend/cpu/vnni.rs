@@ -12,7 +12,7 @@ const LANES: usize = 16;
 /// # Safety
 /// The CPU must have AVX-512 F/BW/VNNI, and `a` must be readable for whole tiles past `rows`
 /// (`Layer::run` checks it).
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 pub unsafe fn gemm(a: &[u8], lda: usize, rows: usize, layer: &Layer, out: &mut Out) {
     for b in &layer.blocks {
         // SAFETY: forwarded from the caller.
@@ -36,22 +36,34 @@ unsafe fn tiles<const NV: usize, const MR: usize>(a: *const u8, lda: usize, rows
         let bias: [__m512i; NV] = std::array::from_fn(|v| _mm512_loadu_si512(b.bias.as_ptr().add(v * LANES).cast()));
         let mut r0 = 0;
         while r0 < rows {
-            let mut acc = [bias; MR];
-            let (mut ap, mut wp) = (a.add(r0 * lda), b.w8.as_ptr());
-            for _ in 0..k / 4 {
-                let w: [__m512i; NV] = std::array::from_fn(|v| _mm512_loadu_si512(wp.add(v * 64).cast()));
-                for (r, acc_r) in acc.iter_mut().enumerate() {
-                    let x = _mm512_set1_epi32(ap.add(r * lda).cast::<i32>().read_unaligned());
-                    for v in 0..NV {
-                        acc_r[v] = _mm512_dpbusd_epi32(acc_r[v], x, w[v]);
-                    }
-                }
-                ap = ap.add(4);
-                wp = wp.add(NV * 64);
-            }
-            store::<NV, MR>(&acc, r0, rows, b, out);
+            let acc = accumulate::<NV, MR>(bias, a.add(r0 * lda), lda, k, b.w8.as_ptr());
+            store::<NV, MR>(acc, r0, rows, b, out);
             r0 += MR;
         }
+    }
+}
+
+/// One register tile: `MR` rows from `a` (stride `lda`) against `k/4` packed weight groups. Returned
+/// by value so that the accumulators stay in registers (a borrowed array made LLVM store them to the
+/// stack on every step).
+#[inline(always)]
+unsafe fn accumulate<const NV: usize, const MR: usize>(bias: [__m512i; NV], a: *const u8, lda: usize, k: usize, w: *const i8) -> [[__m512i; NV]; MR] {
+    // SAFETY: the caller's bounds (see `tiles`).
+    unsafe {
+        let mut acc = [bias; MR];
+        let (mut ap, mut wp) = (a, w);
+        for _ in 0..k / 4 {
+            let w: [__m512i; NV] = std::array::from_fn(|v| _mm512_loadu_si512(wp.add(v * 64).cast()));
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let x = _mm512_set1_epi32(ap.add(r * lda).cast::<i32>().read_unaligned());
+                for v in 0..NV {
+                    acc_r[v] = _mm512_dpbusd_epi32(acc_r[v], x, w[v]);
+                }
+            }
+            ap = ap.add(4);
+            wp = wp.add(NV * 64);
+        }
+        acc
     }
 }
 
@@ -63,7 +75,7 @@ fn lane_mask(b: &Block, v: usize) -> u16 {
 }
 
 #[inline(always)]
-unsafe fn store<const NV: usize, const MR: usize>(acc: &[[__m512i; NV]; MR], r0: usize, rows: usize, b: &Block, out: &mut Out) {
+unsafe fn store<const NV: usize, const MR: usize>(acc: [[__m512i; NV]; MR], r0: usize, rows: usize, b: &Block, out: &mut Out) {
     // SAFETY: stores are masked to real channels and limited to real rows of `dst`, whose length the
     // pipeline sizes as rows × ldd.
     unsafe {

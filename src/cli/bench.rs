@@ -1,0 +1,216 @@
+//! `ltvx bench`: how fast each backend scores a model here, in a form to paste into a report.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use ltvx::backend::cpu::Isa;
+use ltvx::backend::{self, BackendKind};
+use ltvx::bench::{self, Config, Environment, Macs, Row, peak};
+use ltvx::data::synthetic;
+use ltvx::model::init::{InitOptions, init};
+use ltvx::model::{Model, Precision, Preset};
+use ltvx::{Error, Result};
+
+use super::init::parse_precision;
+use super::log;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A model file; without it, a random model from --preset / --precision / --sparsity.
+    model: Option<PathBuf>,
+    #[arg(long, default_value = "base")]
+    preset: Preset,
+    #[arg(long, default_value = "int8", value_parser = parse_precision)]
+    precision: Precision,
+    /// Fraction of each layer's weights zeroed (random models only), in [0, 1).
+    #[arg(long, default_value_t = 0.0)]
+    sparsity: f64,
+    /// Backends: cpu, reference, cuda, opencl, or all (comma-separated).
+    #[arg(long, default_value = "cpu", value_delimiter = ',')]
+    backend: Vec<String>,
+    /// CPU kernel families: auto (the best here), all (every one this CPU has), or a list.
+    #[arg(long, default_value = "auto", value_delimiter = ',')]
+    isa: Vec<String>,
+    #[arg(long, default_value = "1,16,256,4096,65536", value_delimiter = ',')]
+    batch: Vec<usize>,
+    #[arg(long, default_value = "1,2", value_delimiter = ',')]
+    threads: Vec<usize>,
+    /// Seconds of timing per configuration (after a warm-up of a tenth of it).
+    #[arg(long, default_value_t = 2.0)]
+    duration: f64,
+    /// The peak multiply-adds per second of one core, in G, instead of measuring it.
+    #[arg(long)]
+    peak: Option<f64>,
+    /// One JSON document on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Skipped {
+    backend: BackendKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    isa: Option<Isa>,
+    reason: String,
+}
+
+#[derive(Serialize)]
+struct Report {
+    environment: Environment,
+    model: ModelInfo,
+    /// G multiply-adds per second of one core, per kernel family and precision.
+    peak_gmacs_per_core: HashMap<String, f64>,
+    rows: Vec<Row>,
+    skipped: Vec<Skipped>,
+}
+
+#[derive(Serialize)]
+struct ModelInfo {
+    name: String,
+    precision: Precision,
+    hash: String,
+    macs: Macs,
+}
+
+pub fn run(a: Args) -> Result<ExitCode> {
+    if !(a.duration > 0.0 && a.duration.is_finite()) {
+        return Err(Error::Input(format!("--duration {} must be a positive number of seconds", a.duration)));
+    }
+    if a.batch.contains(&0) || a.threads.contains(&0) {
+        return Err(Error::Input("--batch and --threads take positive numbers".into()));
+    }
+    let model = load_model(&a)?;
+    let macs = Macs { dense: model.macs(), executed: model.macs() };
+    let mut report = Report {
+        environment: Environment::here(),
+        model: ModelInfo { name: model_name(&a, &model), precision: model.precision(), hash: model.hash(), macs },
+        peak_gmacs_per_core: HashMap::new(),
+        rows: Vec::new(),
+        skipped: Vec::new(),
+    };
+    let configs = configs(&a, &model, &mut report.skipped)?;
+    let duration = Duration::from_secs_f64(a.duration);
+    let mut batches = HashMap::new();
+    for c in configs {
+        super::check_interrupt()?;
+        // The share of peak is of this machine's ceiling: the best family's, whichever family runs.
+        let family = Isa::best();
+        let key = format!("{family}/{}", model.precision());
+        let per_core = *report
+            .peak_gmacs_per_core
+            .entry(key)
+            .or_insert_with(|| a.peak.unwrap_or_else(|| peak::per_core(family, model.precision()) / 1e9));
+        let batch = batches.entry(c.batch).or_insert_with(|| synthetic::customers(model.graph().inputs, c.batch, 7));
+        log::info(&format!("{} {} batch {} threads {}…", c.backend, c.isa.map_or(String::new(), |i| i.to_string()), c.batch, c.threads));
+        report.rows.push(bench::measure(&model, batch, c, duration, per_core * 1e9, macs)?);
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| Error::Input(e.to_string()))?);
+    } else {
+        print_table(&report);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load_model(a: &Args) -> Result<Model> {
+    if let Some(path) = &a.model {
+        return Model::open(path);
+    }
+    if !(0.0..1.0).contains(&a.sparsity) {
+        return Err(Error::Input(format!("--sparsity {} is outside [0, 1)", a.sparsity)));
+    }
+    let opts = InitOptions { preset: a.preset, precision: a.precision, seed: 7, sparsity: a.sparsity, inputs: None };
+    init(&opts)?.into_model()
+}
+
+fn model_name(a: &Args, model: &Model) -> String {
+    match &a.model {
+        Some(p) => p.display().to_string(),
+        None => format!("{} preset, random weights{}", a.preset, if a.sparsity > 0.0 { format!(", sparsity {}", a.sparsity) } else { String::new() }),
+    }
+    .to_string()
+        + &format!(" ({})", model.graph().name)
+}
+
+/// Every configuration to time; backends and families that cannot run here go to `skipped`.
+fn configs(a: &Args, model: &Model, skipped: &mut Vec<Skipped>) -> Result<Vec<Config>> {
+    let kinds: Vec<BackendKind> = if a.backend.iter().any(|b| b == "all") {
+        BackendKind::ALL.to_vec()
+    } else {
+        a.backend.iter().map(|b| parse_kind(b)).collect::<Result<_>>()?
+    };
+    let isas: Vec<Isa> = if a.isa.iter().any(|i| i == "all") {
+        Isa::available_all()
+    } else {
+        a.isa.iter().map(|i| if i == "auto" { Ok(Isa::best()) } else { i.parse::<Isa>().map_err(Error::Input) }).collect::<Result<_>>()?
+    };
+    let mut out = Vec::new();
+    for kind in kinds {
+        let families: Vec<Option<Isa>> = if kind == BackendKind::Cpu { isas.iter().copied().map(Some).collect() } else { vec![None] };
+        for isa in families {
+            let options = backend::Options { threads: 1, cpu_isa: isa };
+            if let Err(e) = ltvx::engine::Engine::build_with(model, backend::BackendChoice::Kind(kind), &options) {
+                let reason = match e {
+                    Error::Backend { reason, .. } => reason,
+                    other => other.to_string(),
+                };
+                skipped.push(Skipped { backend: kind, isa, reason });
+                continue;
+            }
+            // The reference backend is one thread by definition.
+            let threads: Vec<usize> = if kind == BackendKind::Reference { vec![1] } else { a.threads.clone() };
+            for &t in &threads {
+                for &b in &a.batch {
+                    out.push(Config { backend: kind, isa, batch: b, threads: t });
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn parse_kind(s: &str) -> Result<BackendKind> {
+    BackendKind::ALL
+        .into_iter()
+        .find(|k| k.to_string() == s)
+        .ok_or_else(|| Error::Input(format!("unknown backend {s:?} (expected cpu, reference, cuda, opencl or all)")))
+}
+
+fn print_table(r: &Report) {
+    let e = &r.environment;
+    println!("ltvx {} ({}), {}; {} · {} hardware threads · ISA {}", e.ltvx_version, e.commit, e.date, e.cpu, e.hardware_threads, e.isa.join(" "));
+    println!("model: {} · {} · {} MACs/customer · hash {}", r.model.name, r.model.precision, r.model.macs.dense, r.model.hash);
+    let mut peaks: Vec<_> = r.peak_gmacs_per_core.iter().collect();
+    peaks.sort_by(|a, b| a.0.cmp(b.0));
+    for (k, v) in peaks {
+        println!("peak ({k}): {v:.1} G multiply-adds/s per core");
+    }
+    println!(
+        "{:<10} {:<11} {:>6} {:>3} {:>12} {:>21} {:>9} {:>9} {:>9} {:>8} {:>6} {:>7}",
+        "backend", "isa", "batch", "thr", "cust/s", "spread (min–max)", "p50 µs", "p99 µs", "p99.9 µs", "GMAC/s", "peak", "RSS MB"
+    );
+    for row in &r.rows {
+        println!(
+            "{:<10} {:<11} {:>6} {:>3} {:>12.0} {:>21} {:>9.1} {:>9.1} {:>9.1} {:>8.1} {:>5.0}% {:>7.0}",
+            row.backend.to_string(),
+            row.isa.map_or("-".to_string(), |i| i.to_string()),
+            row.batch,
+            row.threads,
+            row.customers_per_s,
+            format!("{:.0}–{:.0}", row.customers_per_s_min, row.customers_per_s_max),
+            row.latency.p50_us,
+            row.latency.p99_us,
+            row.latency.p999_us,
+            row.gmacs,
+            row.peak_share * 100.0,
+            row.peak_rss_mb
+        );
+    }
+    for s in &r.skipped {
+        println!("{:<10} {:<11} unavailable: {}", s.backend.to_string(), s.isa.map_or("-".to_string(), |i| i.to_string()), s.reason);
+    }
+}
