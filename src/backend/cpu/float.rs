@@ -70,7 +70,7 @@ impl Layer {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: as above.
                 Isa::Avx2 => unsafe { avx2(a, lda, rows, self.k, b, out) },
-                _ => tiles::<1, 4, false>(a, lda, rows, self.k, b, out),
+                _ => tiles_portable(a, lda, rows, self.k, b, out),
             }
         }
     }
@@ -79,48 +79,150 @@ impl Layer {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn avx512(a: &[f32], lda: usize, rows: usize, k: usize, b: &Block, out: &mut Out) {
-    match b.nv {
-        1 => tiles::<1, 12, true>(a, lda, rows, k, b, out),
-        2 => tiles::<2, 12, true>(a, lda, rows, k, b, out),
-        3 => tiles::<3, 8, true>(a, lda, rows, k, b, out),
-        _ => tiles::<4, 6, true>(a, lda, rows, k, b, out),
+    // SAFETY: the caller checked the reads; the CPU has AVX-512F.
+    unsafe {
+        match b.nv {
+            1 => x86::tiles512::<1, 12>(a, lda, rows, k, b, out),
+            2 => x86::tiles512::<2, 12>(a, lda, rows, k, b, out),
+            3 => x86::tiles512::<3, 8>(a, lda, rows, k, b, out),
+            _ => x86::tiles512::<4, 6>(a, lda, rows, k, b, out),
+        }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn avx2(a: &[f32], lda: usize, rows: usize, k: usize, b: &Block, out: &mut Out) {
-    match b.nv {
-        1 => tiles::<1, 6, true>(a, lda, rows, k, b, out),
-        _ => tiles::<2, 2, true>(a, lda, rows, k, b, out),
+    // SAFETY: the caller checked the reads; the CPU has AVX2 and FMA.
+    unsafe {
+        match b.nv {
+            1 => x86::tiles256::<2, 6>(a, lda, rows, k, b, out),
+            _ => x86::tiles256::<4, 2>(a, lda, rows, k, b, out),
+        }
     }
 }
 
-#[inline(always)]
-fn tiles<const NV: usize, const MR: usize, const FMA: bool>(a: &[f32], lda: usize, rows: usize, k: usize, b: &Block, out: &mut Out) {
-    const { assert!(MR % 2 == 0, "a fused max-pool needs whole row pairs in a tile") };
+/// Plain loops over two rows and 16 outputs, lane-wise so that LLVM can vectorize them with
+/// whatever the baseline target has.
+fn tiles_portable(a: &[f32], lda: usize, rows: usize, k: usize, b: &Block, out: &mut Out) {
     let mut r0 = 0;
     while r0 < rows {
-        let mut acc = [[[0f32; LANES]; NV]; MR];
-        for row in acc.iter_mut() {
-            for (v, lanes) in row.iter_mut().enumerate() {
-                lanes.copy_from_slice(&b.bias[v * LANES..(v + 1) * LANES]);
-            }
-        }
-        let a_tile = &a[r0 * lda..(r0 + MR - 1) * lda + k];
-        for (kk, w) in b.w.chunks_exact(NV * LANES).enumerate().take(k) {
-            for (r, row) in acc.iter_mut().enumerate() {
-                let x = a_tile[r * lda + kk];
-                for (v, lanes) in row.iter_mut().enumerate() {
-                    for (l, acc) in lanes.iter_mut().enumerate() {
-                        let w = w[v * LANES + l];
-                        *acc = if FMA { x.mul_add(w, *acc) } else { *acc + x * w };
-                    }
+        let mut acc = [[[0f32; LANES]; 1]; 2];
+        for (r, row) in acc.iter_mut().enumerate() {
+            let lanes = &mut row[0];
+            lanes.copy_from_slice(&b.bias[..LANES]);
+            let x = &a[(r0 + r) * lda..(r0 + r) * lda + k];
+            for (&x, w) in x.iter().zip(b.w.chunks_exact(LANES)) {
+                for (acc, &w) in lanes.iter_mut().zip(w) {
+                    *acc += x * w;
                 }
             }
         }
         store(&acc, r0, rows, b, out);
-        r0 += MR;
+        r0 += 2;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{Block, LANES, Out, store};
+
+    /// MR rows × NV vectors of 16 outputs in zmm registers; accumulators returned by value so they
+    /// stay in registers.
+    #[inline(always)]
+    pub unsafe fn tiles512<const NV: usize, const MR: usize>(a: &[f32], lda: usize, rows: usize, k: usize, b: &Block, out: &mut Out) {
+        const { assert!(MR % 2 == 0, "a fused max-pool needs whole row pairs in a tile") };
+        // SAFETY: `Layer::run` checked that whole tiles of `a` are readable; `w` holds k × NV·16.
+        unsafe {
+            let bias: [__m512; NV] = std::array::from_fn(|v| _mm512_loadu_ps(b.bias.as_ptr().add(v * LANES)));
+            let mut r0 = 0;
+            while r0 < rows {
+                let acc = acc512::<NV, MR>(bias, a.as_ptr().add(r0 * lda), lda, k, b.w.as_ptr());
+                store512(acc, r0, rows, b, out);
+                r0 += MR;
+            }
+        }
+    }
+
+    /// ReLU and the pool's max in registers, then masked stores of the real channels and rows.
+    #[inline(always)]
+    unsafe fn store512<const NV: usize, const MR: usize>(acc: [[__m512; NV]; MR], r0: usize, rows: usize, b: &Block, out: &mut Out) {
+        let (step, out_rows, out0) = if out.pool { (2, rows / 2, r0 / 2) } else { (1, rows, r0) };
+        // SAFETY: register operations, and stores masked to `valid` lanes inside `dst` (asserted).
+        unsafe {
+            for i in 0..(MR / step).min(out_rows.saturating_sub(out0)) {
+                for v in 0..NV {
+                    let valid = b.width.saturating_sub(v * LANES).min(LANES);
+                    let mut x = if out.pool { _mm512_max_ps(acc[2 * i][v], acc[2 * i + 1][v]) } else { acc[i][v] };
+                    if out.relu {
+                        x = _mm512_max_ps(x, _mm512_setzero_ps());
+                    }
+                    let at = (out0 + i) * out.ldd + b.col0 + v * LANES;
+                    assert!(at + valid <= out.dst.len(), "output row inside the destination");
+                    _mm512_mask_storeu_ps(out.dst.as_mut_ptr().add(at), ((1u32 << valid) - 1) as u16, x);
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn acc512<const NV: usize, const MR: usize>(bias: [__m512; NV], a: *const f32, lda: usize, k: usize, w: *const f32) -> [[__m512; NV]; MR] {
+        // SAFETY: the caller's bounds.
+        unsafe {
+            let mut acc = [bias; MR];
+            for kk in 0..k {
+                let wv: [__m512; NV] = std::array::from_fn(|v| _mm512_loadu_ps(w.add((kk * NV + v) * LANES)));
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let x = _mm512_set1_ps(*a.add(r * lda + kk));
+                    for v in 0..NV {
+                        acc_r[v] = _mm512_fmadd_ps(x, wv[v], acc_r[v]);
+                    }
+                }
+            }
+            acc
+        }
+    }
+
+    /// As `tiles512` with 8-lane ymm registers: H halves of 8 per block (H = 2·NV).
+    #[inline(always)]
+    pub unsafe fn tiles256<const H: usize, const MR: usize>(a: &[f32], lda: usize, rows: usize, k: usize, b: &Block, out: &mut Out) {
+        const { assert!(MR % 2 == 0, "a fused max-pool needs whole row pairs in a tile") };
+        // SAFETY: as in `tiles512`; a block of NV vectors holds 2·NV halves.
+        unsafe {
+            let bias: [__m256; H] = std::array::from_fn(|h| _mm256_loadu_ps(b.bias.as_ptr().add(h * 8)));
+            let mut r0 = 0;
+            while r0 < rows {
+                let acc = acc256::<H, MR>(bias, a.as_ptr().add(r0 * lda), lda, k, b.w.as_ptr());
+                let mut lanes = [[[0f32; LANES]; 2]; MR];
+                for (r, row) in acc.iter().enumerate() {
+                    for (h, &x) in row.iter().enumerate() {
+                        _mm256_storeu_ps(lanes[r][h / 2].as_mut_ptr().add(h % 2 * 8), x);
+                    }
+                }
+                store(&lanes, r0, rows, b, out);
+                r0 += MR;
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn acc256<const H: usize, const MR: usize>(bias: [__m256; H], a: *const f32, lda: usize, k: usize, w: *const f32) -> [[__m256; H]; MR] {
+        // SAFETY: the caller's bounds.
+        unsafe {
+            let mut acc = [bias; MR];
+            for kk in 0..k {
+                let wv: [__m256; H] = std::array::from_fn(|h| _mm256_loadu_ps(w.add(kk * H * 8 + h * 8)));
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let x = _mm256_set1_ps(*a.add(r * lda + kk));
+                    for h in 0..H {
+                        acc_r[h] = _mm256_fmadd_ps(x, wv[h], acc_r[h]);
+                    }
+                }
+            }
+            acc
+        }
     }
 }
 
