@@ -12,7 +12,7 @@ fn reference(c: &mut Criterion) {
     let mut group = c.benchmark_group("reference/base");
     group.sample_size(10);
     for precision in [Precision::Fp32, Precision::Fp16, Precision::Int8] {
-        let opts = InitOptions { preset: Preset::Base, precision, seed: 1, sparsity: 0.0, inputs: None };
+        let opts = InitOptions { preset: Preset::Base, precision, seed: 1, sparsity: 0.0, inputs: None, block: None };
         let model = init(&opts).unwrap().into_model().unwrap();
         let engine = Engine::build(&model, BackendChoice::Kind(BackendKind::Reference)).unwrap();
         for batch_size in [1usize, 64] {

@@ -13,7 +13,9 @@ use ltvx::backend::cpu::Isa;
 use ltvx::backend::{BackendChoice, BackendKind, Options, Trace};
 use ltvx::data::synthetic;
 use ltvx::engine::{Batch, Engine, HeadValues};
-use ltvx::model::Preset;
+use ltvx::model::block_prune::BlockShape;
+use ltvx::model::init::{InitOptions, init};
+use ltvx::model::{Precision, Preset};
 use std::io::Write;
 
 use ltvx::{Error, Model};
@@ -170,6 +172,15 @@ fn conformance_with(kind: BackendKind, options: &Options) {
             let batch = synthetic::customers(graph.inputs, n, seed);
             run(format!("seed {seed} {variant:?}"), model(graph.clone(), variant, seed, 0.0), variant, batch);
         }
+    }
+    // Block-sparse models (16×4 blocks: the VNNI kernels skip the zero ones) at batches that leave
+    // partial tiles.
+    for (preset, precision, n) in [(Preset::Base, Precision::Int8, 53), (Preset::Tiny, Precision::Int8, 130), (Preset::Base, Precision::Fp32, 17)] {
+        let opts = InitOptions { preset, precision, seed: 3, sparsity: 0.75, inputs: None, block: Some(BlockShape { rows: 16, cols: 4 }) };
+        let m = init(&opts).unwrap().into_model().unwrap();
+        let variant = if precision == Precision::Int8 { Variant::Int8 } else { Variant::Fp32 };
+        let batch = synthetic::customers(m.graph().inputs, n, 9);
+        run(format!("{preset} 75% block-sparse {precision}"), m, variant, batch);
     }
     // The base preset (value model v1) in every precision.
     let graph = Preset::Base.graph(Preset::Base.default_inputs());

@@ -69,7 +69,7 @@ const PRECISIONS: [Precision; 3] = [Precision::Fp32, Precision::Fp16, Precision:
 const SMALL_PRESETS: [Preset; 2] = [Preset::Tiny, Preset::Base];
 
 fn model_file(preset: Preset, precision: Precision, seed: u64) -> ModelFile {
-    init(&InitOptions { preset, precision, seed, sparsity: 0.0, inputs: None })
+    init(&InitOptions { preset, precision, seed, sparsity: 0.0, inputs: None, block: None })
         .unwrap_or_else(|e| panic!("init {preset} {precision} seed {seed}: {e}"))
 }
 

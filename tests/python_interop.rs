@@ -57,7 +57,7 @@ fn write_models(dir: &Path) -> Vec<(String, PathBuf)> {
     for preset in PRESETS {
         for precision in PRECISIONS {
             let path = dir.join(format!("{preset}-{precision}.ltvx"));
-            init(&InitOptions { preset, precision, seed: 4, sparsity: 0.0, inputs: None })
+            init(&InitOptions { preset, precision, seed: 4, sparsity: 0.0, inputs: None, block: None })
                 .and_then(|m| m.save(&path))
                 .unwrap_or_else(|e| panic!("{preset} {precision}: {e}"));
             models.push((format!("{preset} {precision}"), path));

@@ -93,6 +93,10 @@ pub trait Plan: Send + Sync {
     fn run(&self, batch: &Batch) -> Result<HeadOutputs>;
     /// The debug plan: u8 tensors at every fusion boundary (int8 models), and the head outputs.
     fn trace(&self, batch: &Batch) -> Result<Trace>;
+    /// Multiply-adds per customer the plan executes, where it skips zero blocks (`None`: all of them).
+    fn executed_macs(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// What a debug run exposes, for `==` comparisons between backends.

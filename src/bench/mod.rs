@@ -50,9 +50,11 @@ pub struct Row {
     pub customers_per_s_min: f64,
     pub customers_per_s_max: f64,
     pub calls: usize,
+    /// Multiply-adds per customer: the model's, and those this backend executes.
+    pub macs: Macs,
     /// Of one `score` call (for batch 1, of one customer).
     pub latency: Latency,
-    /// Multiply-adds per second executed (skipped zero blocks not counted).
+    /// G multiply-adds per second executed (skipped zero blocks not counted).
     pub gmacs: f64,
     /// `gmacs` over the measured peak of `threads` cores for this precision.
     pub peak_share: f64,
@@ -68,9 +70,10 @@ pub struct Macs {
 }
 
 /// Measures one configuration for about `duration` after a warm-up.
-pub fn measure(model: &Model, batch: &Batch, config: Config, duration: Duration, peak_per_core: f64, macs: Macs) -> Result<Row> {
+pub fn measure(model: &Model, batch: &Batch, config: Config, duration: Duration, peak_per_core: f64) -> Result<Row> {
     let options = Options { threads: config.threads, cpu_isa: config.isa };
     let engine = Engine::build_with(model, BackendChoice::Kind(config.backend), &options)?;
+    let macs = Macs { dense: model.macs(), executed: engine.executed_macs().unwrap_or(model.macs()) };
     let warm_until = Instant::now() + duration / 10;
     while Instant::now() < warm_until {
         engine.score(batch)?;
@@ -106,6 +109,7 @@ pub fn measure(model: &Model, batch: &Batch, config: Config, duration: Duration,
         customers_per_s_min: rates[0],
         customers_per_s_max: rates[rates.len() - 1],
         calls: calls_us.len(),
+        macs,
         latency: Latency {
             p50_us: percentile(&calls_us, 0.5),
             p90_us: percentile(&calls_us, 0.9),

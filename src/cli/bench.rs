@@ -9,8 +9,9 @@ use serde::Serialize;
 
 use ltvx::backend::cpu::Isa;
 use ltvx::backend::{self, BackendKind};
-use ltvx::bench::{self, Config, Environment, Macs, Row, peak};
+use ltvx::bench::{self, Config, Environment, Row, peak};
 use ltvx::data::synthetic;
+use ltvx::model::block_prune::BlockShape;
 use ltvx::model::init::{InitOptions, init};
 use ltvx::model::{Model, Precision, Preset};
 use ltvx::{Error, Result};
@@ -29,6 +30,9 @@ pub struct Args {
     /// Fraction of each layer's weights zeroed (random models only), in [0, 1).
     #[arg(long, default_value_t = 0.0)]
     sparsity: f64,
+    /// Blocks the sparsity prunes (ROWSxCOLS, the kernels' order), as `ltvx init --block`.
+    #[arg(long, default_value = "16x4")]
+    block: BlockShape,
     /// Backends: cpu, reference, cuda, opencl, or all (comma-separated).
     #[arg(long, default_value = "cpu", value_delimiter = ',')]
     backend: Vec<String>,
@@ -73,7 +77,8 @@ struct ModelInfo {
     name: String,
     precision: Precision,
     hash: String,
-    macs: Macs,
+    /// Multiply-adds per customer, dense.
+    macs: u64,
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
@@ -84,10 +89,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
         return Err(Error::Input("--batch and --threads take positive numbers".into()));
     }
     let model = load_model(&a)?;
-    let macs = Macs { dense: model.macs(), executed: model.macs() };
     let mut report = Report {
         environment: Environment::here(),
-        model: ModelInfo { name: model_name(&a, &model), precision: model.precision(), hash: model.hash(), macs },
+        model: ModelInfo { name: model_name(&a, &model), precision: model.precision(), hash: model.hash(), macs: model.macs() },
         peak_gmacs_per_core: HashMap::new(),
         rows: Vec::new(),
         skipped: Vec::new(),
@@ -106,7 +110,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
             .or_insert_with(|| a.peak.unwrap_or_else(|| peak::per_core(family, model.precision()) / 1e9));
         let batch = batches.entry(c.batch).or_insert_with(|| synthetic::customers(model.graph().inputs, c.batch, 7));
         log::info(&format!("{} {} batch {} threads {}…", c.backend, c.isa.map_or(String::new(), |i| i.to_string()), c.batch, c.threads));
-        report.rows.push(bench::measure(&model, batch, c, duration, per_core * 1e9, macs)?);
+        report.rows.push(bench::measure(&model, batch, c, duration, per_core * 1e9)?);
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report).map_err(|e| Error::Input(e.to_string()))?);
@@ -123,14 +127,18 @@ fn load_model(a: &Args) -> Result<Model> {
     if !(0.0..1.0).contains(&a.sparsity) {
         return Err(Error::Input(format!("--sparsity {} is outside [0, 1)", a.sparsity)));
     }
-    let opts = InitOptions { preset: a.preset, precision: a.precision, seed: 7, sparsity: a.sparsity, inputs: None };
+    let block = (a.sparsity > 0.0).then_some(a.block);
+    let opts = InitOptions { preset: a.preset, precision: a.precision, seed: 7, sparsity: a.sparsity, inputs: None, block };
     init(&opts)?.into_model()
 }
 
 fn model_name(a: &Args, model: &Model) -> String {
     match &a.model {
         Some(p) => p.display().to_string(),
-        None => format!("{} preset, random weights{}", a.preset, if a.sparsity > 0.0 { format!(", sparsity {}", a.sparsity) } else { String::new() }),
+        None => {
+            let sparse = if a.sparsity > 0.0 { format!(", {} of {}x{} blocks pruned", a.sparsity, a.block.rows, a.block.cols) } else { String::new() };
+            format!("{} preset, random weights{sparse}", a.preset)
+        }
     }
     .to_string()
         + &format!(" ({})", model.graph().name)
@@ -183,19 +191,19 @@ fn parse_kind(s: &str) -> Result<BackendKind> {
 fn print_table(r: &Report) {
     let e = &r.environment;
     println!("ltvx {} ({}), {}; {} · {} hardware threads · ISA {}", e.ltvx_version, e.commit, e.date, e.cpu, e.hardware_threads, e.isa.join(" "));
-    println!("model: {} · {} · {} MACs/customer · hash {}", r.model.name, r.model.precision, r.model.macs.dense, r.model.hash);
+    println!("model: {} · {} · {} MACs/customer · hash {}", r.model.name, r.model.precision, r.model.macs, r.model.hash);
     let mut peaks: Vec<_> = r.peak_gmacs_per_core.iter().collect();
     peaks.sort_by(|a, b| a.0.cmp(b.0));
     for (k, v) in peaks {
         println!("peak ({k}): {v:.1} G multiply-adds/s per core");
     }
     println!(
-        "{:<10} {:<11} {:>6} {:>3} {:>12} {:>21} {:>9} {:>9} {:>9} {:>8} {:>6} {:>7}",
-        "backend", "isa", "batch", "thr", "cust/s", "spread (min–max)", "p50 µs", "p99 µs", "p99.9 µs", "GMAC/s", "peak", "RSS MB"
+        "{:<10} {:<11} {:>6} {:>3} {:>12} {:>21} {:>9} {:>9} {:>9} {:>9} {:>8} {:>6} {:>7}",
+        "backend", "isa", "batch", "thr", "cust/s", "spread (min–max)", "p50 µs", "p99 µs", "p99.9 µs", "MACs run", "GMAC/s", "peak", "RSS MB"
     );
     for row in &r.rows {
         println!(
-            "{:<10} {:<11} {:>6} {:>3} {:>12.0} {:>21} {:>9.1} {:>9.1} {:>9.1} {:>8.1} {:>5.0}% {:>7.0}",
+            "{:<10} {:<11} {:>6} {:>3} {:>12.0} {:>21} {:>9.1} {:>9.1} {:>9.1} {:>9} {:>8.1} {:>5.0}% {:>7.0}",
             row.backend.to_string(),
             row.isa.map_or("-".to_string(), |i| i.to_string()),
             row.batch,
@@ -205,6 +213,7 @@ fn print_table(r: &Report) {
             row.latency.p50_us,
             row.latency.p99_us,
             row.latency.p999_us,
+            row.macs.executed,
             row.gmacs,
             row.peak_share * 100.0,
             row.peak_rss_mb

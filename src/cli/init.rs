@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ltvx::Result;
+use ltvx::model::block_prune::BlockShape;
 use ltvx::model::init::{InitOptions, init};
 use ltvx::model::{InputSizes, Precision, Preset};
 
@@ -20,6 +21,10 @@ pub struct Args {
     /// Fraction of each layer's weights zeroed by magnitude, in [0, 1).
     #[arg(long, default_value_t = 0.0)]
     sparsity: f64,
+    /// Prune whole blocks of ROWSxCOLS (output channels × reduction elements, in the CPU kernels'
+    /// order) instead of single weights; 16x4 blocks are skipped by the VNNI kernels.
+    #[arg(long)]
+    block: Option<BlockShape>,
     /// Sequence channels C (default: the preset's).
     #[arg(long)]
     seq_channels: Option<usize>,
@@ -56,6 +61,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         seed: a.seed,
         sparsity: a.sparsity,
         inputs: Some(inputs),
+        block: a.block,
     };
     let file = init(&opts)?;
     super::check_interrupt()?;

@@ -43,6 +43,11 @@ impl Engine {
         self.plan.describe()
     }
 
+    /// Multiply-adds per customer this engine executes (fewer than the model's where zero blocks are skipped).
+    pub fn executed_macs(&self) -> Option<u64> {
+        self.plan.executed_macs()
+    }
+
     pub fn input_sizes(&self) -> InputSizes {
         self.sizes
     }

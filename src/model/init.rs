@@ -3,6 +3,7 @@
 
 use serde_json::json;
 
+use super::block_prune::{BlockShape, prune_blocks};
 use super::calibrate::{Ranges, observe_ranges};
 use super::graph::{Graph, InputSizes};
 use super::quantize::{Int8Options, to_fp16, to_int8};
@@ -27,11 +28,20 @@ pub struct InitOptions {
     pub sparsity: f64,
     /// Input sizes; the preset's defaults when `None`.
     pub inputs: Option<InputSizes>,
+    /// Prune whole blocks aligned with the CPU kernels instead of single weights.
+    pub block: Option<BlockShape>,
 }
 
 pub fn init(opts: &InitOptions) -> Result<ModelFile> {
     let graph = opts.preset.graph(opts.inputs.unwrap_or(opts.preset.default_inputs()));
-    let mut file = random_model(graph, opts.precision, opts.seed, opts.sparsity)?;
+    let mut file = match opts.block {
+        None => random_model(graph, opts.precision, opts.seed, opts.sparsity)?,
+        Some(block) => {
+            let mut float = random_model(graph, Precision::Fp32, opts.seed, 0.0)?;
+            prune_blocks(&mut float, block, opts.sparsity)?;
+            convert(float, opts.precision, opts.seed)?
+        }
+    };
     file.meta.provenance = json!({
         "tool": concat!("ltvx ", env!("CARGO_PKG_VERSION")),
         "command": "init",
@@ -39,6 +49,7 @@ pub fn init(opts: &InitOptions) -> Result<ModelFile> {
         "seed": opts.seed,
         "precision": opts.precision.to_string(),
         "sparsity": opts.sparsity,
+        "sparsity_block": opts.block.map(|b| format!("{}x{}", b.rows, b.cols)),
         "weights": "He-normal (std = sqrt(2 / fan_in)), biases normal(0, 0.05)",
     });
     Ok(file)
@@ -65,7 +76,12 @@ pub fn random_model(graph: Graph, precision: Precision, seed: u64, sparsity: f64
     }
     let meta =
         ModelMeta { graph, quantization: None, feature_spec: json!({}), provenance: json!({}), metrics: json!({}) };
-    let float = ModelFile { meta, weights };
+    convert(ModelFile { meta, weights }, precision, seed)
+}
+
+/// A float model in `precision` (int8: calibrated on synthetic customers drawn with `seed`).
+pub fn convert(float: ModelFile, precision: Precision, seed: u64) -> Result<ModelFile> {
+    let shapes = float.meta.graph.check()?;
     match precision {
         Precision::Fp32 => Ok(float),
         Precision::Fp16 => Ok(to_fp16(&float)),

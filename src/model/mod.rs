@@ -1,5 +1,6 @@
 //! Models: the op graph, presets, the file format, int8 arithmetic and quantization, initialisation.
 
+pub mod block_prune;
 pub mod calibrate;
 pub mod format;
 pub mod graph;

@@ -328,6 +328,10 @@ impl Stages for FloatStages {
         false
     }
 
+    fn densities(&self) -> Vec<f64> {
+        vec![1.0; self.convs.len() + self.denses.len() + self.heads.len()]
+    }
+
     fn to_u8(_a: f32) -> Option<u8> {
         None
     }

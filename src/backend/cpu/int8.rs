@@ -36,6 +36,9 @@ pub struct Block {
     pub round_odd: Vec<i64>,
     /// Portable only: the stored (M, sh) per channel.
     pub requant: Vec<Requant>,
+    /// Block-sparse layers (VNNI): the k/4 groups with any non-zero weight in this block, whose
+    /// weights alone `w8` holds; all-zero groups are skipped.
+    pub groups: Option<Vec<u32>>,
 }
 
 /// A weighted layer packed for one family: `acc[o] = bias′[o] + Σ_k w[o][k]·a[k]` over raw u8.
@@ -44,7 +47,12 @@ pub struct Layer {
     /// Padded reduction length (a multiple of 4).
     pub k: usize,
     pub blocks: Vec<Block>,
+    /// Share of the multiply-adds executed (below 1 when zero blocks are skipped).
+    pub density: f64,
 }
+
+/// Skipping zero blocks pays once at least this share of a layer's 16×4 groups is zero.
+const SPARSE_FROM: f64 = 0.125;
 
 impl Layer {
     /// `w` is `[n][k_real]` s8 in the kernel's reduction order; `zeros[k]` is the zero point each
@@ -62,7 +70,13 @@ impl Layer {
             })
             .collect();
         let weight = |o: usize, kk: usize| if o < n && kk < k_real { w[o * k_real + kk] } else { 0 };
+        // A 16-channel × 4-element group is the VNNI kernel's unit of work.
+        let group_nonzero = |col0: usize, g: usize| (col0..col0 + 16).any(|o| (0..4).any(|i| weight(o, 4 * g + i) != 0));
+        let all_groups = n.div_ceil(16) * (k / 4);
+        let nonzero = (0..n.div_ceil(16)).map(|b| (0..k / 4).filter(|&g| group_nonzero(16 * b, g)).count()).sum::<usize>();
+        let sparse = isa == Isa::Avx512Vnni && all_groups > 0 && 1.0 - nonzero as f64 / all_groups as f64 >= SPARSE_FROM;
         let (lanes, max_nv) = match isa {
+            Isa::Avx512Vnni if sparse => (16, 1),
             Isa::Avx512Vnni => (16, 4),
             Isa::Avx2 => (8, 4),
             Isa::Portable => (n.max(1), 1),
@@ -79,7 +93,17 @@ impl Layer {
             let ch = |lane: usize| col0 + lane;
             let lane_vals = |f: &dyn Fn(usize) -> i64| -> Vec<i64> { (0..cols).map(|l| if ch(l) < n { f(ch(l)) } else { 0 }).collect() };
             let (mut w8, mut w16) = (Vec::new(), Vec::new());
+            let mut groups = None;
             match isa {
+                Isa::Avx512Vnni if sparse => {
+                    let kept: Vec<u32> = (0..k / 4).filter(|&g| group_nonzero(col0, g)).map(|g| g as u32).collect();
+                    for &g in &kept {
+                        for l in 0..cols {
+                            w8.extend((0..4).map(|i| weight(ch(l), 4 * g as usize + i)));
+                        }
+                    }
+                    groups = Some(kept);
+                }
                 Isa::Avx512Vnni => {
                     for g in 0..k / 4 {
                         for l in 0..cols {
@@ -118,10 +142,12 @@ impl Layer {
                 round_even: even(&round),
                 round_odd: odd(&round),
                 requant: (col0..col0 + width).map(rq).collect(),
+                groups,
             });
             col0 += width;
         }
-        Layer { n, k, blocks }
+        let density = if sparse { nonzero as f64 / all_groups as f64 } else { 1.0 };
+        Layer { n, k, blocks, density }
     }
 
     /// Runs the layer on `rows` rows of `a` (row r at `a[r·lda ..][.. k]`; the buffer must stay
@@ -370,6 +396,11 @@ impl Stages for Int8Stages {
 
     fn head_is_acc(&self, h: usize) -> bool {
         matches!(self.heads[h], Head::Int8(_))
+    }
+
+    fn densities(&self) -> Vec<f64> {
+        let heads = self.heads.iter().map(|h| if let Head::Int8(l) = h { l.density } else { 1.0 });
+        self.convs.iter().map(|c| c.layer.density).chain(self.denses.iter().map(|d| d.layer.density)).chain(heads).collect()
     }
 
     fn to_u8(a: u8) -> Option<u8> {

@@ -222,4 +222,34 @@ impl<S: Stages + Send> Plan for CpuPlan<S> {
         let heads = self.scored(batch, Some(&mut boundaries));
         Ok(Trace { boundaries, heads })
     }
+
+    fn executed_macs(&self) -> Option<u64> {
+        Some(self.program.layer_macs().iter().zip(self.stages.densities()).map(|(&m, d)| (m as f64 * d).round() as u64).sum())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::block_prune::BlockShape;
+    use crate::model::init::{InitOptions, init};
+
+    /// 75 % of 16×4 blocks pruned: the VNNI plan skips them (only the heads stay dense); other
+    /// families execute every multiply-add.
+    #[test]
+    fn block_sparse_layers_skip_their_zero_blocks_on_vnni() {
+        let block = Some(BlockShape { rows: 16, cols: 4 });
+        let opts = InitOptions { preset: crate::model::Preset::Base, precision: Precision::Int8, seed: 1, sparsity: 0.75, inputs: None, block };
+        let model = init(&opts).unwrap().into_model().unwrap();
+        for isa in Isa::available_all() {
+            let plan = Cpu { isa: Some(isa), threads: 1 }.build(&model).unwrap();
+            let executed = plan.executed_macs().unwrap();
+            if isa == Isa::Avx512Vnni {
+                let share = executed as f64 / model.macs() as f64;
+                assert!((0.24..0.26).contains(&share), "{isa}: executes {share} of the multiply-adds");
+            } else {
+                assert_eq!(executed, model.macs(), "{isa}");
+            }
+        }
+    }
 }

@@ -66,6 +66,8 @@ pub trait Stages: Sync {
     fn dense(&self, j: usize, src: &[Self::Act], lda: usize, rows: usize, dst: &mut [Self::Act], ldd: usize, scratch: &mut KernelScratch);
     /// Head `h` on `rows` rows, into exactly those rows of `out`.
     fn head(&self, h: usize, src: &[Self::Act], lda: usize, rows: usize, out: &mut HeadSlice, scratch: &mut KernelScratch);
+    /// Share of layer multiply-adds executed: convolutions, dense layers, heads in program order.
+    fn densities(&self) -> Vec<f64>;
     /// Whether head `h` gives i32 accumulators (int8) rather than float logits.
     fn head_is_acc(&self, h: usize) -> bool;
     /// The u8 value of an activation, for the debug trace (`None` for float plans).

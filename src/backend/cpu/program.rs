@@ -141,6 +141,14 @@ impl Program {
         })
     }
 
+    /// Multiply-adds per customer of each weighted layer: convolutions, dense layers, heads.
+    pub fn layer_macs(&self) -> Vec<u64> {
+        let convs = self.convs.iter().map(|c| (c.out_c * c.in_c * c.kernel * c.t_conv) as u64);
+        let denses = self.denses.iter().map(|d| (d.n_in * d.n_out) as u64);
+        let heads = self.heads.iter().map(|h| (self.trunk_width * h.1) as u64);
+        convs.chain(denses).chain(heads).collect()
+    }
+
     /// Width of the concatenated features (the first dense layer's input).
     pub fn concat_width(&self) -> usize {
         self.gap_channels + self.static_features

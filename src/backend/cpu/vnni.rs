@@ -17,6 +17,10 @@ pub unsafe fn gemm(a: &[u8], lda: usize, rows: usize, layer: &Layer, out: &mut O
     for b in &layer.blocks {
         // SAFETY: forwarded from the caller.
         unsafe {
+            if let Some(groups) = &b.groups {
+                sparse_tiles::<12>(a.as_ptr(), lda, rows, groups, b, out);
+                continue;
+            }
             match b.nv {
                 1 => tiles::<1, 12>(a.as_ptr(), lda, rows, layer.k, b, out),
                 2 => tiles::<2, 12>(a.as_ptr(), lda, rows, layer.k, b, out),
@@ -34,12 +38,51 @@ unsafe fn tiles<const NV: usize, const MR: usize>(a: *const u8, lda: usize, rows
     // array as NV·16; `a` reads stay inside the caller's checked buffer.
     unsafe {
         let bias: [__m512i; NV] = std::array::from_fn(|v| _mm512_loadu_si512(b.bias.as_ptr().add(v * LANES).cast()));
+        // Whole tiles, then pairs of rows: no tile computes more than one row past the end.
         let mut r0 = 0;
-        while r0 < rows {
+        while r0 + MR <= rows {
             let acc = accumulate::<NV, MR>(bias, a.add(r0 * lda), lda, k, b.w8.as_ptr());
             store::<NV, MR>(acc, r0, rows, b, out);
             r0 += MR;
         }
+        while r0 < rows {
+            let acc = accumulate::<NV, 2>(bias, a.add(r0 * lda), lda, k, b.w8.as_ptr());
+            store::<NV, 2>(acc, r0, rows, b, out);
+            r0 += 2;
+        }
+    }
+}
+
+/// A block-sparse block of 16 channels: only its non-zero k/4 groups are multiplied.
+#[inline(always)]
+unsafe fn sparse_tiles<const MR: usize>(a: *const u8, lda: usize, rows: usize, groups: &[u32], b: &Block, out: &mut Out) {
+    // SAFETY: `w8` holds one 64-byte vector per listed group; group offsets are inside the padded
+    // reduction, which the caller's bounds cover.
+    unsafe {
+        let bias = [_mm512_loadu_si512(b.bias.as_ptr().cast())];
+        let mut r0 = 0;
+        while r0 < rows {
+            let acc = accumulate_sparse::<MR>(bias, a.add(r0 * lda), lda, groups, b.w8.as_ptr());
+            store::<1, MR>(acc, r0, rows, b, out);
+            r0 += MR;
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn accumulate_sparse<const MR: usize>(bias: [__m512i; 1], a: *const u8, lda: usize, groups: &[u32], w: *const i8) -> [[__m512i; 1]; MR] {
+    // SAFETY: the caller's bounds (see `sparse_tiles`).
+    unsafe {
+        let mut acc = [bias; MR];
+        for (i, &g) in groups.iter().enumerate() {
+            let wv = _mm512_loadu_si512(w.add(i * 64).cast());
+            let ap = a.add(4 * g as usize);
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let x = _mm512_set1_epi32(ap.add(r * lda).cast::<i32>().read_unaligned());
+                acc_r[0] = _mm512_dpbusd_epi32(acc_r[0], x, wv);
+            }
+        }
+        acc
     }
 }
 
@@ -93,12 +136,20 @@ unsafe fn store<const NV: usize, const MR: usize>(acc: [[__m512i; NV]; MR], r0: 
                 let (lo, hi) = (_mm512_set1_epi64(if *relu { 0 } else { -z }), _mm512_set1_epi64(255 - z));
                 let zv = _mm512_set1_epi32(z as i32);
                 let (step, out_rows, out0) = if *pool { (2, rows / 2, r0 / 2) } else { (1, rows, r0) };
-                for i in 0..(MR / step).min(out_rows.saturating_sub(out0)) {
-                    for v in 0..NV {
+                let n_out = (MR / step).min(out_rows.saturating_sub(out0));
+                // Channel vectors outermost: each loads its requantization parameters once per tile.
+                for v in 0..NV {
+                    let params = Params::load(b, v);
+                    let mask = lane_mask(b, v);
+                    for i in 0..n_out {
                         let x = if *pool { _mm512_max_epi32(acc[2 * i][v], acc[2 * i + 1][v]) } else { acc[i][v] };
-                        let q = requant(x, b, v, lo, hi, zv);
+                        let q = requant(x, &params, lo, hi, zv);
                         let p = dst.as_mut_ptr().add((out0 + i) * *ldd + b.col0 + v * LANES);
-                        _mm_mask_storeu_epi8(p.cast(), lane_mask(b, v), q);
+                        // A masked byte store (`vpmovdb` to memory) is slow on AMD: only partial vectors take it.
+                        match mask {
+                            u16::MAX => _mm_storeu_si128(p.cast(), q),
+                            mask => _mm_mask_storeu_epi8(p.cast(), mask, q),
+                        }
                     }
                 }
             }
@@ -106,17 +157,44 @@ unsafe fn store<const NV: usize, const MR: usize>(acc: [[__m512i; NV]; MR], r0: 
     }
 }
 
+/// One vector's per-channel requantization parameters, in registers.
+struct Params {
+    m: __m512i,
+    m_odd: __m512i,
+    round_even: __m512i,
+    round_odd: __m512i,
+    shift_even: __m512i,
+    shift_odd: __m512i,
+}
+
+impl Params {
+    #[inline(always)]
+    unsafe fn load(b: &Block, v: usize) -> Params {
+        // SAFETY: per-lane arrays hold NV·16 (mult) and NV·8 (even/odd) entries.
+        unsafe {
+            let half = |p: &Vec<i64>| _mm512_loadu_si512(p.as_ptr().add(v * LANES / 2).cast());
+            let m = _mm512_loadu_si512(b.mult.as_ptr().add(v * LANES).cast());
+            Params {
+                m,
+                m_odd: _mm512_srli_epi64(m, 32),
+                round_even: half(&b.round_even),
+                round_odd: half(&b.round_odd),
+                shift_even: half(&b.shift_even),
+                shift_odd: half(&b.shift_odd),
+            }
+        }
+    }
+}
+
 /// 16 accumulators → 16 u8: `clamp(((acc·M + 2^(sh−1)) >> sh), lo, hi) + z` in i64 per lane.
 #[inline(always)]
-unsafe fn requant(acc: __m512i, b: &Block, v: usize, lo: __m512i, hi: __m512i, z: __m512i) -> __m128i {
-    // SAFETY: per-lane arrays hold NV·16 (mult) and NV·8 (even/odd) entries.
+unsafe fn requant(acc: __m512i, p: &Params, lo: __m512i, hi: __m512i, z: __m512i) -> __m128i {
+    // SAFETY: register-only AVX-512 operations.
     unsafe {
-        let m = _mm512_loadu_si512(b.mult.as_ptr().add(v * LANES).cast());
-        let half = |p: &Vec<i64>| _mm512_loadu_si512(p.as_ptr().add(v * LANES / 2).cast());
-        let even = _mm512_mul_epi32(acc, m);
-        let odd = _mm512_mul_epi32(_mm512_srli_epi64(acc, 32), _mm512_srli_epi64(m, 32));
-        let even = _mm512_srav_epi64(_mm512_add_epi64(even, half(&b.round_even)), half(&b.shift_even));
-        let odd = _mm512_srav_epi64(_mm512_add_epi64(odd, half(&b.round_odd)), half(&b.shift_odd));
+        let even = _mm512_mul_epi32(acc, p.m);
+        let odd = _mm512_mul_epi32(_mm512_srli_epi64(acc, 32), p.m_odd);
+        let even = _mm512_srav_epi64(_mm512_add_epi64(even, p.round_even), p.shift_even);
+        let odd = _mm512_srav_epi64(_mm512_add_epi64(odd, p.round_odd), p.shift_odd);
         let even = _mm512_min_epi64(_mm512_max_epi64(even, lo), hi);
         let odd = _mm512_min_epi64(_mm512_max_epi64(odd, lo), hi);
         let joined = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
