@@ -57,6 +57,9 @@ pub struct Args {
     /// Exit non-zero when any line was rejected.
     #[arg(long)]
     strict: bool,
+    /// Threads each batch is split across (cpu backend; default: every hardware thread).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    threads: Option<u64>,
     /// Customers per engine call.
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     batch_size: u64,
@@ -78,7 +81,8 @@ struct Output<'a> {
 
 pub fn run(a: Args) -> Result<ExitCode> {
     let model = Model::open(&a.model)?;
-    let engine = Engine::build(&model, a.backend)?;
+    let threads = a.threads.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |t| t as usize);
+    let engine = Engine::build_with(&model, a.backend, &ltvx::backend::Options { threads, cpu_isa: None })?;
     log::debug(&format!("backend: {}", engine.describe()));
     let start = Instant::now();
     let mut tally = Tally { scored: 0, rejected: 0 };
@@ -129,13 +133,15 @@ pub fn run(a: Args) -> Result<ExitCode> {
             a.log.transactions.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
         }
     };
+    let secs = start.elapsed().as_secs_f64();
     log::info(&format!(
-        "scored {} customers, rejected {} {} ({source}; {} backend, {:.2} s)",
+        "scored {} customers, rejected {} {} ({source}; {}; {:.2} s, {:.0} customers/s including parsing and output)",
         tally.scored,
         tally.rejected,
         if a.features.is_some() { "lines" } else { "customers" },
-        engine.backend(),
-        start.elapsed().as_secs_f64()
+        engine.describe(),
+        secs,
+        tally.scored as f64 / secs.max(1e-9)
     ));
     Ok(if a.strict && tally.rejected > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }

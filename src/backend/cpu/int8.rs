@@ -36,6 +36,9 @@ pub struct Block {
     pub round_odd: Vec<i64>,
     /// Portable only: the stored (M, sh) per channel.
     pub requant: Vec<Requant>,
+    /// Every shift ≥ 31: then (acc·M + 2^(sh−1)) >> sh fits i32 for any i32 acc and M, so the
+    /// kernels may drop the i64 clamp and clamp in 32 bits.
+    pub narrow: bool,
     /// Block-sparse layers (VNNI): the k/4 groups with any non-zero weight in this block, whose
     /// weights alone `w8` holds; all-zero groups are skipped.
     pub groups: Option<Vec<u32>>,
@@ -137,6 +140,7 @@ impl Layer {
                 w16,
                 bias: lane_vals(&|o| folded[o] as i64).into_iter().map(|b| b as i32).collect(),
                 mult: lane_vals(&|o| rq(o).multiplier as i64).into_iter().map(|m| m as i32).collect(),
+                narrow: shift.iter().all(|&s| s >= 31),
                 shift_even: even(&shift),
                 shift_odd: odd(&shift),
                 round_even: even(&round),

@@ -129,6 +129,17 @@ impl Backend for Cpu {
     }
 }
 
+/// Every fused kernel of `model` packed for `isa`, each callable on its own buffers (benches/cpu.rs).
+pub fn kernel_calls(model: &Model, isa: Isa) -> Result<Vec<pipeline::KernelCall>> {
+    let backend_err = |reason: String| Error::Backend { backend: "cpu".into(), reason };
+    let isa = isa.require().map_err(backend_err)?;
+    let program = std::sync::Arc::new(Program::compile(model.graph(), &model.shapes).map_err(backend_err)?);
+    Ok(match model.precision() {
+        Precision::Int8 => pipeline::kernel_calls(std::sync::Arc::new(int8::Int8Stages::new(isa, model, &program)), program),
+        _ => pipeline::kernel_calls(std::sync::Arc::new(float::FloatStages::new(isa, model, &program)), program),
+    })
+}
+
 struct CpuPlan<S> {
     program: Program,
     stages: S,

@@ -195,3 +195,45 @@ fn record<A: Copy>(trace: &mut BTreeMap<String, Vec<u8>>, tensor: &str, values: 
         trace.entry(tensor.to_string()).or_default().extend(bytes);
     }
 }
+
+/// One fused kernel of a plan with its own buffers, for micro-benchmarks: `(layer, multiply-adds
+/// per call, a call)`. Convolutions run one customer; dense layers and heads a tile of `TILE`.
+pub type KernelCall = (String, u64, Box<dyn FnMut()>);
+
+pub fn kernel_calls<S: Stages + Send + 'static>(s: std::sync::Arc<S>, p: std::sync::Arc<Program>) -> Vec<KernelCall> {
+    let macs = p.layer_macs();
+    let mut calls: Vec<KernelCall> = Vec::new();
+    for (i, c) in p.convs.iter().enumerate() {
+        let (s, src) = (s.clone(), vec![s.pad(i); (c.left + c.t_in + c.right() + SLACK_ROWS) * c.in_c + K_GROUP]);
+        let mut dst = vec![S::Act::default(); c.t_out() * c.out_c];
+        let mut scratch = KernelScratch::default();
+        calls.push((c.layer.clone(), macs[i], Box::new(move || s.conv(i, &src, &mut dst, &mut scratch))));
+    }
+    let widths: Vec<usize> = std::iter::once(p.concat_width()).chain(p.denses.iter().map(|d| d.n_out)).collect();
+    for (j, d) in p.denses.iter().enumerate() {
+        let s = s.clone();
+        let (lda, ldd) = (stride(widths[j]), stride(d.n_out));
+        let src = vec![S::Act::default(); (TILE + SLACK_ROWS) * lda + K_GROUP];
+        let mut dst = vec![S::Act::default(); (TILE + SLACK_ROWS) * ldd + K_GROUP];
+        let mut scratch = KernelScratch::default();
+        let per_call = macs[p.convs.len() + j] * TILE as u64;
+        calls.push((d.layer.clone(), per_call, Box::new(move || s.dense(j, &src, lda, TILE, &mut dst, ldd, &mut scratch))));
+    }
+    for (h, (name, width)) in p.heads.iter().enumerate() {
+        let s = s.clone();
+        let lda = stride(p.trunk_width);
+        let src = vec![S::Act::default(); (TILE + SLACK_ROWS) * lda + K_GROUP];
+        let (mut acc, mut logits) = (vec![0i32; TILE * width], vec![0f32; TILE * width]);
+        let mut scratch = KernelScratch::default();
+        let per_call = macs[p.convs.len() + p.denses.len() + h] * TILE as u64;
+        calls.push((
+            name.clone(),
+            per_call,
+            Box::new(move || {
+                let mut out = if s.head_is_acc(h) { HeadSlice::Acc(&mut acc) } else { HeadSlice::Logits(&mut logits) };
+                s.head(h, &src, lda, TILE, &mut out, &mut scratch)
+            }),
+        ));
+    }
+    calls
+}

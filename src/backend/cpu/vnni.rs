@@ -135,6 +135,7 @@ unsafe fn store<const NV: usize, const MR: usize>(acc: [[__m512i; NV]; MR], r0: 
                 let z = *z_out as i64;
                 let (lo, hi) = (_mm512_set1_epi64(if *relu { 0 } else { -z }), _mm512_set1_epi64(255 - z));
                 let zv = _mm512_set1_epi32(z as i32);
+                let lo32 = _mm512_set1_epi32(if *relu { z as i32 } else { 0 });
                 let (step, out_rows, out0) = if *pool { (2, rows / 2, r0 / 2) } else { (1, rows, r0) };
                 let n_out = (MR / step).min(out_rows.saturating_sub(out0));
                 // Channel vectors outermost: each loads its requantization parameters once per tile.
@@ -143,7 +144,7 @@ unsafe fn store<const NV: usize, const MR: usize>(acc: [[__m512i; NV]; MR], r0: 
                     let mask = lane_mask(b, v);
                     for i in 0..n_out {
                         let x = if *pool { _mm512_max_epi32(acc[2 * i][v], acc[2 * i + 1][v]) } else { acc[i][v] };
-                        let q = requant(x, &params, lo, hi, zv);
+                        let q = if b.narrow { requant_narrow(x, &params, lo32, zv) } else { requant(x, &params, lo, hi, zv) };
                         let p = dst.as_mut_ptr().add((out0 + i) * *ldd + b.col0 + v * LANES);
                         // A masked byte store (`vpmovdb` to memory) is slow on AMD: only partial vectors take it.
                         match mask {
@@ -183,6 +184,21 @@ impl Params {
                 shift_odd: half(&b.shift_odd),
             }
         }
+    }
+}
+
+/// `requant` for shifts ≥ 31, where the shifted value fits i32: its low 32 bits are the value, the
+/// clamp to [lo, 255] happens in 32 bits, the upper bound by an unsigned saturating narrow.
+#[inline(always)]
+unsafe fn requant_narrow(acc: __m512i, p: &Params, lo: __m512i, z: __m512i) -> __m128i {
+    // SAFETY: register-only AVX-512 operations.
+    unsafe {
+        let even = _mm512_mul_epi32(acc, p.m);
+        let odd = _mm512_mul_epi32(_mm512_srli_epi64(acc, 32), p.m_odd);
+        let even = _mm512_srav_epi64(_mm512_add_epi64(even, p.round_even), p.shift_even);
+        let odd = _mm512_srav_epi64(_mm512_add_epi64(odd, p.round_odd), p.shift_odd);
+        let joined = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+        _mm512_cvtusepi32_epi8(_mm512_max_epi32(_mm512_add_epi32(joined, z), lo))
     }
 }
 
