@@ -154,7 +154,7 @@ fn configs(a: &Args, model: &Model, skipped: &mut Vec<Skipped>) -> Result<Vec<Co
     let isas: Vec<Isa> = if a.isa.iter().any(|i| i == "all") {
         Isa::available_all()
     } else {
-        a.isa.iter().map(|i| if i == "auto" { Ok(Isa::best()) } else { i.parse::<Isa>().map_err(Error::Input) }).collect::<Result<_>>()?
+        a.isa.iter().map(|i| auto_or(i)).collect::<Result<_>>()?
     };
     let mut out = Vec::new();
     for kind in kinds {
@@ -179,6 +179,14 @@ fn configs(a: &Args, model: &Model, skipped: &mut Vec<Skipped>) -> Result<Vec<Co
         }
     }
     Ok(out)
+}
+
+/// A named family, or for `auto` the one `LTVX_CPU_ISA` forces, else the best here.
+fn auto_or(name: &str) -> Result<Isa> {
+    if name == "auto" {
+        return Isa::from_env().map(|forced| forced.unwrap_or_else(Isa::best)).map_err(Error::Input);
+    }
+    name.parse::<Isa>().map_err(Error::Input)
 }
 
 fn parse_kind(s: &str) -> Result<BackendKind> {
