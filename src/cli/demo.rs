@@ -78,7 +78,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     super::check_interrupt()?;
 
     let model = Model::open(&model_path)?;
-    let engine = Engine::build(&model, a.backend)?;
+    let engine = Engine::build_with(&model, a.backend, &super::engine_options(None))?;
     let e = evaluate(&model, &engine, &log_data, &no_side_data, Some(&test))?;
     let charts = a.out_dir.join("charts");
     let written = e.write_charts(&charts)?;
@@ -95,7 +95,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let opts = Int8Options { f32_heads: false, calibration: format!("minmax over {} customers", calibration.len()) };
     let int8_path = a.out_dir.join("value-model-int8.ltvx");
     let int8 = to_int8(&model.to_model_file(), &ranges, &opts)?.save(&int8_path)?;
-    let e8 = evaluate(&int8, &Engine::build(&int8, a.backend)?, &log_data, &no_side_data, Some(&test))?;
+    let e8 = evaluate(&int8, &Engine::build_with(&int8, a.backend, &super::engine_options(None))?, &log_data, &no_side_data, Some(&test))?;
     println!(
         "\ncompress  int8 → {}: tensors {} → {} bytes; Gini {:.4} ({:+.4}), churn AUC {:.4} ({:+.4}), decile MAPE {:.4} ({:+.4})",
         int8_path.display(),

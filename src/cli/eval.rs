@@ -58,7 +58,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
                 path.display()
             ));
         }
-        let engine = Engine::build(&model, a.backend)?;
+        let engine = Engine::build_with(&model, a.backend, &super::engine_options(None))?;
         let evaluation = evaluate(&model, &engine, &log_data, &side, only.as_ref())?;
         report_notes(&evaluation);
         all.push(Evaluated { path: path.clone(), model, evaluation });

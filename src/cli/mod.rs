@@ -55,6 +55,12 @@ pub enum Command {
     Devices(devices::Args),
 }
 
+/// Plan options with `threads` (default: every hardware thread) for the commands that score.
+pub fn engine_options(threads: Option<u64>) -> ltvx::backend::Options {
+    let threads = threads.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |t| t as usize);
+    ltvx::backend::Options { threads, ..Default::default() }
+}
+
 pub fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::Bench(a) => bench::run(a),

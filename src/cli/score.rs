@@ -81,8 +81,7 @@ struct Output<'a> {
 
 pub fn run(a: Args) -> Result<ExitCode> {
     let model = Model::open(&a.model)?;
-    let threads = a.threads.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |t| t as usize);
-    let engine = Engine::build_with(&model, a.backend, &ltvx::backend::Options { threads, cpu_isa: None })?;
+    let engine = Engine::build_with(&model, a.backend, &super::engine_options(a.threads))?;
     log::debug(&format!("backend: {}", engine.describe()));
     let start = Instant::now();
     let mut tally = Tally { scored: 0, rejected: 0 };
