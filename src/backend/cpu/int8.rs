@@ -211,7 +211,7 @@ use super::pipeline::{HeadSlice, KernelScratch, Stages};
 use super::program::Program;
 use crate::backend::reference::dense_f32;
 use super::isa::with_features;
-use crate::model::quant::{ActQuant, quantize_input};
+use crate::model::quant::ActQuant;
 use crate::model::{Model, Precision};
 
 struct Conv {
@@ -246,6 +246,35 @@ pub struct Int8Stages {
     gap: (Requant, u8, u8),
     denses: Vec<Dense>,
     heads: Vec<Head>,
+}
+
+/// `quantize_input` over a row, written so that it vectorizes: the float clamp (max/min ignore a NaN
+/// operand, so the result is always inside [−256, 512]) makes the conversion a plain truncation.
+#[inline(always)]
+fn quantize_row(x: &[f32], q: ActQuant, out: &mut [u8]) {
+    for (o, &x) in out.iter_mut().zip(x) {
+        let r = (x * q.inv_scale).round_ties_even().max(-256.0).min(512.0);
+        // SAFETY: r is an integer-valued float in [−256, 512], which i32 holds exactly.
+        let r: i32 = unsafe { r.to_int_unchecked() };
+        *o = (r + q.zero_point as i32).clamp(0, 255) as u8;
+    }
+}
+
+/// Per-channel sums of a `[steps, channels]` u8 tensor plus `start`, into `sums`; 64 channels at a
+/// time in a local array so that the partial sums stay in registers across the rows.
+#[inline(always)]
+fn column_sums(src: &[u8], channels: usize, start: i32, sums: &mut [i32]) {
+    const CHUNK: usize = 64;
+    for c0 in (0..channels).step_by(CHUNK) {
+        let width = CHUNK.min(channels - c0);
+        let mut acc = [start; CHUNK];
+        for row in src.chunks_exact(channels) {
+            for (a, &x) in acc.iter_mut().zip(&row[c0..c0 + width]) {
+                *a = a.wrapping_add(x as i32);
+            }
+        }
+        sums[c0..c0 + width].copy_from_slice(&acc[..width]);
+    }
 }
 
 /// `[C, T]` channel-major → `[T, C]` time-major.
@@ -331,22 +360,14 @@ impl Stages for Int8Stages {
     }
 
     fn load_seq(&self, seq: &[f32], channels: usize, dst: &mut [u8], scratch: &mut KernelScratch) {
-        let q = self.seq;
         let staging = &mut scratch.staging;
-        with_features(self.isa, || {
-            staging.clear();
-            staging.extend(seq.iter().map(|&x| quantize_input(x, q.inv_scale, q.zero_point)));
-        });
+        staging.resize(seq.len(), 0);
+        with_features(self.isa, || quantize_row(seq, self.seq, staging));
         transpose(staging, channels, dst);
     }
 
     fn load_static(&self, stat: &[f32], dst: &mut [u8]) {
-        let q = self.stat;
-        with_features(self.isa, || {
-            for (d, &x) in dst.iter_mut().zip(stat) {
-                *d = quantize_input(x, q.inv_scale, q.zero_point);
-            }
-        })
+        with_features(self.isa, || quantize_row(stat, self.stat, dst));
     }
 
     fn conv(&self, i: usize, src: &[u8], dst: &mut [u8], scratch: &mut KernelScratch) {
@@ -360,15 +381,8 @@ impl Stages for Int8Stages {
         let (requant, z_in, z_out) = self.gap;
         let channels = dst.len();
         let sums = &mut scratch.sums;
-        sums.clear();
-        sums.resize(channels, (steps as i32).wrapping_mul(-(z_in as i32)));
-        with_features(self.isa, || {
-            for row in src[..steps * channels].chunks_exact(channels) {
-                for (s, &x) in sums.iter_mut().zip(row) {
-                    *s = s.wrapping_add(x as i32);
-                }
-            }
-        });
+        sums.resize(channels, 0);
+        with_features(self.isa, || column_sums(&src[..steps * channels], channels, (steps as i32).wrapping_mul(-(z_in as i32)), sums));
         for (d, &s) in dst.iter_mut().zip(sums.iter()) {
             *d = requant.apply(s, z_out, false);
         }
@@ -409,5 +423,34 @@ impl Stages for Int8Stages {
 
     fn to_u8(a: u8) -> Option<u8> {
         Some(a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::quant::quantize_input;
+
+    #[test]
+    fn vectorized_quantization_matches_the_contract() {
+        let xs = [0.0, -0.0, 1.5, 2.5, -2.5, 3.5, 1e-40, -1e-40, 1e30, -1e30, f32::MAX, f32::MIN, 127.49, -300.2, 400.7, 0.5, -0.5];
+        for (inv_scale, zero_point) in [(1.0, 0u8), (1.0, 128), (0.37, 255), (3.0e38, 10), (1e-3, 77)] {
+            let q = ActQuant { scale: 1.0 / inv_scale, inv_scale, zero_point };
+            let mut out = vec![0u8; xs.len()];
+            quantize_row(&xs, q, &mut out);
+            let want: Vec<u8> = xs.iter().map(|&x| quantize_input(x, inv_scale, zero_point)).collect();
+            assert_eq!(out, want, "inv_scale {inv_scale}, zero point {zero_point}");
+        }
+    }
+
+    #[test]
+    fn column_sums_cover_partial_chunks() {
+        let (steps, channels) = (3, 70);
+        let src: Vec<u8> = (0..steps * channels).map(|i| (i % 251) as u8).collect();
+        let mut sums = vec![0; channels];
+        column_sums(&src, channels, -5, &mut sums);
+        for c in 0..channels {
+            assert_eq!(sums[c], -5 + (0..steps).map(|t| src[t * channels + c] as i32).sum::<i32>());
+        }
     }
 }
