@@ -1,5 +1,6 @@
 //! Command-line parsing and dispatch; each subcommand lives in its own module.
 
+mod bench;
 mod compress;
 mod demo;
 mod devices;
@@ -9,6 +10,7 @@ pub mod init;
 pub mod log;
 mod log_args;
 pub mod score;
+mod serve;
 mod train;
 
 use std::io::Write;
@@ -34,6 +36,8 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
+    /// Load a running scoring server (--server URL) and report throughput and latency.
+    Bench(bench::BenchArgs),
     /// The main job on the bundled CDNOW log: train, evaluate beside BG/NBD, chart, score, report.
     Demo(demo::Args),
     /// Compress a float model to int8 (calibrated) or fp16.
@@ -46,6 +50,8 @@ pub enum Command {
     Info(info::Args),
     /// Score customers from a JSON Lines feature file.
     Score(score::Args),
+    /// Serve a model over HTTP: dynamic batching, JSON and binary scoring, metrics, hot reload.
+    Serve(serve::Args),
     /// Train a value model on a transaction log.
     Train(train::Args),
     /// List backends and the devices they found, or why they are unavailable.
@@ -54,12 +60,14 @@ pub enum Command {
 
 pub fn run(command: Command) -> Result<ExitCode> {
     match command {
+        Command::Bench(a) => bench::run(a),
         Command::Compress(a) => compress::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Init(a) => init::run(a),
         Command::Info(a) => info::run(a),
         Command::Score(a) => score::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::Devices(a) => devices::run(a),
         Command::Train(a) => train::run(a),
     }

@@ -1,0 +1,174 @@
+//! The dynamic batcher: one queue for every connection. A dedicated thread takes the oldest request,
+//! gathers more until the batch holds `max_batch` customers or the oldest has waited
+//! `max_queue_delay`, whichever comes first, scores them in one engine call and hands each request its
+//! own rows back. Scoring never runs on the async runtime, so I/O keeps flowing while a batch runs.
+//!
+//! The queue is bounded in customers: [`Batcher::submit`] refuses at once when a request does not fit
+//! (the server answers 503), so memory stays bounded under any overload. A request whose client went
+//! away before its batch ran is dropped unscored.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::metrics::Metrics;
+use super::reload::Loaded;
+use crate::engine::{Batch, Scores};
+
+/// What a request gets back: its scores, or why the engine failed.
+pub type Outcome = Result<Scores, String>;
+
+struct Job {
+    model: Arc<Loaded>,
+    batch: Batch,
+    queued: Instant,
+    reply: oneshot::Sender<Outcome>,
+}
+
+/// The queue is full: the request was not taken.
+pub struct Full;
+
+pub struct Batcher {
+    queue: Sender<Job>,
+    capacity: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl Batcher {
+    /// Starts the scoring thread; it ends when the `Batcher` is dropped and the queue is empty.
+    pub fn start(
+        max_batch: usize,
+        max_delay: Duration,
+        capacity: usize,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<(Batcher, JoinHandle<()>)> {
+        let (queue, jobs) = channel();
+        let worker = Worker { jobs, max_batch, max_delay, metrics: metrics.clone(), carried: None };
+        let thread = std::thread::Builder::new().name("ltvx-batcher".into()).spawn(move || worker.run())?;
+        Ok((Batcher { queue, capacity, metrics }, thread))
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Queues a request's customers for `model`; the receiver yields its scores in request order.
+    pub fn submit(&self, model: Arc<Loaded>, batch: Batch) -> Result<oneshot::Receiver<Outcome>, Full> {
+        let n = batch.len();
+        // Reserve room first: depth never exceeds capacity, whatever the number of connections.
+        self.metrics
+            .queue_depth
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |depth| {
+                (depth + n <= self.capacity).then_some(depth + n)
+            })
+            .map_err(|_| Full)?;
+        let (reply, receiver) = oneshot::channel();
+        let job = Job { model, batch, queued: Instant::now(), reply };
+        if self.queue.send(job).is_err() {
+            // The scoring thread is gone (it panicked): refuse rather than wait forever.
+            self.metrics.queue_depth.fetch_sub(n, Ordering::AcqRel);
+            return Err(Full);
+        }
+        Ok(receiver)
+    }
+}
+
+struct Worker {
+    jobs: Receiver<Job>,
+    max_batch: usize,
+    max_delay: Duration,
+    metrics: Arc<Metrics>,
+    /// A request that arrived while gathering and did not fit: it opens the next batch.
+    carried: Option<Job>,
+}
+
+impl Worker {
+    fn run(mut self) {
+        while let Some(jobs) = self.gather() {
+            let taken: usize = jobs.iter().map(|j| j.batch.len()).sum();
+            self.metrics.queue_depth.fetch_sub(taken, Ordering::AcqRel);
+            // Requests started on different models (a reload happened meanwhile) are scored apart.
+            let mut rest = jobs;
+            while !rest.is_empty() {
+                let model = rest[0].model.clone();
+                let (same, other): (Vec<Job>, Vec<Job>) = rest.into_iter().partition(|j| Arc::ptr_eq(&j.model, &model));
+                self.score(&model, same);
+                rest = other;
+            }
+        }
+    }
+
+    /// The next batch's requests; `None` once the queue is closed and drained.
+    fn gather(&mut self) -> Option<Vec<Job>> {
+        let first = match self.carried.take() {
+            Some(job) => job,
+            None => self.jobs.recv().ok()?,
+        };
+        let deadline = first.queued + self.max_delay;
+        let mut rows = first.batch.len();
+        let mut jobs = vec![first];
+        while rows < self.max_batch {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            let job = match self.jobs.recv_timeout(wait) {
+                Ok(job) => job,
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+            };
+            if rows + job.batch.len() > self.max_batch {
+                self.carried = Some(job);
+                break;
+            }
+            rows += job.batch.len();
+            jobs.push(job);
+        }
+        Some(jobs)
+    }
+
+    /// Scores the requests still waiting for an answer together, in engine calls of at most
+    /// `max_batch` customers (a request larger than that alone spans several).
+    fn score(&self, model: &Loaded, jobs: Vec<Job>) {
+        let jobs: Vec<Job> = jobs.into_iter().filter(|j| !j.reply.is_closed()).collect();
+        let total: usize = jobs.iter().map(|j| j.batch.len()).sum();
+        if total == 0 {
+            return;
+        }
+        let started = Instant::now();
+        let sizes = model.engine.input_sizes();
+        let mut all = Batch::with_capacity(sizes, total);
+        for job in &jobs {
+            all.append(&job.batch);
+        }
+        let mut scores = Scores { segments: model.engine.segments(), ..Default::default() };
+        let mut failure = None;
+        for start in (0..total).step_by(self.max_batch) {
+            let end = (start + self.max_batch).min(total);
+            let chunk = if start == 0 && end == total { None } else { Some(all.slice(start..end)) };
+            match model.engine.score(chunk.as_ref().unwrap_or(&all)) {
+                Ok(s) => {
+                    scores.append(&s);
+                    let delays = jobs.iter().flat_map(|j| std::iter::repeat_n(started - j.queued, j.batch.len()));
+                    let delays = delays.skip(start).take(end - start);
+                    self.metrics.batch(&model.labels, end - start, delays);
+                }
+                Err(e) => {
+                    failure = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        let mut offset = 0;
+        for job in jobs {
+            let n = job.batch.len();
+            let outcome = match &failure {
+                Some(e) => Err(e.clone()),
+                None => Ok(scores.rows(offset..offset + n)),
+            };
+            offset += n;
+            // A client that went away meanwhile just misses its answer.
+            let _ = job.reply.send(outcome);
+        }
+    }
+}
