@@ -3,8 +3,8 @@
 //! `max_queue_delay`, whichever comes first, scores them in one engine call and hands each request its
 //! own rows back. Scoring never runs on the async runtime, so I/O keeps flowing while a batch runs.
 //!
-//! The queue is bounded in customers: [`Batcher::submit`] refuses at once when a request does not fit
-//! (the server answers 503), so memory stays bounded under any overload. A request whose client went
+//! The queue is bounded in customers accepted and not yet scored: [`Batcher::submit`] refuses at once
+//! when a request does not fit (the server answers 503), so memory stays bounded under any overload. A request whose client went
 //! away before its batch ran is dropped unscored.
 
 use std::sync::Arc;
@@ -89,8 +89,6 @@ struct Worker {
 impl Worker {
     fn run(mut self) {
         while let Some(jobs) = self.gather() {
-            let taken: usize = jobs.iter().map(|j| j.batch.len()).sum();
-            self.metrics.queue_depth.fetch_sub(taken, Ordering::AcqRel);
             // Requests started on different models (a reload happened meanwhile) are scored apart.
             let mut rest = jobs;
             while !rest.is_empty() {
@@ -127,10 +125,18 @@ impl Worker {
         Some(jobs)
     }
 
+    /// Gives a request's room in the queue back: only once it is scored (or abandoned), so that the
+    /// bound covers the batch being scored too, and before its answer goes out, so that a client that
+    /// has its answer finds the room free.
+    fn release(&self, job: &Job) {
+        self.metrics.queue_depth.fetch_sub(job.batch.len(), Ordering::AcqRel);
+    }
+
     /// Scores the requests still waiting for an answer together, in engine calls of at most
     /// `max_batch` customers (a request larger than that alone spans several).
     fn score(&self, model: &Loaded, jobs: Vec<Job>) {
-        let jobs: Vec<Job> = jobs.into_iter().filter(|j| !j.reply.is_closed()).collect();
+        let (gone, jobs): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.reply.is_closed());
+        gone.iter().for_each(|j| self.release(j));
         let total: usize = jobs.iter().map(|j| j.batch.len()).sum();
         if total == 0 {
             return;
@@ -167,6 +173,7 @@ impl Worker {
                 None => Ok(scores.rows(offset..offset + n)),
             };
             offset += n;
+            self.release(&job);
             // A client that went away meanwhile just misses its answer.
             let _ = job.reply.send(outcome);
         }

@@ -81,7 +81,7 @@ struct Series {
 #[derive(Default)]
 pub struct Metrics {
     series: Mutex<Series>,
-    /// Customers accepted and not yet taken into a batch.
+    /// Customers accepted and not yet scored.
     pub queue_depth: AtomicUsize,
 }
 
@@ -146,7 +146,7 @@ impl Metrics {
         for (labels, scoring) in &s.scoring {
             scoring.queue_delay.write(&mut out, "ltvx_queue_delay_seconds", &labels.text());
         }
-        let _ = writeln!(out, "# HELP ltvx_queue_depth_customers Customers accepted and waiting for a batch.");
+        let _ = writeln!(out, "# HELP ltvx_queue_depth_customers Customers accepted and not yet scored.");
         let _ = writeln!(out, "# TYPE ltvx_queue_depth_customers gauge");
         let _ = writeln!(
             out,
