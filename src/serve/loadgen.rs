@@ -69,7 +69,7 @@ pub struct LoadArgs {
     /// Backend of the in-process measurement.
     #[arg(long, default_value = "auto")]
     pub backend: BackendChoice,
-    /// Seconds of the in-process measurement.
+    /// Seconds of each in-process measurement (one before the load, one after).
     #[arg(long, default_value_t = 3.0)]
     pub baseline_seconds: f64,
     /// Send `Authorization: Bearer` with the token in this file.
@@ -109,8 +109,11 @@ pub struct Report {
     pub latency_ms: Latency,
     /// The server's resident memory (from /metrics) a tenth into the run and at its end.
     pub server_rss_bytes: Option<(u64, u64)>,
-    /// Customers per second in process, batch 64, one thread, on the same model file.
+    /// Customers per second in process, batch 64, one thread, on the same model file: the mean of a
+    /// run before the load and one after it.
     pub in_process_customers_per_second: Option<f64>,
+    /// The runs before and after the load.
+    pub in_process_runs: Option<(f64, f64)>,
     pub in_process_backend: Option<String>,
     /// `customers_per_second / in_process_customers_per_second`.
     pub ratio: Option<f64>,
@@ -140,17 +143,22 @@ pub fn run(url: &str, a: &LoadArgs) -> Result<Report> {
     let info = runtime.block_on(fetch(&target, "/v1/model"))?;
     let sizes: InputSizes = serde_json::from_value(info["inputs"].clone())
         .map_err(|e| Error::Input(format!("{url}/v1/model: no usable \"inputs\": {e}")))?;
-    // The yardstick runs first, while the server idles, so that neither slows the other.
-    let baseline = match &a.model {
-        Some(path) => Some(in_process(path, a.backend, sizes, a.baseline_seconds)?),
+    // The yardstick runs before and after the load, while the server idles, so that neither slows the
+    // other; the two runs bracket the load in time, which evens out other work on a shared machine.
+    let yardstick = match &a.model {
+        Some(path) => Some(Yardstick::new(path, &info, a.backend)?),
         None => None,
     };
+    let before = yardstick.as_ref().map(|y| y.measure(a.baseline_seconds)).transpose()?;
     let bodies = Arc::new(Bodies::new(sizes, a));
     let mut report = runtime.block_on(load(Arc::new(target), bodies, a))?;
     report.url = url.to_string();
-    if let Some((rate, backend)) = baseline {
+    if let (Some(y), Some(before)) = (&yardstick, before) {
+        let after = y.measure(a.baseline_seconds)?;
+        let rate = (before + after) / 2.0;
+        report.in_process_runs = Some((before, after));
         report.in_process_customers_per_second = Some(rate);
-        report.in_process_backend = Some(backend);
+        report.in_process_backend = Some(y.engine.describe());
         report.ratio = Some(report.customers_per_second / rate);
     }
     Ok(report)
@@ -176,31 +184,40 @@ fn parse_url(url: &str, a: &LoadArgs) -> Result<Target> {
     Ok(Target { host: host.to_string(), address, token })
 }
 
-/// Customers per second of the model in process: batch 64 on the calling thread.
-fn in_process(
-    path: &std::path::Path,
-    backend: BackendChoice,
-    sizes: InputSizes,
-    seconds: f64,
-) -> Result<(f64, String)> {
-    let model = Model::open(path)?;
-    let engine = Engine::build(&model, backend)?;
-    if engine.input_sizes() != sizes {
-        return Err(Error::Input(format!(
-            "{}: its inputs are {:?}, the server's model has {sizes:?}: not the served model",
-            path.display(),
-            engine.input_sizes()
-        )));
-    }
-    let batch = random_batch(sizes, BASELINE_BATCH, &mut Rng::derive(0, "loadgen-baseline"));
-    engine.score(&batch)?;
-    let start = Instant::now();
-    let mut calls = 0u64;
-    while calls == 0 || start.elapsed().as_secs_f64() < seconds {
+/// The served model in process, at batch 64 on the calling thread.
+struct Yardstick {
+    engine: Engine,
+    batch: Batch,
+}
+
+impl Yardstick {
+    /// The model file must be the one the server serves (`info` is its `/v1/model`).
+    fn new(path: &std::path::Path, info: &Value, backend: BackendChoice) -> Result<Yardstick> {
+        let model = Model::open(path)?;
+        if info["hash"].as_str() != Some(model.hash().as_str()) {
+            return Err(Error::Input(format!(
+                "{}: hash {}, the server serves {}: not the served model",
+                path.display(),
+                model.hash(),
+                info["hash"]
+            )));
+        }
+        let engine = Engine::build(&model, backend)?;
+        let batch = random_batch(engine.input_sizes(), BASELINE_BATCH, &mut Rng::derive(0, "loadgen-baseline"));
         engine.score(&batch)?;
-        calls += 1;
+        Ok(Yardstick { engine, batch })
     }
-    Ok((calls as f64 * BASELINE_BATCH as f64 / start.elapsed().as_secs_f64(), engine.describe()))
+
+    /// Customers per second over at least `seconds`.
+    fn measure(&self, seconds: f64) -> Result<f64> {
+        let start = Instant::now();
+        let mut calls = 0u64;
+        while calls == 0 || start.elapsed().as_secs_f64() < seconds {
+            self.engine.score(&self.batch)?;
+            calls += 1;
+        }
+        Ok(calls as f64 * BASELINE_BATCH as f64 / start.elapsed().as_secs_f64())
+    }
 }
 
 fn random_batch(sizes: InputSizes, rows: usize, rng: &mut Rng) -> Batch {
@@ -388,6 +405,7 @@ async fn load(target: Arc<Target>, bodies: Arc<Bodies>, a: &LoadArgs) -> Result<
         latency_ms: percentiles(&mut all.latencies),
         server_rss_bytes: rss,
         in_process_customers_per_second: None,
+        in_process_runs: None,
         in_process_backend: None,
         ratio: None,
     })
@@ -518,9 +536,12 @@ impl Report {
                 100.0 * (end as f64 / early as f64 - 1.0)
             ));
         }
-        if let (Some(rate), Some(ratio)) = (self.in_process_customers_per_second, self.ratio) {
+        if let (Some(rate), Some((before, after)), Some(ratio)) =
+            (self.in_process_customers_per_second, self.in_process_runs, self.ratio)
+        {
             lines.push(format!(
-                "in process   {rate:.0} customers/s (batch {BASELINE_BATCH}, 1 thread, {}): the server reached {:.0}% of it",
+                "in process   {rate:.0} customers/s ({before:.0} before the load, {after:.0} after; batch \
+                 {BASELINE_BATCH}, 1 thread, {}): the server reached {:.0}% of it",
                 self.in_process_backend.as_deref().unwrap_or(""),
                 100.0 * ratio
             ));
