@@ -107,6 +107,8 @@ pub struct Report {
     pub customers_per_second: f64,
     /// Of successful requests.
     pub latency_ms: Latency,
+    /// Of requests answered with another status (503 under overload), when there were any.
+    pub refused_latency_ms: Option<Latency>,
     /// The server's resident memory (from /metrics) a tenth into the run and at its end.
     pub server_rss_bytes: Option<(u64, u64)>,
     /// Customers per second in process, batch 64, one thread, on the same model file: the mean of a
@@ -304,6 +306,8 @@ impl Bodies {
 #[derive(Default)]
 struct Tally {
     latencies: Vec<Duration>,
+    /// Of answers other than 200: how fast a refusal comes.
+    refusals: Vec<Duration>,
     errors: BTreeMap<String, u64>,
     requests: u64,
 }
@@ -368,7 +372,10 @@ async fn load(target: Arc<Target>, bodies: Arc<Bodies>, a: &LoadArgs) -> Result<
                             *tally.errors.entry("wrong response".into()).or_default() += 1;
                         }
                     }
-                    Ok(Ok((status, _))) => *tally.errors.entry(format!("http {}", status.as_u16())).or_default() += 1,
+                    Ok(Ok((status, _))) => {
+                        tally.refusals.push(due.elapsed());
+                        *tally.errors.entry(format!("http {}", status.as_u16())).or_default() += 1;
+                    }
                 }
             }
             tally
@@ -378,6 +385,7 @@ async fn load(target: Arc<Target>, bodies: Arc<Bodies>, a: &LoadArgs) -> Result<
     for w in workers {
         let t = w.await.map_err(|e| Error::Input(format!("a load connection failed: {e}")))?;
         all.latencies.extend(t.latencies);
+        all.refusals.extend(t.refusals);
         all.requests += t.requests;
         for (k, v) in t.errors {
             *all.errors.entry(k).or_default() += v;
@@ -403,6 +411,7 @@ async fn load(target: Arc<Target>, bodies: Arc<Bodies>, a: &LoadArgs) -> Result<
         requests_per_second: ok as f64 / seconds,
         customers_per_second: (ok * a.customers_per_request) as f64 / seconds,
         latency_ms: percentiles(&mut all.latencies),
+        refused_latency_ms: (!all.refusals.is_empty()).then(|| percentiles(&mut all.refusals)),
         server_rss_bytes: rss,
         in_process_customers_per_second: None,
         in_process_runs: None,
@@ -528,6 +537,12 @@ impl Report {
         ));
         let errors: Vec<String> = self.errors.iter().map(|(k, v)| format!("{k}: {v}")).collect();
         lines.push(format!("errors       {}", if errors.is_empty() { "none".into() } else { errors.join(", ") }));
+        if let Some(r) = &self.refused_latency_ms {
+            lines.push(format!(
+                "refusals     answered in p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                r.p50, r.p99, r.max
+            ));
+        }
         if let Some((early, end)) = self.server_rss_bytes {
             lines.push(format!(
                 "server RSS   {:.1} MiB a tenth in, {:.1} MiB at the end ({:+.1}%)",
