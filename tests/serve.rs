@@ -246,6 +246,7 @@ fn every_route_and_error_code() {
     let m = server.score(&huge).error(422);
     assert!(m.contains("customers[1]") && m.contains("\"static\"[3]") && m.contains("finite"), "{m}");
     assert!(server.score(&json!({"rows": []})).error(422).contains("customers"));
+    assert!(server.score(&json!({"customers": 5})).error(422).contains("invalid type"));
     // Raw transactions need a model trained on them.
     let raw = json!({"customers": [{"customer_id": "r", "transactions": [{"date": "2024-01-01", "amount": 5}]}]});
     assert!(server.score(&raw).error(422).contains("FeatureSpec"));
@@ -275,7 +276,7 @@ fn every_route_and_error_code() {
     let text = String::from_utf8(server.get("/metrics").body).unwrap();
     for needle in [
         "ltvx_requests_total{route=\"/v1/score\",status=\"200\"} 3",
-        "ltvx_requests_total{route=\"/v1/score\",status=\"422\"} 5",
+        "ltvx_requests_total{route=\"/v1/score\",status=\"422\"} 6",
         "ltvx_requests_total{route=\"/v1/score\",status=\"413\"} 2",
         "ltvx_customers_scored_total{backend=\"reference\",model_version=\"1\"} 10",
         "ltvx_batch_size_customers_bucket{backend=\"reference\",model_version=\"1\",le=\"+Inf\"}",
@@ -493,6 +494,19 @@ fn sigterm_finishes_in_flight_requests_then_exits_0() {
     };
     assert!(status.success(), "{status}:\n{}", server.log());
     assert!(TcpStream::connect(&server.addr).is_err(), "no longer listening");
+}
+
+#[test]
+fn a_model_that_cannot_be_opened_fails_before_listening() {
+    let dir = tempfile::tempdir().unwrap();
+    let corrupt = dir.path().join("corrupt.ltvx");
+    std::fs::write(&corrupt, b"not a model").unwrap();
+    for path in [dir.path().join("missing.ltvx"), corrupt] {
+        let out = common::cli::ltvx(&["serve", path.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(path.to_str().unwrap()) && !stderr.contains("listening"), "{stderr}");
+    }
 }
 
 #[test]

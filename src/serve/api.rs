@@ -87,7 +87,11 @@ struct RawCustomer {
 /// Parses a JSON body. `spec` is the served model's FeatureSpec (or why it has none), needed only by
 /// raw-form items.
 pub fn parse(body: &[u8], sizes: InputSizes, spec: &Result<FeatureSpec, String>) -> Result<Parsed, Refused> {
-    let request: Request = serde_json::from_slice(body).map_err(|e| malformed(format!("malformed JSON: {e}")))?;
+    let request: Request = serde_json::from_slice(body).map_err(|e| match e.classify() {
+        // Valid JSON of the wrong shape (`"customers": 5`) is unfit, not malformed.
+        serde_json::error::Category::Data => unfit(format!("the request: {e}")),
+        _ => malformed(format!("malformed JSON: {e}")),
+    })?;
     let items = request.customers.ok_or_else(|| unfit("the request has no \"customers\" list".into()))?;
     let mut ids = Vec::with_capacity(items.len());
     // Feature-form rows by position; raw-form rows are filled in once their features are built.

@@ -3,10 +3,10 @@
 //! [`batcher`], the served model and its hot reload in [`reload`], Prometheus metrics in [`metrics`].
 //! [`loadgen`] is the load generator of `ltvx bench --server`. docs/API.md documents the API.
 //!
-//! Lifecycle: the listener opens first (`/health/live` answers at once), the model loads and warms
-//! up in the background (`/health/ready` says 200 only then), SIGHUP reloads the model file, and
-//! SIGTERM or Ctrl-C stops accepting connections, lets in-flight requests finish (up to the drain
-//! timeout) and returns.
+//! Lifecycle: the model file is opened and validated, the listener opens (`/health/live` answers at
+//! once), the model is built for its backend and warmed up in the background (`/health/ready` says
+//! 200 only then), SIGHUP reloads the model file, and SIGTERM or Ctrl-C stops accepting connections,
+//! lets in-flight requests finish (up to the drain timeout) and returns.
 
 pub mod api;
 pub mod batcher;
@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::backend::BackendChoice;
 use crate::error::{Error, Result};
+use crate::model::Model;
 use batcher::Batcher;
 use metrics::Metrics;
 use reload::{Loaded, Slot};
@@ -89,6 +90,9 @@ pub fn run(opts: Options) -> Result<()> {
 
 async fn serve(state: Arc<State>) -> Result<()> {
     let opts = &state.opts;
+    // Opening validates the whole file, quickly: a missing or corrupt model fails here, before the
+    // server listens. Building the plan and warming up take longer and happen once it listens.
+    let model = Model::open(&opts.model)?;
     let listener =
         TcpListener::bind(opts.listen).await.map_err(|e| Error::io(format!("listen on {}", opts.listen), e))?;
     let address = listener.local_addr().map_err(|e| Error::io("listener", e))?;
@@ -98,7 +102,7 @@ async fn serve(state: Arc<State>) -> Result<()> {
     let mut interrupt = signal(SignalKind::interrupt()).map_err(signal_error)?;
     let hangup = signal(SignalKind::hangup()).map_err(signal_error)?;
     let (fatal_tx, mut fatal) = mpsc::channel::<Error>(1);
-    tokio::spawn(load_first(state.clone(), fatal_tx));
+    tokio::spawn(load_first(state.clone(), model, fatal_tx));
     tokio::spawn(reload_on_hangup(state.clone(), hangup));
 
     let (stop_tx, stop) = watch::channel(false);
@@ -131,10 +135,11 @@ async fn serve(state: Arc<State>) -> Result<()> {
     outcome
 }
 
-/// Loads the model given on the command line; the server is ready once this is done.
-async fn load_first(state: Arc<State>, fatal: mpsc::Sender<Error>) {
+/// Builds and warms up the model given on the command line; the server is ready once this is done.
+async fn load_first(state: Arc<State>, model: Model, fatal: mpsc::Sender<Error>) {
     let opts = state.opts.clone();
-    let loaded = tokio::task::spawn_blocking(move || Loaded::load(&opts.model, opts.backend, 1, opts.max_batch)).await;
+    let loaded =
+        tokio::task::spawn_blocking(move || Loaded::build(model, &opts.model, opts.backend, 1, opts.max_batch)).await;
     match loaded {
         Ok(Ok(model)) => {
             (state.opts.info)(&format!(

@@ -40,7 +40,11 @@ impl Loaded {
     /// Opens, builds and warms up a model: every batch size the batcher can form (powers of two up
     /// to `max_batch`, and `max_batch`) runs once, so the first real requests pay no first-call costs.
     pub fn load(path: &Path, backend: BackendChoice, version: u64, max_batch: usize) -> Result<Loaded> {
-        let model = Model::open(path)?;
+        Loaded::build(Model::open(path)?, path, backend, version, max_batch)
+    }
+
+    /// As [`Loaded::load`], for a model file already opened (and so validated).
+    pub fn build(model: Model, path: &Path, backend: BackendChoice, version: u64, max_batch: usize) -> Result<Loaded> {
         let engine = Engine::build(&model, backend)?;
         let spec = feature_spec(&model).map_err(|e| e.to_string());
         let info = summary(&model);
