@@ -7,7 +7,7 @@
 //! yardstick the server's numbers are judged against.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -52,6 +52,7 @@ pub struct LoadArgs {
     /// Requests per second offered (server scenario).
     #[arg(long, required_if_eq("scenario", "server"))]
     pub qps: Option<f64>,
+    /// Customers in each request.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub customers_per_request: u64,
     /// Seconds of load.
@@ -63,12 +64,6 @@ pub struct LoadArgs {
     /// The binary fast path instead of JSON.
     #[arg(long)]
     pub binary: bool,
-    /// The served model's file: also measure its in-process throughput (batch 64, one thread).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// Backend of the in-process measurement.
-    #[arg(long, default_value = "auto")]
-    pub backend: BackendChoice,
     /// Seconds of each in-process measurement (one before the load, one after).
     #[arg(long, default_value_t = 3.0)]
     pub baseline_seconds: f64,
@@ -127,8 +122,14 @@ struct Target {
     token: Option<String>,
 }
 
+/// The in-process yardstick: the served model's file and the backend to run it on.
+pub struct InProcess<'a> {
+    pub model: &'a Path,
+    pub backend: BackendChoice,
+}
+
 /// Runs the load and returns what it measured.
-pub fn run(url: &str, a: &LoadArgs) -> Result<Report> {
+pub fn run(url: &str, a: &LoadArgs, in_process: Option<InProcess<'_>>) -> Result<Report> {
     if !(a.duration > 0.0 && a.duration.is_finite()) {
         return Err(Error::Input(format!("--duration {}: expected a positive number of seconds", a.duration)));
     }
@@ -147,10 +148,7 @@ pub fn run(url: &str, a: &LoadArgs) -> Result<Report> {
         .map_err(|e| Error::Input(format!("{url}/v1/model: no usable \"inputs\": {e}")))?;
     // The yardstick runs before and after the load, while the server idles, so that neither slows the
     // other; the two runs bracket the load in time, which evens out other work on a shared machine.
-    let yardstick = match &a.model {
-        Some(path) => Some(Yardstick::new(path, &info, a.backend)?),
-        None => None,
-    };
+    let yardstick = in_process.map(|p| Yardstick::new(p.model, &info, p.backend)).transpose()?;
     let before = yardstick.as_ref().map(|y| y.measure(a.baseline_seconds)).transpose()?;
     let bodies = Arc::new(Bodies::new(sizes, a));
     let mut report = runtime.block_on(load(Arc::new(target), bodies, a))?;
@@ -194,7 +192,7 @@ struct Yardstick {
 
 impl Yardstick {
     /// The model file must be the one the server serves (`info` is its `/v1/model`).
-    fn new(path: &std::path::Path, info: &Value, backend: BackendChoice) -> Result<Yardstick> {
+    fn new(path: &Path, info: &Value, backend: BackendChoice) -> Result<Yardstick> {
         let model = Model::open(path)?;
         if info["hash"].as_str() != Some(model.hash().as_str()) {
             return Err(Error::Input(format!(
