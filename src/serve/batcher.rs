@@ -179,3 +179,44 @@ impl Worker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::BackendChoice;
+    use crate::model::init::random_model;
+    use crate::model::{Precision, Preset};
+    use crate::rng::Rng;
+
+    fn batch(sizes: crate::model::InputSizes, rows: usize, rng: &mut Rng) -> Batch {
+        let seq = (0..rows * sizes.seq_channels * sizes.seq_len).map(|_| rng.uniform() as f32).collect();
+        let stat = (0..rows * sizes.static_features).map(|_| rng.normal() as f32).collect();
+        Batch::from_vecs(sizes, seq, stat).unwrap()
+    }
+
+    #[test]
+    fn requests_merged_into_batches_get_their_own_rows_back() {
+        let graph = Preset::Tiny.graph(Preset::Tiny.default_inputs());
+        let model = random_model(graph, Precision::Fp32, 3, 0.0).unwrap().into_model().unwrap();
+        let loaded =
+            Arc::new(Loaded::build(model, std::path::Path::new("test.ltvx"), BackendChoice::Auto, 1, 8).unwrap());
+        let metrics = Arc::new(Metrics::default());
+        let (batcher, thread) = Batcher::start(8, Duration::from_millis(50), 32, metrics.clone()).unwrap();
+        let mut rng = Rng::new(1);
+        // 3 + 2 share a batch, 5 does not fit beside them, 11 spans two engine calls of at most 8.
+        let requests: Vec<Batch> =
+            [3, 2, 5, 11].iter().map(|&n| batch(loaded.engine.input_sizes(), n, &mut rng)).collect();
+        let replies: Vec<_> =
+            requests.iter().map(|b| batcher.submit(loaded.clone(), b.clone()).ok().expect("room")).collect();
+        // More than the whole queue holds can never be taken (how full it is now depends on timing).
+        let too_many = batch(loaded.engine.input_sizes(), 33, &mut rng);
+        assert!(batcher.submit(loaded.clone(), too_many).is_err());
+        for (request, reply) in requests.iter().zip(replies) {
+            let scores = reply.blocking_recv().unwrap().unwrap();
+            assert_eq!(scores, loaded.engine.score(request).unwrap());
+        }
+        assert_eq!(metrics.queue_depth.load(Ordering::Acquire), 0);
+        drop(batcher);
+        thread.join().unwrap();
+    }
+}

@@ -100,7 +100,7 @@ async fn route(state: &Arc<State>, request: Request<Incoming>) -> (&'static str,
             Some(slot) => {
                 json_reply(StatusCode::OK, json!({"status": "ready", "model": slot.current().identity}).to_string())
             }
-            None => busy(StatusCode::SERVICE_UNAVAILABLE, "the model is still loading".into()),
+            None => loading(),
         },
         "/v1/score" => score(state, request).await,
         "/v1/model" => with_model(state, |m| json_reply(StatusCode::OK, info(m).to_string())),
@@ -129,7 +129,7 @@ fn info(m: &Loaded) -> serde_json::Value {
 fn with_model(state: &State, answer: impl FnOnce(&Loaded) -> Reply) -> Reply {
     match state.slot.get() {
         Some(slot) => answer(&slot.current()),
-        None => busy(StatusCode::SERVICE_UNAVAILABLE, "the model is still loading".into()),
+        None => loading(),
     }
 }
 
@@ -174,7 +174,7 @@ async fn score(state: &State, request: Request<Incoming>) -> Reply {
         }
     };
     let Some(slot) = state.slot.get() else {
-        return busy(StatusCode::SERVICE_UNAVAILABLE, "the model is still loading".into());
+        return loading();
     };
     let body = match read_body(state, request).await {
         Ok(body) => body,
@@ -313,6 +313,11 @@ fn json_reply(status: StatusCode, body: String) -> Reply {
 /// `{"error": message}` with `status`.
 fn error(status: StatusCode, message: String) -> Reply {
     json_reply(status, json!({"error": message}).to_string())
+}
+
+/// 503 until the first model is ready.
+fn loading() -> Reply {
+    busy(StatusCode::SERVICE_UNAVAILABLE, "the model is still loading".into())
 }
 
 /// An error that goes away by itself: the client should retry after a second.
