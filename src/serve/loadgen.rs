@@ -440,27 +440,42 @@ async fn connect(target: &Target) -> std::result::Result<Sender, String> {
     Ok(sender)
 }
 
-/// One request on the connection (opened or reopened as needed); `Err` is the error kind.
+/// One request on the connection (opened or reopened as needed); `Err` is the error kind. The
+/// server closes keep-alive connections left idle for its request timeout: a reused connection that
+/// fails before any answer came is replaced and the request sent once more, as HTTP clients do.
 async fn send(
     target: &Target,
     sender: &mut Option<Sender>,
     body: Vec<u8>,
     binary: bool,
 ) -> std::result::Result<(StatusCode, Bytes), String> {
-    if sender.as_ref().is_none_or(|s| s.is_closed()) {
-        *sender = Some(connect(target).await?);
-    }
-    let s = sender.as_mut().expect("connected above");
-    s.ready().await.map_err(|_| "connection".to_string())?;
     let content_type = if binary { "application/octet-stream" } else { "application/json" };
-    let request = request(target, Method::POST, "/v1/score", content_type, body);
-    let response = s.send_request(request).await.map_err(|_| "connection".to_string())?;
-    let status = response.status();
-    let body = response.into_body().collect().await.map_err(|_| "connection".to_string())?.to_bytes();
-    Ok((status, body))
+    let body = Bytes::from(body);
+    let reused = sender.as_ref().is_some_and(|s| !s.is_closed());
+    for fresh in [!reused, true] {
+        if fresh {
+            *sender = Some(connect(target).await?);
+        }
+        let s = sender.as_mut().expect("connected above");
+        let request = request(target, Method::POST, "/v1/score", content_type, body.clone());
+        let response = match s.ready().await {
+            Ok(()) => s.send_request(request).await,
+            Err(e) => Err(e),
+        };
+        match response {
+            Ok(response) => {
+                let status = response.status();
+                let body = response.into_body().collect().await.map_err(|_| "connection".to_string())?;
+                return Ok((status, body.to_bytes()));
+            }
+            Err(_) if !fresh => continue,
+            Err(_) => return Err("connection".into()),
+        }
+    }
+    unreachable!("the second try is on a fresh connection")
 }
 
-fn request(target: &Target, method: Method, path: &str, content_type: &str, body: Vec<u8>) -> Request<Full<Bytes>> {
+fn request(target: &Target, method: Method, path: &str, content_type: &str, body: Bytes) -> Request<Full<Bytes>> {
     let mut builder = Request::builder()
         .method(method)
         .uri(path)
@@ -469,14 +484,14 @@ fn request(target: &Target, method: Method, path: &str, content_type: &str, body
     if let Some(token) = &target.token {
         builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
     }
-    builder.body(Full::new(Bytes::from(body))).expect("a valid request")
+    builder.body(Full::new(body)).expect("a valid request")
 }
 
 /// GET `path`, its body as JSON or text.
 async fn get(target: &Target, path: &str) -> std::result::Result<(StatusCode, Bytes), String> {
     let mut sender = connect(target).await?;
     let response = sender
-        .send_request(request(target, Method::GET, path, "application/json", Vec::new()))
+        .send_request(request(target, Method::GET, path, "application/json", Bytes::new()))
         .await
         .map_err(|e| e.to_string())?;
     let status = response.status();
