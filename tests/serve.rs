@@ -359,7 +359,7 @@ fn auth_guards_every_route_but_health() {
         let wrong = http(&server.addr, method, path, &[json_type, ("Authorization", "Bearer nope")], body.as_bytes());
         assert!(wrong.error(401).contains("wrong"), "{path}");
     }
-    let good = ("Authorization", "Bearer s3cret-token");
+    let good = ("Authorization", "bearer s3cret-token");
     assert_eq!(http(&server.addr, "POST", "/v1/score", &[json_type, good], body.as_bytes()).status, 200);
     assert_eq!(http(&server.addr, "GET", "/metrics", &[good], b"").status, 200);
 }

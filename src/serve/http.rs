@@ -141,8 +141,9 @@ fn with_model(state: &State, answer: impl FnOnce(&Loaded) -> Reply) -> Reply {
 fn unauthorized(state: &State, request: &Request<Incoming>) -> Option<Reply> {
     let token = state.opts.auth_token.as_deref()?;
     let given = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let matches =
-        given.and_then(|v| v.strip_prefix("Bearer ")).is_some_and(|g| same(g.trim().as_bytes(), token.as_bytes()));
+    // The scheme's name is case-insensitive (RFC 9110); the token is not.
+    let credentials = given.and_then(|v| v.split_once(' ')).filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"));
+    let matches = credentials.is_some_and(|(_, g)| same(g.trim().as_bytes(), token.as_bytes()));
     if matches {
         return None;
     }
