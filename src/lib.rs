@@ -17,6 +17,7 @@ pub mod error;
 pub mod eval;
 pub mod model;
 pub mod rng;
+pub mod serve;
 pub mod train;
 
 pub use engine::{Batch, Engine, Scores};

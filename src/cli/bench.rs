@@ -1,4 +1,5 @@
-//! `ltvx bench`: how fast each backend scores a model here, in a form to paste into a report.
+//! `ltvx bench`: how fast each backend scores a model here, in a form to paste into a report; with
+//! `--server URL`, the load generator against a running `ltvx serve`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -8,7 +9,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use ltvx::backend::cpu::Isa;
-use ltvx::backend::{self, BackendKind};
+use ltvx::backend::{self, BackendChoice, BackendKind};
+use ltvx::serve::loadgen::{self, InProcess, LoadArgs};
 use ltvx::bench::{self, Config, Environment, Row, peak};
 use ltvx::data::synthetic;
 use ltvx::model::block_prune::BlockShape;
@@ -21,8 +23,18 @@ use super::log;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// A model file; without it, a random model from --preset / --precision / --sparsity.
+    /// A model file; without it, a random model from --preset / --precision / --sparsity. With
+    /// --server: the served file, whose in-process throughput (batch 64, one thread) is measured beside
+    /// the server's.
     model: Option<PathBuf>,
+    /// The model file, as a flag (the same as the positional MODEL).
+    #[arg(long = "model", value_name = "MODEL", conflicts_with = "model")]
+    model_flag: Option<PathBuf>,
+    /// Load a running server (http://HOST:PORT) instead of benchmarking in process.
+    #[arg(long)]
+    server: Option<String>,
+    #[command(flatten)]
+    load: LoadArgs,
     #[arg(long, default_value = "base")]
     preset: Preset,
     #[arg(long, default_value = "int8", value_parser = parse_precision)]
@@ -43,9 +55,10 @@ pub struct Args {
     batch: Vec<usize>,
     #[arg(long, default_value = "1,2", value_delimiter = ',')]
     threads: Vec<usize>,
-    /// Seconds of timing per configuration (after a warm-up of a tenth of it).
-    #[arg(long, default_value_t = 2.0)]
-    duration: f64,
+    /// Seconds of timing per configuration, after a warm-up of a tenth of it (default 2); with
+    /// --server, seconds of load (default 10).
+    #[arg(long)]
+    duration: Option<f64>,
     /// The peak multiply-adds per second of one core, in G, instead of measuring it.
     #[arg(long)]
     peak: Option<f64>,
@@ -81,10 +94,15 @@ struct ModelInfo {
     macs: u64,
 }
 
-pub fn run(a: Args) -> Result<ExitCode> {
-    if !(a.duration > 0.0 && a.duration.is_finite()) {
-        return Err(Error::Input(format!("--duration {} must be a positive number of seconds", a.duration)));
+pub fn run(mut a: Args) -> Result<ExitCode> {
+    a.model = a.model.take().or(a.model_flag.take());
+    if let Some(d) = a.duration.filter(|d| !(*d > 0.0 && d.is_finite())) {
+        return Err(Error::Input(format!("--duration {d} must be a positive number of seconds")));
     }
+    if let Some(url) = a.server.take() {
+        return load_server(&url, a);
+    }
+    let duration = Duration::from_secs_f64(a.duration.unwrap_or(2.0));
     if a.batch.contains(&0) || a.threads.contains(&0) {
         return Err(Error::Input("--batch and --threads take positive numbers".into()));
     }
@@ -97,7 +115,6 @@ pub fn run(a: Args) -> Result<ExitCode> {
         skipped: Vec::new(),
     };
     let configs = configs(&a, &model, &mut report.skipped)?;
-    let duration = Duration::from_secs_f64(a.duration);
     let mut batches = HashMap::new();
     for c in configs {
         super::check_interrupt()?;
@@ -116,6 +133,21 @@ pub fn run(a: Args) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report).map_err(|e| Error::Input(e.to_string()))?);
     } else {
         print_table(&report);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The load generator: `a.model` is the served file (for the in-process yardstick), the first
+/// `--backend` the yardstick's backend.
+fn load_server(url: &str, mut a: Args) -> Result<ExitCode> {
+    a.load.duration = a.duration.unwrap_or(10.0);
+    let backend: BackendChoice = a.backend.first().map_or("auto", String::as_str).parse().map_err(Error::Input)?;
+    let in_process = a.model.as_deref().map(|model| InProcess { model, backend });
+    let report = loadgen::run(url, &a.load, in_process)?;
+    if a.json {
+        super::print_json(&serde_json::to_value(&report).expect("the report serializes"))?;
+    } else {
+        super::with_stdout(|w| writeln!(w, "{}", report.text()))?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -10,6 +10,7 @@ pub mod init;
 pub mod log;
 mod log_args;
 pub mod score;
+mod serve;
 mod train;
 
 use std::io::Write;
@@ -35,7 +36,8 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Time the engine here: customers/s, latency, multiply-adds/s and share of peak, per backend.
+    /// Time the engine here (customers/s, latency, multiply-adds/s, share of peak, per backend), or
+    /// load a running scoring server (--server URL).
     Bench(bench::Args),
     /// The main job on the bundled CDNOW log: train, evaluate beside BG/NBD, chart, score, report.
     Demo(demo::Args),
@@ -49,6 +51,8 @@ pub enum Command {
     Info(info::Args),
     /// Score customers from a JSON Lines feature file.
     Score(score::Args),
+    /// Serve a model over HTTP: dynamic batching, JSON and binary scoring, metrics, hot reload.
+    Serve(serve::Args),
     /// Train a value model on a transaction log.
     Train(train::Args),
     /// List backends and the devices they found, or why they are unavailable.
@@ -70,6 +74,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
         Command::Init(a) => init::run(a),
         Command::Info(a) => info::run(a),
         Command::Score(a) => score::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::Devices(a) => devices::run(a),
         Command::Train(a) => train::run(a),
     }

@@ -15,6 +15,7 @@ use ltvx::data::features::{FeatureRow, parse_line};
 use ltvx::data::ingest::parse_day;
 use ltvx::data::labels::eligible;
 use ltvx::data::transactions::Transactions;
+use ltvx::engine::scores::json_f32;
 use ltvx::engine::{Batch, Engine, Scores};
 use ltvx::eval::evaluate::feature_spec;
 use ltvx::{Error, Model, Result};
@@ -334,11 +335,6 @@ fn write_rows(out: &mut dyn Write, format: Format, ids: &[String], s: &Scores) -
         }
     }
     Ok(())
-}
-
-/// An f32 in its shortest round-trip form, `null` when not finite (an overflowing LTV).
-fn json_f32(x: f32) -> String {
-    if x.is_finite() { x.to_string() } else { "null".into() }
 }
 
 /// An f32 in its shortest round-trip form, an empty field when not finite (as JSON's `null`).

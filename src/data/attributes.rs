@@ -136,6 +136,32 @@ impl AttributeTable {
         Ok((table, report))
     }
 
+    /// A table held in memory (the scoring server's raw request form): one cell per column in each
+    /// row, `None` or a missing marker where missing. A customer's second row is left out, as in a file.
+    pub fn from_rows<'r>(
+        source: &str,
+        columns: Vec<String>,
+        rows: impl IntoIterator<Item = (&'r str, Vec<Option<String>>)>,
+    ) -> AttributeTable {
+        let mut table = AttributeTable {
+            source: source.to_string(),
+            columns,
+            rows: HashMap::new(),
+            lines: Vec::new(),
+            cells: Vec::new(),
+        };
+        for (i, (id, cells)) in rows.into_iter().enumerate() {
+            if table.rows.contains_key(id) {
+                continue;
+            }
+            assert_eq!(cells.len(), table.columns.len(), "one cell per column");
+            table.rows.insert(id.into(), table.lines.len());
+            table.lines.push(i as u64 + 1);
+            table.cells.extend(cells.into_iter().map(|c| c.filter(|t| !is_missing(t)).map(String::into_boxed_str)));
+        }
+        table
+    }
+
     pub fn source(&self) -> &str {
         &self.source
     }
@@ -244,7 +270,7 @@ pub enum ColumnSpec {
 }
 
 impl ColumnSpec {
-    fn name(&self) -> &str {
+    pub fn name(&self) -> &str {
         match self {
             ColumnSpec::Numeric { name, .. } | ColumnSpec::Categorical { name, .. } => name,
         }

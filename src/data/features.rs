@@ -29,7 +29,18 @@ struct Line<'a> {
 pub fn parse_line(line: &str, sizes: InputSizes) -> Result<FeatureRow, String> {
     let parsed: Line = serde_json::from_str(line).map_err(|e| format!("bad JSON: {e}"))?;
     let customer_id = customer_id(parsed.customer_id)?;
-    let seq = parsed.seq.ok_or("missing field \"seq\"")?;
+    feature_row(customer_id, parsed.seq, parsed.stat, sizes)
+}
+
+/// Checks one customer's deserialized `seq` and `static` fields against the model's input sizes: the
+/// feature form of a line here and of an item of the scoring server's JSON request alike.
+pub fn feature_row(
+    customer_id: String,
+    seq: Option<Vec<Vec<f64>>>,
+    stat: Option<Vec<f64>>,
+    sizes: InputSizes,
+) -> Result<FeatureRow, String> {
+    let seq = seq.ok_or("missing field \"seq\"")?;
     if seq.len() != sizes.seq_channels {
         return Err(format!("\"seq\" has {} channels; the model needs {}", seq.len(), sizes.seq_channels));
     }
@@ -42,7 +53,7 @@ pub fn parse_line(line: &str, sizes: InputSizes) -> Result<FeatureRow, String> {
             flat.push(finite_f32(v).ok_or_else(|| format!("\"seq\"[{c}][{t}] = {v} is not a finite 32-bit number"))?);
         }
     }
-    let stat = parsed.stat.ok_or("missing field \"static\"")?;
+    let stat = stat.ok_or("missing field \"static\"")?;
     if stat.len() != sizes.static_features {
         return Err(format!("\"static\" has {} values; the model needs {}", stat.len(), sizes.static_features));
     }
@@ -55,7 +66,7 @@ pub fn parse_line(line: &str, sizes: InputSizes) -> Result<FeatureRow, String> {
 }
 
 /// A string id as is; a JSON number as its exact decimal text ("00001" stays "00001", 12 is "12").
-fn customer_id(raw: Option<&RawValue>) -> Result<String, String> {
+pub fn customer_id(raw: Option<&RawValue>) -> Result<String, String> {
     let raw = raw.ok_or("missing or null \"customer_id\"")?.get();
     if raw.starts_with('"') {
         let id: String = serde_json::from_str(raw).map_err(|e| format!("\"customer_id\": {e}"))?;

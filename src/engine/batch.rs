@@ -94,6 +94,15 @@ impl Batch {
         &self.stat[i * n..(i + 1) * n]
     }
 
+    /// Appends every customer of `other`, which has the same input sizes (values were checked when
+    /// it was built).
+    pub fn append(&mut self, other: &Batch) {
+        assert_eq!(self.sizes, other.sizes, "batches of one model");
+        self.seq.extend_from_slice(&other.seq);
+        self.stat.extend_from_slice(&other.stat);
+        self.rows += other.rows;
+    }
+
     /// The rows `range` as a new batch.
     pub fn slice(&self, range: std::ops::Range<usize>) -> Batch {
         let mut b = Batch::with_capacity(self.sizes, range.len());

@@ -45,6 +45,29 @@ impl Scores {
     pub fn p_segment_row(&self, i: usize) -> &[f32] {
         &self.p_segment[i * self.segments..(i + 1) * self.segments]
     }
+
+    /// Appends the customers of `other` (scores of the same model).
+    pub fn append(&mut self, other: &Scores) {
+        self.segments = other.segments;
+        self.ltv.extend_from_slice(&other.ltv);
+        self.p_purchase.extend_from_slice(&other.p_purchase);
+        self.churn_probability.extend_from_slice(&other.churn_probability);
+        self.segment.extend_from_slice(&other.segment);
+        self.p_segment.extend_from_slice(&other.p_segment);
+    }
+
+    /// The customers `range` as scores of their own.
+    pub fn rows(&self, range: std::ops::Range<usize>) -> Scores {
+        let k = self.segments;
+        Scores {
+            ltv: self.ltv[range.clone()].to_vec(),
+            p_purchase: self.p_purchase[range.clone()].to_vec(),
+            churn_probability: self.churn_probability[range.clone()].to_vec(),
+            segment: self.segment[range.clone()].to_vec(),
+            p_segment: self.p_segment[range.start * k..range.end * k].to_vec(),
+            segments: k,
+        }
+    }
 }
 
 /// Lower bound of the lognormal sigma: √(Keras epsilon = 1e-7), as Google's lifetime_value has it.
@@ -110,6 +133,12 @@ impl Epilogue {
         }
         s
     }
+}
+
+/// An f32 in its shortest round-trip form, `null` when not finite (an overflowing LTV): how scores
+/// appear in JSON output, files and server responses alike.
+pub fn json_f32(x: f32) -> String {
+    if x.is_finite() { x.to_string() } else { "null".into() }
 }
 
 /// 1 / (1 + e^−x) without overflow; shared with the training losses.

@@ -1,0 +1,247 @@
+//! The JSON form of `POST /v1/score`: `{"customers": [ITEM, ...], "as_of"?: "YYYY-MM-DD"}` where each
+//! ITEM is either the feature form of `ltvx score --features` (`customer_id`, `seq`, `static`) or the
+//! raw form (`customer_id`, `transactions: [{date, amount, quantity?}]`, `attributes?`), whose features
+//! the server builds with the model's own FeatureSpec. Unknown fields are ignored. Every refusal names
+//! the customer (position and id) and the field.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use crate::data::attributes::AttributeTable;
+use crate::data::feature_spec::{FeatureSpec, SideData};
+use crate::data::features::{customer_id, feature_row};
+use crate::data::ingest::parse_day;
+use crate::data::transactions::{Builder, Occasion};
+use crate::engine::scores::json_f32;
+use crate::engine::{Batch, Scores};
+use crate::model::graph::InputSizes;
+
+/// A refused request: its HTTP status and what is wrong.
+#[derive(Debug)]
+pub struct Refused {
+    pub status: u16,
+    pub message: String,
+}
+
+fn malformed(message: String) -> Refused {
+    Refused { status: 400, message }
+}
+
+fn unfit(message: String) -> Refused {
+    Refused { status: 422, message }
+}
+
+#[derive(Deserialize)]
+struct Request<'a> {
+    #[serde(borrow)]
+    customers: Option<Vec<&'a RawValue>>,
+    as_of: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Item<'a> {
+    #[serde(borrow)]
+    customer_id: Option<&'a RawValue>,
+    seq: Option<Vec<Vec<f64>>>,
+    #[serde(rename = "static")]
+    stat: Option<Vec<f64>>,
+    transactions: Option<Vec<Transaction>>,
+    attributes: Option<Map<String, Value>>,
+}
+
+#[derive(Deserialize, Hash)]
+struct Transaction {
+    date: String,
+    amount: Number,
+    quantity: Option<Number>,
+}
+
+/// An f64 hashed by its bits (duplicate detection compares exact rows).
+#[derive(Deserialize, Clone, Copy)]
+#[serde(transparent)]
+struct Number(f64);
+
+impl Hash for Number {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.0.to_bits().hash(h)
+    }
+}
+
+/// A parsed request: ids and features in request order.
+pub struct Parsed {
+    pub ids: Vec<String>,
+    pub batch: Batch,
+}
+
+/// A raw-form customer waiting for its features.
+struct RawCustomer {
+    position: usize,
+    transactions: Vec<Transaction>,
+    attributes: Option<Map<String, Value>>,
+}
+
+/// Parses a JSON body. `spec` is the served model's FeatureSpec (or why it has none), needed only by
+/// raw-form items.
+pub fn parse(body: &[u8], sizes: InputSizes, spec: &Result<FeatureSpec, String>) -> Result<Parsed, Refused> {
+    let request: Request = serde_json::from_slice(body).map_err(|e| match e.classify() {
+        // Valid JSON of the wrong shape (`"customers": 5`) is unfit, not malformed.
+        serde_json::error::Category::Data => unfit(format!("the request: {e}")),
+        _ => malformed(format!("malformed JSON: {e}")),
+    })?;
+    let items = request.customers.ok_or_else(|| unfit("the request has no \"customers\" list".into()))?;
+    let mut ids = Vec::with_capacity(items.len());
+    // Feature-form rows by position; raw-form rows are filled in once their features are built.
+    let mut rows: Vec<Option<(Vec<f32>, Vec<f32>)>> = Vec::with_capacity(items.len());
+    let mut raw = Vec::new();
+    for (position, text) in items.iter().enumerate() {
+        let item: Item = serde_json::from_str(text.get()).map_err(|e| unfit(format!("customers[{position}]: {e}")))?;
+        let id = customer_id(item.customer_id).map_err(|e| unfit(format!("customers[{position}]: {e}")))?;
+        let named = |e: String| unfit(format!("customers[{position}] ({}): {e}", quoted(&id)));
+        match item.transactions {
+            Some(transactions) => {
+                raw.push(RawCustomer { position, transactions, attributes: item.attributes });
+                rows.push(None);
+            }
+            None => {
+                let row = feature_row(id.clone(), item.seq, item.stat, sizes).map_err(named)?;
+                rows.push(Some((row.seq, row.stat)));
+            }
+        }
+        ids.push(id);
+    }
+    if !raw.is_empty() {
+        let spec = spec.as_ref().map_err(|e| unfit(format!("raw transactions cannot be scored: {e}")))?;
+        let built = raw_features(&raw, &ids, spec, request.as_of.as_deref())?;
+        for (i, customer) in raw.iter().enumerate() {
+            rows[customer.position] = Some((built.seq_row(i).to_vec(), built.stat_row(i).to_vec()));
+        }
+    }
+    let mut batch = Batch::with_capacity(sizes, rows.len());
+    for (seq, stat) in rows.into_iter().flatten() {
+        batch.push(&seq, &stat).map_err(|e| unfit(e.to_string()))?;
+    }
+    Ok(Parsed { ids, batch })
+}
+
+/// Features of the raw-form customers, as `ltvx score --transactions` would build them from a log
+/// read the way the model's training log was.
+fn raw_features(
+    raw: &[RawCustomer],
+    ids: &[String],
+    spec: &FeatureSpec,
+    as_of: Option<&str>,
+) -> Result<Batch, Refused> {
+    if spec.events.is_some() {
+        return Err(unfit(
+            "the model was trained with behavioural events, which the raw form cannot carry: send the feature form"
+                .into(),
+        ));
+    }
+    let as_of = match as_of {
+        Some(day) => parse_day(day, None).map_err(|e| unfit(format!("\"as_of\": {e}")))?,
+        None => spec.cutoff_day().map_err(|e| unfit(e.to_string()))?,
+    };
+    let shape = spec.log;
+    let quantities = shape.map(|s| s.quantity_column);
+    // Customers are keyed by request position, not id: two items with the same id stay apart.
+    let keys: Vec<String> = raw.iter().map(|c| c.position.to_string()).collect();
+    let mut builder = Builder::new(quantities.unwrap_or(false));
+    for (c, key) in raw.iter().zip(&keys) {
+        let named = |e: String| unfit(format!("customers[{}] ({}): {e}", c.position, quoted(&ids[c.position])));
+        for (j, t) in c.transactions.iter().enumerate() {
+            let day = parse_day(&t.date, None).map_err(|e| named(format!("transactions[{j}].date: {e}")))?;
+            let quantity = match (quantities, t.quantity) {
+                (Some(true), None) => {
+                    return Err(named(format!(
+                        "transactions[{j}] has no quantity; the model was trained on a log with a quantity column"
+                    )));
+                }
+                (Some(false), Some(_)) => {
+                    return Err(named(format!(
+                        "transactions[{j}] has a quantity; the model was trained on a log without one (items \
+                         count rows): leave it out"
+                    )));
+                }
+                (_, q) => q.map_or(1.0, |q| q.0),
+            };
+            if !t.amount.0.is_finite() || !quantity.is_finite() {
+                return Err(named(format!("transactions[{j}]: amount and quantity must be finite numbers")));
+            }
+            if t.amount.0 < 0.0 && shape.is_some_and(|s| !s.returns_kept) {
+                continue;
+            }
+            let mut h = DefaultHasher::new();
+            t.hash(&mut h);
+            builder.fold(key, Occasion { day, amount: t.amount.0, quantity }, h.finish(), {
+                shape.is_some_and(|s| s.duplicates_dropped)
+            });
+        }
+    }
+    let log = builder.finish();
+    let side = SideData { attributes: attribute_table(raw, &keys, spec), events: None };
+    let featurizer = spec.featurizer(&side).map_err(|e| unfit(e.to_string()))?;
+    let mut customers = Vec::with_capacity(raw.len());
+    for (c, key) in raw.iter().zip(&keys) {
+        let customer = log.get(key).filter(|h| h.purchases.iter().any(|o| o.day <= as_of)).ok_or_else(|| {
+            unfit(format!(
+                "customers[{}] ({}): no purchase on or before the as-of day",
+                c.position,
+                quoted(&ids[c.position])
+            ))
+        })?;
+        customers.push(customer);
+    }
+    featurizer.batch_as_of(&customers, as_of).map_err(|e| unfit(e.to_string()))
+}
+
+/// The request's attributes as a table of the columns the model uses; `None` when it uses none.
+/// Numbers and booleans are read as their JSON text, as they would appear in an attributes file.
+fn attribute_table(raw: &[RawCustomer], keys: &[String], spec: &FeatureSpec) -> Option<AttributeTable> {
+    let columns: Vec<String> = spec.attributes.as_ref()?.columns.iter().map(|c| c.name().to_string()).collect();
+    let rows = raw.iter().zip(keys).map(|(c, key)| {
+        let cells = columns
+            .iter()
+            .map(|name| match c.attributes.as_ref().and_then(|a| a.get(name)) {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(other) => Some(other.to_string()),
+            })
+            .collect();
+        (key.as_str(), cells)
+    });
+    Some(AttributeTable::from_rows("the request's attributes", columns.clone(), rows))
+}
+
+fn quoted(id: &str) -> String {
+    Value::from(id).to_string()
+}
+
+/// The response body: the model's identity, then one record per customer in request order.
+pub fn response(model: &Value, ids: &[String], s: &Scores) -> String {
+    let mut out = String::with_capacity(64 + ids.len() * (96 + 16 * s.segments));
+    out.push_str("{\"model\":");
+    out.push_str(&model.to_string());
+    out.push_str(",\"scores\":[");
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&format!(
+            "{{\"customer_id\":{},\"ltv\":{},\"p_purchase\":{},\"churn_probability\":{},\"segment\":{},\"p_segment\":[",
+            quoted(id),
+            json_f32(s.ltv[i]),
+            json_f32(s.p_purchase[i]),
+            json_f32(s.churn_probability[i]),
+            s.segment[i]
+        ));
+        let probabilities: Vec<String> = s.p_segment_row(i).iter().map(|&p| json_f32(p)).collect();
+        out.push_str(&probabilities.join(","));
+        out.push_str("]}");
+    }
+    out.push_str("]}");
+    out
+}
