@@ -242,7 +242,7 @@ fn store<const NV: usize, const MR: usize>(acc: &[[[f32; LANES]; NV]; MR], r0: u
     }
 }
 
-use super::int8::{conv_weights_kc, transpose};
+use super::int8::{conv_weights_kc, split_columns, transpose};
 use super::pipeline::{HeadSlice, KernelScratch, Stages};
 use super::program::Program;
 use crate::model::Model;
@@ -260,7 +260,9 @@ pub struct FloatStages {
     isa: Isa,
     convs: Vec<Conv>,
     denses: Vec<(Layer, bool)>,
-    heads: Vec<Layer>,
+    /// The three heads stacked (ltv, churn, segment): one GEMM over the trunk.
+    heads: Layer,
+    head_widths: [usize; 3],
 }
 
 impl FloatStages {
@@ -280,7 +282,15 @@ impl FloatStages {
             isa,
             convs,
             denses: p.denses.iter().map(|d| (dense(&d.layer), d.relu)).collect(),
-            heads: p.heads.iter().map(|(name, _)| dense(name)).collect(),
+            heads: {
+                let (mut w, mut b) = (Vec::new(), Vec::new());
+                for (name, _) in &p.heads {
+                    w.extend(model.weights_f32(name));
+                    b.extend(bias(name));
+                }
+                Layer::pack(isa, &w, &b)
+            },
+            head_widths: p.heads.clone().map(|h| h.1),
         }
     }
 }
@@ -318,10 +328,14 @@ impl Stages for FloatStages {
         layer.run(self.isa, src, lda, rows, &mut Out { dst, ldd, relu: *relu, pool: false });
     }
 
-    fn head(&self, h: usize, src: &[f32], lda: usize, rows: usize, out: &mut HeadSlice, _scratch: &mut KernelScratch) {
-        let HeadSlice::Logits(dst) = out else { unreachable!("float heads give logits") };
-        let ldd = self.heads[h].n;
-        self.heads[h].run(self.isa, src, lda, rows, &mut Out { dst, ldd, relu: false, pool: false });
+    fn heads(&self, src: &[f32], lda: usize, rows: usize, out: &mut [HeadSlice; 3], scratch: &mut KernelScratch) {
+        let n = self.heads.n;
+        scratch.logits.resize(rows * n, 0.0);
+        self.heads.run(self.isa, src, lda, rows, &mut Out { dst: &mut scratch.logits, ldd: n, relu: false, pool: false });
+        for (h, slot) in out.iter_mut().enumerate() {
+            let HeadSlice::Logits(dst) = slot else { unreachable!("float heads give logits") };
+            split_columns(&scratch.logits, n, &self.head_widths, h, dst);
+        }
     }
 
     fn head_is_acc(&self, _h: usize) -> bool {
@@ -329,7 +343,7 @@ impl Stages for FloatStages {
     }
 
     fn densities(&self) -> Vec<f64> {
-        vec![1.0; self.convs.len() + self.denses.len() + self.heads.len()]
+        vec![1.0; self.convs.len() + self.denses.len() + 3]
     }
 
     fn to_u8(_a: f32) -> Option<u8> {

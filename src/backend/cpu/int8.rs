@@ -231,6 +231,13 @@ struct Dense {
     relu: bool,
 }
 
+/// The heads as packed: all int8 ones as one GEMM over the trunk (their weights stacked ltv, churn,
+/// segment), otherwise one by one.
+enum Heads {
+    Fused { layer: Layer, widths: [usize; 3] },
+    Each(Vec<Head>),
+}
+
 enum Head {
     Int8(Layer),
     /// A float head of an int8 model (`--f32-heads`): the reference's own loop on the dequantized input.
@@ -245,7 +252,7 @@ pub struct Int8Stages {
     convs: Vec<Conv>,
     gap: (Requant, u8, u8),
     denses: Vec<Dense>,
-    heads: Vec<Head>,
+    heads: Heads,
 }
 
 /// `quantize_input` over a row, written so that it vectorizes: the float clamp (max/min ignore a NaN
@@ -274,6 +281,15 @@ fn column_sums(src: &[u8], channels: usize, start: i32, sums: &mut [i32]) {
             }
         }
         sums[c0..c0 + width].copy_from_slice(&acc[..width]);
+    }
+}
+
+/// Head `h`'s columns of the fused heads' `[rows, ld]` outputs (heads side by side, `widths` wide)
+/// into its own `[rows, widths[h]]`.
+pub fn split_columns<T: Copy>(fused: &[T], ld: usize, widths: &[usize; 3], h: usize, dst: &mut [T]) {
+    let start: usize = widths[..h].iter().sum();
+    for (row, out) in fused.chunks_exact(ld).zip(dst.chunks_exact_mut(widths[h])) {
+        out.copy_from_slice(&row[start..start + widths[h]]);
     }
 }
 
@@ -325,20 +341,26 @@ impl Int8Stages {
                 Dense { layer, z_out: z_of(&node(&d.layer).output), relu: d.relu }
             })
             .collect();
-        let heads = p
-            .heads
-            .iter()
-            .map(|(name, _)| {
-                let input = zeros_in(name);
-                if model.layer_precision(name) == Precision::Int8 {
+        let input = zeros_in(&p.heads[0].0);
+        let zeros: Vec<u8> = input.iter().map(|a| a.zero_point).collect();
+        let heads = if p.heads.iter().all(|(name, _)| model.layer_precision(name) == Precision::Int8) {
+            let (mut w, mut b) = (Vec::new(), Vec::new());
+            for (name, _) in &p.heads {
+                let (hw, hb) = weights(name);
+                w.extend(hw);
+                b.extend(hb);
+            }
+            Heads::Fused { layer: Layer::pack(isa, &w, &b, &zeros, &[]), widths: p.heads.clone().map(|h| h.1) }
+        } else {
+            let head = |name: &str| match model.layer_precision(name) {
+                Precision::Int8 => {
                     let (w, b) = weights(name);
-                    let zeros: Vec<u8> = input.iter().map(|a| a.zero_point).collect();
                     Head::Int8(Layer::pack(isa, &w, &b, &zeros, &[]))
-                } else {
-                    Head::Float { w: model.weights_f32(name), b: model.f32s(&format!("{name}.bias")).into_owned(), input }
                 }
-            })
-            .collect();
+                _ => Head::Float { w: model.weights_f32(name), b: model.f32s(&format!("{name}.bias")).into_owned(), input: input.clone() },
+            };
+            Heads::Each(p.heads.iter().map(|(name, _)| head(name)).collect())
+        };
         let gap_in = zeros_in(&p.gap_layer)[0].zero_point;
         Int8Stages {
             isa,
@@ -394,30 +416,49 @@ impl Stages for Int8Stages {
         d.layer.run(self.isa, src, lda, rows, &mut scratch.wide, &mut out);
     }
 
-    fn head(&self, h: usize, src: &[u8], lda: usize, rows: usize, out: &mut HeadSlice, scratch: &mut KernelScratch) {
-        match (&self.heads[h], out) {
-            (Head::Int8(layer), HeadSlice::Acc(dst)) => {
-                let mut out = Out::Acc { dst, ldd: layer.n };
-                layer.run(self.isa, src, lda, rows, &mut scratch.wide, &mut out);
-            }
-            (Head::Float { w, b, input }, HeadSlice::Logits(dst)) => {
-                let units = b.len();
-                for r in 0..rows {
-                    scratch.real.clear();
-                    scratch.real.extend(src[r * lda..].iter().zip(input).map(|(&q, a)| a.dequantize(q)));
-                    dst[r * units..(r + 1) * units].copy_from_slice(&dense_f32(&scratch.real, w, b, units));
+    fn heads(&self, src: &[u8], lda: usize, rows: usize, out: &mut [HeadSlice; 3], scratch: &mut KernelScratch) {
+        match &self.heads {
+            Heads::Fused { layer, widths } => {
+                scratch.acc.resize(rows * layer.n, 0);
+                layer.run(self.isa, src, lda, rows, &mut scratch.wide, &mut Out::Acc { dst: &mut scratch.acc, ldd: layer.n });
+                for (h, slot) in out.iter_mut().enumerate() {
+                    let HeadSlice::Acc(dst) = slot else { unreachable!("int8 heads give accumulators") };
+                    split_columns(&scratch.acc, layer.n, widths, h, dst);
                 }
             }
-            _ => unreachable!("head outputs are allocated by head_is_acc"),
+            Heads::Each(heads) => {
+                for (head, slot) in heads.iter().zip(out.iter_mut()) {
+                    match (head, slot) {
+                        (Head::Int8(layer), HeadSlice::Acc(dst)) => {
+                            layer.run(self.isa, src, lda, rows, &mut scratch.wide, &mut Out::Acc { dst, ldd: layer.n });
+                        }
+                        (Head::Float { w, b, input }, HeadSlice::Logits(dst)) => {
+                            let units = b.len();
+                            for r in 0..rows {
+                                scratch.real.clear();
+                                scratch.real.extend(src[r * lda..].iter().zip(input).map(|(&q, a)| a.dequantize(q)));
+                                dst[r * units..(r + 1) * units].copy_from_slice(&dense_f32(&scratch.real, w, b, units));
+                            }
+                        }
+                        _ => unreachable!("head outputs are allocated by head_is_acc"),
+                    }
+                }
+            }
         }
     }
 
     fn head_is_acc(&self, h: usize) -> bool {
-        matches!(self.heads[h], Head::Int8(_))
+        match &self.heads {
+            Heads::Fused { .. } => true,
+            Heads::Each(heads) => matches!(heads[h], Head::Int8(_)),
+        }
     }
 
     fn densities(&self) -> Vec<f64> {
-        let heads = self.heads.iter().map(|h| if let Head::Int8(l) = h { l.density } else { 1.0 });
+        let heads: Vec<f64> = match &self.heads {
+            Heads::Fused { layer, .. } => vec![layer.density; 3],
+            Heads::Each(heads) => heads.iter().map(|h| if let Head::Int8(l) = h { l.density } else { 1.0 }).collect(),
+        };
         self.convs.iter().map(|c| c.layer.density).chain(self.denses.iter().map(|d| d.layer.density)).chain(heads).collect()
     }
 

@@ -25,6 +25,9 @@ pub struct KernelScratch {
     pub sums: Vec<i32>,
     /// A dequantized row for a float head of an int8 model.
     pub real: Vec<f32>,
+    /// The fused heads' outputs `[rows, ltv + churn + segment]` before they are split per head.
+    pub acc: Vec<i32>,
+    pub logits: Vec<f32>,
 }
 
 /// One head's outputs for a range of rows.
@@ -64,8 +67,8 @@ pub trait Stages: Sync {
     /// Dense layer `j` (+ ReLU) on `rows` rows.
     #[allow(clippy::too_many_arguments)]
     fn dense(&self, j: usize, src: &[Self::Act], lda: usize, rows: usize, dst: &mut [Self::Act], ldd: usize, scratch: &mut KernelScratch);
-    /// Head `h` on `rows` rows, into exactly those rows of `out`.
-    fn head(&self, h: usize, src: &[Self::Act], lda: usize, rows: usize, out: &mut HeadSlice, scratch: &mut KernelScratch);
+    /// The three heads on `rows` rows in one pass over the trunk, into exactly those rows of `out`.
+    fn heads(&self, src: &[Self::Act], lda: usize, rows: usize, out: &mut [HeadSlice; 3], scratch: &mut KernelScratch);
     /// Share of layer multiply-adds executed: convolutions, dense layers, heads in program order.
     fn densities(&self) -> Vec<f64>;
     /// Whether head `h` gives i32 accumulators (int8) rather than float logits.
@@ -148,12 +151,12 @@ pub fn run_rows<S: Stages>(
             }
         }
         let trunk = buf.tiles.last().expect("the concat tile at least");
-        let lda = stride(p.trunk_width);
-        for (h, slot) in heads.iter_mut().enumerate() {
-            let (mut mine, rest) = slot.take().expect("head rows").split(n, widths[h]);
-            s.head(h, trunk, lda, n, &mut mine, &mut buf.scratch);
-            *slot = Some(rest);
-        }
+        let mut mine = std::array::from_fn(|h| {
+            let (tile, rest) = heads[h].take().expect("head rows").split(n, widths[h]);
+            heads[h] = Some(rest);
+            tile
+        });
+        s.heads(trunk, stride(p.trunk_width), n, &mut mine, &mut buf.scratch);
         start += n;
     }
 }
@@ -219,21 +222,23 @@ pub fn kernel_calls<S: Stages + Send + 'static>(s: std::sync::Arc<S>, p: std::sy
         let per_call = macs[p.convs.len() + j] * TILE as u64;
         calls.push((d.layer.clone(), per_call, Box::new(move || s.dense(j, &src, lda, TILE, &mut dst, ldd, &mut scratch))));
     }
-    for (h, (name, width)) in p.heads.iter().enumerate() {
-        let s = s.clone();
-        let lda = stride(p.trunk_width);
-        let src = vec![S::Act::default(); (TILE + SLACK_ROWS) * lda + K_GROUP];
-        let (mut acc, mut logits) = (vec![0i32; TILE * width], vec![0f32; TILE * width]);
-        let mut scratch = KernelScratch::default();
-        let per_call = macs[p.convs.len() + p.denses.len() + h] * TILE as u64;
-        calls.push((
-            name.clone(),
-            per_call,
-            Box::new(move || {
-                let mut out = if s.head_is_acc(h) { HeadSlice::Acc(&mut acc) } else { HeadSlice::Logits(&mut logits) };
-                s.head(h, &src, lda, TILE, &mut out, &mut scratch)
-            }),
-        ));
-    }
+    let (lda, widths) = (stride(p.trunk_width), p.heads.clone().map(|h| h.1));
+    let src = vec![S::Act::default(); (TILE + SLACK_ROWS) * lda + K_GROUP];
+    let mut outs: Vec<(Vec<i32>, Vec<f32>)> = widths.iter().map(|w| (vec![0; TILE * w], vec![0.0; TILE * w])).collect();
+    let mut scratch = KernelScratch::default();
+    let per_call = macs[p.convs.len() + p.denses.len()..].iter().sum::<u64>() * TILE as u64;
+    calls.push((
+        "heads".into(),
+        per_call,
+        Box::new(move || {
+            let mut it = outs.iter_mut().enumerate();
+            let mut next = || {
+                let (h, (acc, logits)) = it.next().expect("three heads");
+                if s.head_is_acc(h) { HeadSlice::Acc(acc) } else { HeadSlice::Logits(logits) }
+            };
+            let mut out = [next(), next(), next()];
+            s.heads(&src, lda, TILE, &mut out, &mut scratch)
+        }),
+    ));
     calls
 }

@@ -141,7 +141,7 @@ impl Program {
         })
     }
 
-    /// Multiply-adds per customer of each weighted layer: convolutions, dense layers, heads.
+    /// Multiply-adds per customer of each weighted layer: convolutions, dense layers, the three heads.
     pub fn layer_macs(&self) -> Vec<u64> {
         let convs = self.convs.iter().map(|c| (c.out_c * c.in_c * c.kernel * c.t_conv) as u64);
         let denses = self.denses.iter().map(|d| (d.n_in * d.n_out) as u64);
