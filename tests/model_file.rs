@@ -97,6 +97,7 @@ fn data_bytes(data: &TensorData) -> (Dtype, Vec<u8>) {
         TensorData::F16(v) => (Dtype::F16, bytemuck::cast_slice(v).to_vec()),
         TensorData::I8(v) => (Dtype::I8, bytemuck::cast_slice(v).to_vec()),
         TensorData::I32(v) => (Dtype::I32, bytemuck::cast_slice(v).to_vec()),
+        TensorData::U16(v) => (Dtype::U16, bytemuck::cast_slice(v).to_vec()),
     }
 }
 
@@ -767,13 +768,13 @@ fn extra_and_missing_tensors() {
 #[test]
 fn future_format_version() {
     let file = tiny(Precision::Fp32);
-    for version in [2u64, 7, u32::MAX as u64] {
+    for version in [3u64, 7, u32::MAX as u64] {
         reject_edit(
             &format!("format version {version}"),
             &file,
             |f| f.set_meta("format", &json!({"name": "ltvx", "version": version})),
             // Names both versions: the file's and the newest this build reads.
-            &["version", &version.to_string(), "newer", "up to 1"],
+            &["version", &version.to_string(), "newer", "up to 2"],
         );
     }
     reject_edit(

@@ -81,17 +81,8 @@ pub fn train_from_log(
     };
     let mut spec = FeatureSpec::fit(window, &customers, &truth.spend, SEGMENTS, side, cfg.scale)?;
     spec.log = Some(cfg.log_shape);
-    // Built by the same code from the same spec as when scoring, so that the two agree bit for bit.
-    let featurizer = spec.featurizer(side)?;
-    let notes = featurizer.notes(&customers);
-    let data = TrainData {
-        inputs: featurizer.batch(&customers)?,
-        targets: Targets {
-            spend: truth.spend.iter().map(|&s| s.max(0.0) as f32).collect(),
-            churned: truth.churned.iter().map(|&c| if c { 1.0 } else { 0.0 }).collect(),
-            segment: truth.spend.iter().map(|&s| spec.segment_of(s)).collect(),
-        },
-    };
+    let notes = spec.featurizer(side)?.notes(&customers);
+    let data = labelled_data(&spec, side, &customers)?;
     let graph = cfg.preset.graph(spec.input_sizes());
     let init = random_model(graph.clone(), Precision::Fp32, cfg.options.seed, 0.0)?;
     let outcome = train(&graph, &init.weights, &data, &cfg.options, progress)?;
@@ -130,11 +121,26 @@ pub fn train_from_log(
     Ok(Trained { file, outcome, customers: customers.len(), notes })
 }
 
+/// The customers' inputs by `spec` and their labels over its horizons: what a model with this spec
+/// trains (or fine-tunes) on. Built by the same code from the same spec as when scoring, so that the
+/// two agree bit for bit.
+pub fn labelled_data(spec: &FeatureSpec, side: &SideData, customers: &[Customer]) -> Result<TrainData> {
+    let truth = outcomes(customers, spec.cutoff_day()?, spec.horizon_weeks, spec.churn_weeks);
+    Ok(TrainData {
+        inputs: spec.featurizer(side)?.batch(customers)?,
+        targets: Targets {
+            spend: truth.spend.iter().map(|&s| s.max(0.0) as f32).collect(),
+            churned: truth.churned.iter().map(|&c| if c { 1.0 } else { 0.0 }).collect(),
+            segment: truth.spend.iter().map(|&s| spec.segment_of(s)).collect(),
+        },
+    })
+}
+
 /// Scales predicted LTV so that it sums to the actual spend over the training customers, folded into
 /// the LTV head's mu bias (ltv = p·exp(mu + σ²/2), so ×c is mu + ln c): a lognormal fitted by
 /// likelihood gets the ranking right but its mean is sensitive to the heavy tail of spend. Returns
 /// the factor applied.
-fn calibrate_ltv_scale(graph: &Graph, weights: &mut Weights, data: &TrainData) -> Result<f64> {
+pub(crate) fn calibrate_ltv_scale(graph: &Graph, weights: &mut Weights, data: &TrainData) -> Result<f64> {
     let heads = predict(graph, weights, &data.inputs)?;
     let segments = graph.segments(&graph.check()?);
     let predicted: f64 = Epilogue::default().apply(&heads, segments).ltv.iter().map(|&v| v as f64).sum();
