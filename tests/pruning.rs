@@ -242,6 +242,7 @@ fn tiny_data(sizes: InputSizes, n: usize) -> TrainData {
         churned: spend.iter().map(|&s| if s == 0.0 { 1.0 } else { 0.0 }).collect(),
         segment: (0..n).map(|i| (i % 5) as u32).collect(),
         spend,
+        soft: None,
     };
     TrainData { inputs, targets }
 }

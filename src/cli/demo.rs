@@ -64,7 +64,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     };
     let t = Instant::now();
     let no_side_data = SideData::default();
-    let trained = train_from_log(&log_data, &no_side_data, &cfg, &mut |_| {})?;
+    let trained = train_from_log(&log_data, &no_side_data, &cfg, None, &mut |_| {})?;
     let model_path = a.out_dir.join("value-model.ltvx");
     trained.file.save(&model_path)?;
     println!(

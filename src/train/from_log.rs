@@ -6,6 +6,7 @@ use std::collections::HashSet;
 
 use serde_json::json;
 
+use super::distill::soft_targets;
 use super::{EpochReport, Targets, TrainData, TrainOptions, TrainOutcome, predict, refit, train};
 use crate::data::attributes::Scale;
 use crate::data::feature_spec::{FeatureSpec, LogShape, SideData, Window};
@@ -17,7 +18,7 @@ use crate::model::graph::{Graph, HeadKind};
 use crate::model::init::random_model;
 use crate::model::preset::SEGMENTS;
 use crate::model::tensor::{Tensor, TensorData, Weights};
-use crate::model::{ModelFile, Precision, Preset};
+use crate::model::{Model, ModelFile, Precision, Preset};
 
 #[derive(Debug, Clone)]
 pub struct LogTraining {
@@ -48,10 +49,19 @@ pub struct Trained {
     pub notes: Vec<String>,
 }
 
+/// A trained model whose outputs a student learns from (see `distill`), and how much that counts
+/// beside the labels.
+#[derive(Debug, Clone, Copy)]
+pub struct Distillation<'a> {
+    pub teacher: &'a Model,
+    pub weight: f64,
+}
+
 pub fn train_from_log(
     log: &Transactions,
     side: &SideData,
     cfg: &LogTraining,
+    distillation: Option<Distillation>,
     progress: &mut dyn FnMut(&EpochReport),
 ) -> Result<Trained> {
     let data_start_day = log.first_day().ok_or_else(|| Error::Input("the log has no purchases".into()))?;
@@ -82,7 +92,10 @@ pub fn train_from_log(
     let mut spec = FeatureSpec::fit(window, &customers, &truth.spend, SEGMENTS, side, cfg.scale)?;
     spec.log = Some(cfg.log_shape);
     let notes = spec.featurizer(side)?.notes(&customers);
-    let data = labelled_data(&spec, side, &customers)?;
+    let mut data = labelled_data(&spec, side, &customers)?;
+    if let Some(d) = distillation {
+        data.targets.soft = Some(soft_targets(d.teacher, side, &customers, cfg.cutoff_day, SEGMENTS, d.weight)?);
+    }
     let graph = cfg.preset.graph(spec.input_sizes());
     let init = random_model(graph.clone(), Precision::Fp32, cfg.options.seed, 0.0)?;
     let outcome = train(&graph, &init.weights, &data, &cfg.options, progress)?;
@@ -108,6 +121,7 @@ pub fn train_from_log(
         "epochs": outcome.history.len(),
         "best_epoch": outcome.best_epoch,
         "refit_on_all_customers": cfg.refit,
+        "teacher": distillation.map(|d| json!({"model": d.teacher.hash(), "distill_weight": d.weight})),
     });
     file.meta.metrics = json!({
         "ltv_scale": ltv_scale,
@@ -132,6 +146,7 @@ pub fn labelled_data(spec: &FeatureSpec, side: &SideData, customers: &[Customer]
             spend: truth.spend.iter().map(|&s| s.max(0.0) as f32).collect(),
             churned: truth.churned.iter().map(|&c| if c { 1.0 } else { 0.0 }).collect(),
             segment: truth.spend.iter().map(|&s| spec.segment_of(s)).collect(),
+            soft: None,
         },
     })
 }

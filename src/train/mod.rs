@@ -17,6 +17,7 @@
 //! ```
 
 mod data;
+pub mod distill;
 pub mod fine_tune;
 pub mod from_log;
 mod gemm;
