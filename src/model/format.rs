@@ -313,6 +313,9 @@ impl Model {
             if present == 0 {
                 continue;
             }
+            if self.tensors.contains_key(&name) {
+                return Err(format!("{name} is stored both dense and as blocks"));
+            }
             if present != 3 {
                 return Err(format!("{name} is stored sparse but lacks one of {parts:?}"));
             }
