@@ -1281,8 +1281,15 @@ fn u16_bytes(v: &[u16]) -> Vec<u8> {
 fn sparse_block_index_that_lies_is_rejected() {
     let file = sparse_tiny();
     // conv2: [16, 8·3 = 24] in 4×4 blocks → a 4 × 6 grid; block_rows has 5 entries.
-    let starts: Vec<i32> =
-        file.tensors().iter().find(|t| t.name == "conv2.weight.block_rows").unwrap().bytes.chunks(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect();
+    let starts: Vec<i32> = file
+        .tensors()
+        .iter()
+        .find(|t| t.name == "conv2.weight.block_rows")
+        .unwrap()
+        .bytes
+        .chunks(4)
+        .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
     let kept = *starts.last().unwrap();
     let set_starts = |f: &mut RawFile, v: Vec<i32>| {
         let n = v.len();
@@ -1346,7 +1353,12 @@ fn sparse_block_index_that_lies_is_rejected() {
         &file,
         |f| {
             f.edit_tensors(|ts| {
-                let dense = RawTensor { name: "conv2.weight".into(), dtype: "I8".into(), shape: vec![16, 8, 3], bytes: vec![0; 384] };
+                let dense = RawTensor {
+                    name: "conv2.weight".into(),
+                    dtype: "I8".into(),
+                    shape: vec![16, 8, 3],
+                    bytes: vec![0; 384],
+                };
                 ts.push(dense);
             })
         },
@@ -1357,7 +1369,12 @@ fn sparse_block_index_that_lies_is_rejected() {
 #[test]
 fn sparse_metadata_that_lies_is_rejected() {
     let file = sparse_tiny();
-    reject_edit("sparse tensors in a version 1 file", &file, |f| f.set_meta("format", &json!({"name": "ltvx", "version": 1})), &["version 1"]);
+    reject_edit(
+        "sparse tensors in a version 1 file",
+        &file,
+        |f| f.set_meta("format", &json!({"name": "ltvx", "version": 1})),
+        &["version 1"],
+    );
     reject_edit("no sparsity entry", &file, |f| f.remove_meta("sparsity"), &["stored sparse", "pattern"]);
     reject_edit(
         "recorded sparsity that is not the weights'",

@@ -11,6 +11,7 @@ use ltvx::data::transactions::Transactions;
 use ltvx::eval::evaluate::feature_spec;
 use ltvx::model::calibrate::{Method, observe};
 use ltvx::model::prune::{Pattern, PruneReport};
+use ltvx::model::quant_report::{LayerError, quantization_report};
 use ltvx::model::quantize::{Int8Options, to_fp16, to_int8};
 use ltvx::model::{Model, ModelFile, Precision};
 use ltvx::train::TrainOptions;
@@ -68,6 +69,9 @@ pub struct Args {
     /// Keep the heads in f32 (run on the dequantized input) instead of int8.
     #[arg(long)]
     f32_heads: bool,
+    /// Per layer (int8): scale, range, clipped share and error against fp32 on the calibration customers.
+    #[arg(long)]
+    report: bool,
     /// The compressed model file to write (atomically).
     #[arg(long)]
     out: PathBuf,
@@ -100,13 +104,21 @@ pub fn run(a: Args) -> Result<ExitCode> {
         });
     }
     let to = a.to.unwrap_or(Precision::Fp32);
+    if a.report && to != Precision::Int8 {
+        return Err(Error::Input("--report describes int8 calibration: it needs --to int8".into()));
+    }
     let mut file = match to {
         Precision::Int8 => {
             let float = file.clone().into_model()?;
             let (batch, source) = calibration_batch(&float, &a, log_data.as_ref(), &holdout)?;
             let ranges = observe(&float, &batch, a.calibration)?;
             let calibration = format!("{} over {} customers ({source})", a.calibration, batch.len());
-            to_int8(&file, &ranges, &Int8Options { f32_heads: a.f32_heads, calibration })?
+            let int8 = to_int8(&file, &ranges, &Int8Options { f32_heads: a.f32_heads, calibration })?;
+            if a.report {
+                let errors = quantization_report(&float, &int8.clone().into_model()?, &batch)?;
+                super::with_stdout(|w| write_quantization_report(w, &errors))?;
+            }
+            int8
         }
         Precision::Fp16 => to_fp16(&file),
         Precision::Fp32 => file,
@@ -169,6 +181,31 @@ fn write_prune_report(w: &mut dyn std::io::Write, r: &PruneReport) -> std::io::R
         100.0 * r.prunable_sparsity(),
         100.0 * r.model_sparsity()
     )
+}
+
+/// One line per layer: what int8 did to it on the calibration customers.
+fn write_quantization_report(w: &mut dyn std::io::Write, errors: &[LayerError]) -> std::io::Result<()> {
+    writeln!(
+        w,
+        "{:<16} {:>11} {:>4} {:>23} {:>8} {:>11} {:>11} {:>9}",
+        "layer", "scale", "zp", "range", "clipped", "mean |err|", "max |err|", "rel RMSE"
+    )?;
+    for e in errors {
+        let head = if e.scale > 0.0 { "(i32 accumulator)" } else { "(f32 head)" };
+        let range = e.range.map_or(head.to_string(), |(lo, hi)| format!("[{lo:.4}, {hi:.4}]"));
+        let zp = e.zero_point.map_or("-".to_string(), |z| z.to_string());
+        writeln!(
+            w,
+            "{:<16} {:>11.4e} {zp:>4} {range:>23} {:>7.4}% {:>11.3e} {:>11.3e} {:>8.2}%",
+            e.layer,
+            e.scale,
+            100.0 * e.clipped,
+            e.mean_abs_error,
+            e.max_abs_error,
+            100.0 * e.relative_rmse
+        )?;
+    }
+    Ok(())
 }
 
 /// Customers to calibrate int8 ranges on (none of the holdout), and where they came from.

@@ -7,6 +7,7 @@ pub mod init;
 pub mod preset;
 pub mod prune;
 pub mod quant;
+pub mod quant_report;
 pub mod quantize;
 pub mod sparse;
 pub mod summary;
