@@ -127,7 +127,9 @@ fn a_model_without_feature_spec_cannot_be_evaluated() {
 fn demo_trains_evaluates_charts_and_scores() {
     let dir = tempfile::tempdir().unwrap();
     let report = ok(&["demo", "--out-dir", dir.path().to_str().unwrap()]);
-    for needle in ["23570 customers", "LTV normalized Gini", "churn AUC", "compress  int8", "compress  pruned 75%", "customers/s"] {
+    for needle in
+        ["23570 customers", "LTV normalized Gini", "churn AUC", "compress  int8", "compress  pruned 75%", "customers/s"]
+    {
         assert!(report.contains(needle), "{needle} missing from:\n{report}");
     }
     for file in ["value-model.ltvx", "value-model-int8.ltvx", "scores.csv", "charts/gain.svg", "charts/roc.svg"] {

@@ -12,9 +12,9 @@ use ltvx::backend::BackendChoice;
 use ltvx::data::feature_spec::{LogShape, SideData, parse_date};
 use ltvx::data::ingest::{IngestOptions, ingest_reader};
 use ltvx::data::labels::eligible;
-use ltvx::engine::Engine;
 use ltvx::data::transactions::Transactions;
 use ltvx::engine::Batch;
+use ltvx::engine::Engine;
 use ltvx::eval::evaluate::{Evaluation, evaluate, feature_spec};
 use ltvx::model::calibrate::{Method, observe};
 use ltvx::model::prune::Pattern;
@@ -98,8 +98,16 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let spec = feature_spec(&model)?;
     let training: Vec<_> = eligible(&log_data, cutoff_day).into_iter().filter(|c| !test.contains(c.id)).collect();
     let step = training.len().div_ceil(2000).max(1);
-    let calibration = spec.featurizer(&no_side_data)?.batch(&training.iter().step_by(step).cloned().collect::<Vec<_>>())?;
-    let judge = Judge { parent: &model, parent_eval: &e, calibration: &calibration, log: &log_data, test: &test, backend: a.backend };
+    let calibration =
+        spec.featurizer(&no_side_data)?.batch(&training.iter().step_by(step).cloned().collect::<Vec<_>>())?;
+    let judge = Judge {
+        parent: &model,
+        parent_eval: &e,
+        calibration: &calibration,
+        log: &log_data,
+        test: &test,
+        backend: a.backend,
+    };
     judge.int8("int8", &model.to_model_file(), &a.out_dir.join("value-model-int8.ltvx"))?;
     super::check_interrupt()?;
     let t = Instant::now();
@@ -147,7 +155,8 @@ impl Judge<'_> {
     /// evaluates it and prints one line against the fp32 parent.
     fn int8(&self, label: &str, file: &ModelFile, path: &Path) -> Result<()> {
         let ranges = observe(&file.clone().into_model()?, self.calibration, Method::MinMax)?;
-        let opts = Int8Options { f32_heads: false, calibration: format!("minmax over {} customers", self.calibration.len()) };
+        let opts =
+            Int8Options { f32_heads: false, calibration: format!("minmax over {} customers", self.calibration.len()) };
         let int8 = to_int8(file, &ranges, &opts)?.save(path)?;
         let no_side_data = SideData::default();
         let e8 = evaluate(&int8, &Engine::build(&int8, self.backend)?, self.log, &no_side_data, Some(self.test))?;
