@@ -67,8 +67,8 @@ fn write_text(w: &mut dyn Write, path: &Path, model: &Model, s: &serde_json::Val
     }
     writeln!(
         w,
-        "\nlayers     {:<16} {:<9} {:>12} {:>10} {:>9}  {:<14} {:>12}  {}",
-        "name", "precision", "MACs", "params", "sparsity", "pattern", "skippable", "stored"
+        "\nlayers     {:<16} {:<9} {:>12} {:>10} {:>9}  {:<14} {:>12}  stored",
+        "name", "precision", "MACs", "params", "sparsity", "pattern", "skippable"
     )?;
     for l in s["layers"].as_array().into_iter().flatten() {
         let p = &l["pruning"];

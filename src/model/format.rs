@@ -172,7 +172,7 @@ fn block_sparsity(weight: &Tensor, pattern: Pattern) -> f64 {
     let out = weight.shape[0];
     let (rows, cols) = pattern.block().unwrap_or((1, 1));
     let reduction = values.len() / out.max(1);
-    if values.is_empty() || out % rows != 0 || reduction % cols != 0 {
+    if values.is_empty() || !out.is_multiple_of(rows) || !reduction.is_multiple_of(cols) {
         return 0.0;
     }
     let blocks = values.len() / (rows * cols);
@@ -331,7 +331,7 @@ impl Model {
                 .ok_or_else(|| format!("layer {}: pattern {} has no blocks to store", l.name, record.pattern))?;
             let (out, values) = (l.out_channels, l.weight_shape.iter().product::<usize>());
             let reduction = values / out;
-            if out % rows != 0 || reduction % cols != 0 {
+            if !out.is_multiple_of(rows) || !reduction.is_multiple_of(cols) {
                 return Err(format!(
                     "layer {}: {} does not tile its [{out}, {reduction}] weights",
                     l.name, record.pattern
@@ -390,8 +390,8 @@ impl Model {
             let (out, reduction) = (l.out_channels, weight.len() / l.out_channels);
             let tiles = match record.pattern {
                 Pattern::Channel => false,
-                Pattern::TwoFour => reduction % 4 == 0,
-                p => p.block().is_some_and(|(r, c)| out % r == 0 && reduction % c == 0),
+                Pattern::TwoFour => reduction.is_multiple_of(4),
+                p => p.block().is_some_and(|(r, c)| out.is_multiple_of(r) && reduction.is_multiple_of(c)),
             };
             if !tiles {
                 return Err(format!(
@@ -406,7 +406,7 @@ impl Model {
                 }
             }
             let actual = block_sparsity(&weight, record.pattern);
-            if !((record.sparsity - actual).abs() <= 1e-9) {
+            if (record.sparsity - actual).abs() > 1e-9 {
                 return Err(format!(
                     "layer {layer}: recorded sparsity {} but the weights have {actual}",
                     record.sparsity

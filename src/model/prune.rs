@@ -47,9 +47,10 @@ impl Pattern {
     fn fit(self, out: usize, reduction: usize) -> Option<Pattern> {
         match self {
             Pattern::Unstructured => Some(self),
-            Pattern::TwoFour => (reduction % 4 == 0).then_some(self),
+            Pattern::TwoFour => reduction.is_multiple_of(4).then_some(self),
             Pattern::Block { rows, cols } => {
-                let largest_divisor = |n: usize, at_most: usize| (1..=at_most.min(n)).rev().find(|d| n % d == 0);
+                let largest_divisor =
+                    |n: usize, at_most: usize| (1..=at_most.min(n)).rev().find(|&d| n.is_multiple_of(d));
                 let (r, c) = (largest_divisor(out, rows)?, largest_divisor(reduction, cols)?);
                 // A 1×1 "block" is unstructured pruning: no kernel could skip anything for it.
                 (r * c > 1 || rows * cols == 1).then_some(Pattern::Block { rows: r, cols: c })

@@ -25,7 +25,7 @@ pub const MAX_EXPANSION: usize = 64;
 pub fn encode(weight: &Tensor, rows: usize, cols: usize) -> Option<[Tensor; 3]> {
     let out = weight.shape[0];
     let reduction = weight.len() / out.max(1);
-    if out % rows != 0 || reduction % cols != 0 || reduction / cols > MAX_BLOCK_COLS {
+    if !out.is_multiple_of(rows) || !reduction.is_multiple_of(cols) || reduction / cols > MAX_BLOCK_COLS {
         return None;
     }
     let zero = zero_mask(&weight.data);
