@@ -117,6 +117,8 @@ pub struct LayerOutcome {
     /// Weights before pruning, and those zeroed or (channel pruning) removed.
     pub weights: usize,
     pub pruned: usize,
+    /// Heads are never pruned (channel pruning may still narrow their inputs).
+    pub head: bool,
 }
 
 /// Pruning's outcome over the whole model.
@@ -149,13 +151,10 @@ impl PruneReport {
 }
 
 impl LayerOutcome {
-    /// Heads are the only layers never considered.
     fn prunable(&self) -> bool {
-        self.note.as_deref() != Some(HEAD_NOTE)
+        !self.head
     }
 }
-
-const HEAD_NOTE: &str = "head: never pruned";
 
 /// Prunes `sparsity` of every trunk layer's weights of the float model `file` by magnitude, in
 /// `pattern` (zeros already there count: pruning again to a higher sparsity keeps earlier zeros,
@@ -199,9 +198,10 @@ fn prune_in_place(file: &mut ModelFile, pattern: Pattern, sparsity: f64) -> Prun
     for l in layers(&file.meta.graph).expect("a model's graph is checked") {
         let weights: usize = l.weight_shape.iter().product();
         let reduction = weights / l.out_channels;
-        let mut outcome = LayerOutcome { layer: l.name.clone(), pattern: None, note: None, weights, pruned: 0 };
-        if l.head.is_some() {
-            outcome.note = Some(HEAD_NOTE.into());
+        let head = l.head.is_some();
+        let mut outcome = LayerOutcome { layer: l.name.clone(), pattern: None, note: None, weights, pruned: 0, head };
+        if head {
+            outcome.note = Some("head: never pruned".into());
         } else if let Some(fitted) = pattern.fit(l.out_channels, reduction) {
             if fitted != pattern {
                 outcome.note =
@@ -309,9 +309,10 @@ fn prune_channels(file: &mut ModelFile, sparsity: f64) -> Result<PruneReport> {
     let before = layers(&file.meta.graph)?;
     for l in &before {
         let weights: usize = l.weight_shape.iter().product();
-        let mut outcome = LayerOutcome { layer: l.name.clone(), pattern: None, note: None, weights, pruned: 0 };
-        if l.head.is_some() {
-            outcome.note = Some(HEAD_NOTE.into());
+        let head = l.head.is_some();
+        let mut outcome = LayerOutcome { layer: l.name.clone(), pattern: None, note: None, weights, pruned: 0, head };
+        if head {
+            outcome.note = Some("head: keeps its outputs; its inputs narrow with the layer before".into());
             report.layers.push(outcome);
             continue;
         }
