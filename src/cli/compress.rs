@@ -60,8 +60,8 @@ pub struct Args {
     /// Calibrate on synthetic customers instead (models made by `ltvx init`).
     #[arg(long, conflicts_with = "transactions")]
     synthetic_calibration: bool,
-    /// minmax or percentile:P (e.g. percentile:99.99).
-    #[arg(long, default_value = "minmax")]
+    /// minmax or percentile:P (e.g. percentile:99.9).
+    #[arg(long, default_value_t = Method::DEFAULT)]
     calibration: Method,
     /// At most this many calibration customers (evenly spread over the log).
     #[arg(long, default_value_t = 2000)]

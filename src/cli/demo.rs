@@ -151,12 +151,15 @@ struct Judge<'a> {
 }
 
 impl Judge<'_> {
-    /// Converts the float `file` to int8 (minmax on the calibration customers), writes it to `path`,
+    /// Converts the float `file` to int8 (calibrated on the calibration customers as `compress` does
+    /// by default), writes it to `path`,
     /// evaluates it and prints one line against the fp32 parent.
     fn int8(&self, label: &str, file: &ModelFile, path: &Path) -> Result<()> {
-        let ranges = observe(&file.clone().into_model()?, self.calibration, Method::MinMax)?;
-        let opts =
-            Int8Options { f32_heads: false, calibration: format!("minmax over {} customers", self.calibration.len()) };
+        let ranges = observe(&file.clone().into_model()?, self.calibration, Method::DEFAULT)?;
+        let opts = Int8Options {
+            f32_heads: false,
+            calibration: format!("{} over {} customers", Method::DEFAULT, self.calibration.len()),
+        };
         let int8 = to_int8(file, &ranges, &opts)?.save(path)?;
         let no_side_data = SideData::default();
         let e8 = evaluate(&int8, &Engine::build(&int8, self.backend)?, self.log, &no_side_data, Some(self.test))?;
