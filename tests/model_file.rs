@@ -98,6 +98,7 @@ fn data_bytes(data: &TensorData) -> (Dtype, Vec<u8>) {
         TensorData::I8(v) => (Dtype::I8, bytemuck::cast_slice(v).to_vec()),
         TensorData::I32(v) => (Dtype::I32, bytemuck::cast_slice(v).to_vec()),
         TensorData::U16(v) => (Dtype::U16, bytemuck::cast_slice(v).to_vec()),
+        TensorData::U8(v) => (Dtype::U8, v.clone()),
     }
 }
 
@@ -1313,6 +1314,12 @@ fn sparse_block_index_that_lies_is_rejected() {
         &["block column 6"],
     );
     reject_edit(
+        "a u8 block column out of the grid",
+        &file,
+        |f| f.replace_tensor("conv2.weight.block_cols", "U8", vec![n], vec![7; n]),
+        &["block column 7"],
+    );
+    reject_edit(
         "block columns repeated",
         &file,
         |f| f.replace_tensor("conv2.weight.block_cols", "U16", vec![n], u16_bytes(&vec![0; n])),
@@ -1322,7 +1329,7 @@ fn sparse_block_index_that_lies_is_rejected() {
         "block columns of the wrong dtype",
         &file,
         |f| f.replace_tensor("conv2.weight.block_cols", "I32", vec![n], i32_bytes(&vec![0; n])),
-        &["block_cols", "U16"],
+        &["block_cols", "U8 or U16"],
     );
     reject_edit(
         "blocks of the wrong shape",

@@ -311,7 +311,7 @@ fn every_compressed_format_round_trips_through_the_file() {
                     TensorData::F16(_) => TensorData::F16(model.f16s(name).into_owned()),
                     TensorData::I8(_) => TensorData::I8(model.i8s(name).into_owned()),
                     TensorData::I32(_) => TensorData::I32(model.i32s(name).into_owned()),
-                    TensorData::U16(_) => panic!("{what}: no u16 weights"),
+                    TensorData::U16(_) | TensorData::U8(_) => panic!("{what}: no u16 or u8 weights"),
                 };
                 assert!(got == t.data, "{what}: {name} differs after the round trip");
             }

@@ -277,12 +277,13 @@ with safe_open(path, framework="np") as f:
         blocks = f.get_tensor(name + ".blocks")
         starts = f.get_tensor(name + ".block_rows")
         cols = f.get_tensor(name + ".block_cols")
-        assert cols.dtype == np.uint16 and starts.dtype == np.int32
+        assert cols.dtype in (np.uint8, np.uint16) and starts.dtype == np.int32
         r, c = blocks.shape[1], blocks.shape[2]
         dense = np.zeros((rows_out, reduction), dtype=blocks.dtype)
         for br in range(len(starts) - 1):
             for k in range(starts[br], starts[br + 1]):
-                dense[br * r:(br + 1) * r, cols[k] * c:(cols[k] + 1) * c] = blocks[k]
+                col = int(cols[k])  # widen first: u8 arithmetic would wrap
+                dense[br * r:(br + 1) * r, col * c:(col + 1) * c] = blocks[k]
         out[name] = {"hex": dense.tobytes().hex(), "pattern": sparsity[name[:-len(".weight")]]["pattern"]}
 print(json.dumps(out))
 "#;

@@ -344,10 +344,14 @@ impl Model {
                 Dtype::I8 => 1,
                 d => return Err(format!("{} has dtype {d:?}; expected F32, F16 or I8", parts[0])),
             };
-            for (part, t, dtype) in [(&parts[1], &starts, Dtype::I32), (&parts[2], &block_cols, Dtype::U16)] {
-                if t.dtype != dtype || t.shape.len() != 1 {
-                    return Err(format!("{part} must be a vector of {dtype:?}, is {:?} {:?}", t.dtype, t.shape));
-                }
+            if starts.dtype != Dtype::I32 || starts.shape.len() != 1 {
+                return Err(format!("{} must be a vector of I32, is {:?} {:?}", parts[1], starts.dtype, starts.shape));
+            }
+            if !matches!(block_cols.dtype, Dtype::U8 | Dtype::U16) || block_cols.shape.len() != 1 {
+                return Err(format!(
+                    "{} must be a vector of U8 or U16, is {:?} {:?}",
+                    parts[2], block_cols.dtype, block_cols.shape
+                ));
             }
             let stored = blocks.len() + starts.len() + block_cols.len();
             if values * element > sparse::MAX_EXPANSION * stored {
@@ -362,7 +366,10 @@ impl Model {
                 return Err(format!("{} has shape {:?}; expected [{kept}, {rows}, {cols}]", parts[0], blocks.shape));
             }
             let starts_values: Vec<i32> = self.typed(&parts[1], Dtype::I32).into_owned();
-            let cols_values: Vec<u16> = self.typed(&parts[2], Dtype::U16).into_owned();
+            let cols_values: Vec<u16> = match block_cols.dtype {
+                Dtype::U8 => self.entry_bytes(&block_cols).iter().map(|&c| c as u16).collect(),
+                _ => self.typed(&parts[2], Dtype::U16).into_owned(),
+            };
             let mut words = vec![0u64; (values * element).div_ceil(8)];
             let dense = &mut bytemuck::cast_slice_mut(&mut words)[..values * element];
             let grid = Grid { out, reduction, rows, cols };

@@ -19,8 +19,9 @@ pub const MAX_EXPANSION: usize = 64;
 
 /// The three tensors that store `weight` (an `[out, …]` tensor) block-sparse: blocks
 /// `[kept, rows, cols]` of the weight's dtype, `block_rows` i32 `[out/rows + 1]` (where each block
-/// row's blocks start in `blocks`, then their total) and `block_cols` u16 `[kept]` (each block's
-/// column in the grid, ascending within a block row). `None` when that would not be smaller than the
+/// row's blocks start in `blocks`, then their total) and `block_cols` `[kept]` (each block's column
+/// in the grid, ascending within a block row; u8 when the grid has at most 256 columns, else u16:
+/// for 1×4 blocks of int8 weights the index is then a quarter of the values, not a half). `None` when that would not be smaller than the
 /// dense tensor, would expand more than [`MAX_EXPANSION`] times, or the grid does not fit the format.
 pub fn encode(weight: &Tensor, rows: usize, cols: usize) -> Option<[Tensor; 3]> {
     let out = weight.shape[0];
@@ -42,7 +43,9 @@ pub fn encode(weight: &Tensor, rows: usize, cols: usize) -> Option<[Tensor; 3]> 
         starts.push(i32::try_from(block_cols.len()).ok()?);
     }
     let element = element_bytes(&weight.data);
-    let sparse_bytes = block_cols.len() * (rows * cols * element + 2) + starts.len() * 4;
+    let narrow = grid_cols <= 1 << 8;
+    let index_bytes = if narrow { 1 } else { 2 };
+    let sparse_bytes = block_cols.len() * (rows * cols * element + index_bytes) + starts.len() * 4;
     let dense_bytes = weight.len() * element;
     if sparse_bytes >= dense_bytes || dense_bytes > MAX_EXPANSION * sparse_bytes {
         return None;
@@ -51,7 +54,14 @@ pub fn encode(weight: &Tensor, rows: usize, cols: usize) -> Option<[Tensor; 3]> 
     Some([
         blocks,
         Tensor { shape: vec![starts.len()], data: TensorData::I32(starts) },
-        Tensor { shape: vec![block_cols.len()], data: TensorData::U16(block_cols) },
+        Tensor {
+            shape: vec![block_cols.len()],
+            data: if narrow {
+                TensorData::U8(block_cols.iter().map(|&c| c as u8).collect())
+            } else {
+                TensorData::U16(block_cols)
+            },
+        },
     ])
 }
 
@@ -62,6 +72,7 @@ fn zero_mask(data: &TensorData) -> Vec<bool> {
         TensorData::I8(v) => v.iter().map(|&x| x == 0).collect(),
         TensorData::I32(v) => v.iter().map(|&x| x == 0).collect(),
         TensorData::U16(v) => v.iter().map(|&x| x == 0).collect(),
+        TensorData::U8(v) => v.iter().map(|&x| x == 0).collect(),
     }
 }
 
@@ -69,7 +80,7 @@ fn element_bytes(data: &TensorData) -> usize {
     match data {
         TensorData::F32(_) | TensorData::I32(_) => 4,
         TensorData::F16(_) | TensorData::U16(_) => 2,
-        TensorData::I8(_) => 1,
+        TensorData::I8(_) | TensorData::U8(_) => 1,
     }
 }
 
@@ -84,6 +95,7 @@ fn gather(data: &TensorData, starts: &[usize], len: usize) -> TensorData {
         TensorData::I8(v) => TensorData::I8(pick(v, starts, len)),
         TensorData::I32(v) => TensorData::I32(pick(v, starts, len)),
         TensorData::U16(v) => TensorData::U16(pick(v, starts, len)),
+        TensorData::U8(v) => TensorData::U8(pick(v, starts, len)),
     }
 }
 

@@ -14,6 +14,7 @@ pub enum TensorData {
     I32(Vec<i32>),
     /// Block indices of sparse-stored weights (see `sparse`).
     U16(Vec<u16>),
+    U8(Vec<u8>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -38,6 +39,7 @@ impl Tensor {
             TensorData::I8(v) => v.len(),
             TensorData::I32(v) => v.len(),
             TensorData::U16(v) => v.len(),
+            TensorData::U8(v) => v.len(),
         }
     }
 
@@ -53,6 +55,7 @@ impl Tensor {
             TensorData::I8(v) => v.iter().map(|&x| x as f32).collect(),
             TensorData::I32(v) => v.iter().map(|&x| x as f32).collect(),
             TensorData::U16(v) => v.iter().map(|&x| x as f32).collect(),
+            TensorData::U8(v) => v.iter().map(|&x| x as f32).collect(),
         }
     }
 }
@@ -65,6 +68,7 @@ impl View for &Tensor {
             TensorData::I8(_) => Dtype::I8,
             TensorData::I32(_) => Dtype::I32,
             TensorData::U16(_) => Dtype::U16,
+            TensorData::U8(_) => Dtype::U8,
         }
     }
 
@@ -79,6 +83,7 @@ impl View for &Tensor {
             TensorData::I8(v) => bytemuck::cast_slice(v),
             TensorData::I32(v) => bytemuck::cast_slice(v),
             TensorData::U16(v) => bytemuck::cast_slice(v),
+            TensorData::U8(v) => v,
         })
     }
 
