@@ -38,6 +38,7 @@ pub fn summary(model: &Model) -> Value {
     json!({
         "file": model.origin(),
         "bytes": model.file_bytes().len(),
+        "tensor_bytes": model.tensor_bytes(),
         "hash": model.hash(),
         "format_version": model.format_version(),
         "name": g.name,
