@@ -171,6 +171,8 @@ pub fn prune(file: &mut ModelFile, pattern: Pattern, sparsity: f64) -> Result<Pr
         return Err(Error::Input("pruning needs an fp32 model (prune first, then compress to int8 or fp16)".into()));
     }
     let report = if pattern == Pattern::Channel {
+        // Earlier patterns described the layers' old shapes; removing channels leaves no zero blocks.
+        file.meta.patterns.clear();
         prune_channels(file, sparsity)?
     } else {
         prune_in_place(file, pattern, sparsity)
