@@ -98,6 +98,8 @@ fn train_eval_and_score_from_a_log() {
     let gini = |m: &Value| m["evaluation"]["model"]["ltv"]["normalized_gini"].as_f64().unwrap();
     assert!((gini(&models[0]) - gini(&models[1])).abs() < 0.05, "int8 stays close to fp32");
 
+    pruned_and_distilled(dir.path(), model, sample, held);
+
     let mut score = vec!["score", int8];
     score.extend(log_args(sample));
     assert_eq!(ok(&score).lines().count(), 1 + 2357, "the int8 model scores every customer too");
@@ -125,7 +127,9 @@ fn a_model_without_feature_spec_cannot_be_evaluated() {
 fn demo_trains_evaluates_charts_and_scores() {
     let dir = tempfile::tempdir().unwrap();
     let report = ok(&["demo", "--out-dir", dir.path().to_str().unwrap()]);
-    for needle in ["23570 customers", "LTV normalized Gini", "churn AUC", "compress  int8", "customers/s"] {
+    for needle in
+        ["23570 customers", "LTV normalized Gini", "churn AUC", "compress  int8", "compress  pruned 75%", "customers/s"]
+    {
         assert!(report.contains(needle), "{needle} missing from:\n{report}");
     }
     for file in ["value-model.ltvx", "value-model-int8.ltvx", "scores.csv", "charts/gain.svg", "charts/roc.svg"] {
@@ -160,5 +164,62 @@ fn training_refuses_what_would_mislead() {
         let stderr = String::from_utf8_lossy(&r.stderr);
         assert!(!r.status.success() && stderr.contains(needle), "{extra:?}: {stderr}");
         assert!(!out.exists(), "{extra:?}: no model file is written");
+    }
+}
+
+/// Pruning with fine-tuning then int8 (with the calibration report), what `info` says about it, and
+/// a student distilled from the trained model.
+fn pruned_and_distilled(dir: &Path, model: &str, sample: &str, held: &str) {
+    let pruned = dir.join("m-pruned.ltvx");
+    let pruned = pruned.to_str().unwrap();
+    let mut compress = vec!["-q", "compress", model, "--prune", "0.5", "--prune-pattern", "block:4x4"];
+    compress.extend(["--prune-steps", "2", "--fine-tune-epochs", "2", "--holdout-customers", held]);
+    compress.extend(["--to", "int8", "--report", "--threads", "1", "--out", pruned]);
+    compress.extend(log_args(sample));
+    let out = ok(&compress);
+    for needle in ["block:4x4", "head: never pruned", "over the prunable layers", "clipped", "rel RMSE", "churn_logit"]
+    {
+        assert!(out.contains(needle), "{needle:?} in {out}");
+    }
+    let info: Value = serde_json::from_str(&ok(&["info", pruned, "--json"])).unwrap();
+    assert_eq!(info["precision"], "int8");
+    assert_eq!(info["provenance"]["pruned"]["fine_tune_epochs"], 2);
+    for layer in info["layers"].as_array().unwrap() {
+        let p = &layer["pruning"];
+        if layer["head"].is_null() {
+            assert_eq!(p["pattern"], "block:4x4", "{layer}");
+            assert!((p["block_sparsity"].as_f64().unwrap() - 0.5).abs() < 0.02, "{layer}");
+        } else {
+            assert!(p.is_null(), "heads stay dense: {layer}");
+        }
+    }
+    assert!(info["skippable_macs_per_customer"].as_u64().unwrap() > 0);
+    assert!(ok(&["info", pruned]).contains("block:4x4"));
+
+    let student = dir.join("m-student.ltvx");
+    let student = student.to_str().unwrap();
+    let mut train = vec!["-q", "train", "--cutoff", "1997-09-30", "--horizon-weeks", "39", "--preset", "tiny"];
+    train.extend(["--epochs", "3", "--batch-size", "32", "--holdout-customers", held, "--teacher", model]);
+    train.extend(["--distill-weight", "0.5", "--out", student]);
+    train.extend(log_args(sample));
+    ok(&train);
+    let info: Value = serde_json::from_str(&ok(&["info", student, "--json"])).unwrap();
+    assert_eq!(info["provenance"]["teacher"]["distill_weight"], 0.5);
+    let mut int8_teacher = train.clone();
+    let at = int8_teacher.iter().position(|a| *a == model).unwrap();
+    int8_teacher[at] = pruned;
+    let r = ltvx(&int8_teacher[1..]);
+    assert!(!r.status.success() && String::from_utf8_lossy(&r.stderr).contains("float model"), "{r:?}");
+    for (args, needle) in [
+        (vec!["compress", model, "--prune", "1.2", "--out", "x.ltvx"], "outside [0, 1)"),
+        (
+            vec!["compress", model, "--prune", "0.5", "--prune-pattern", "4:8", "--out", "x.ltvx"],
+            "unknown pruning pattern",
+        ),
+        (vec!["compress", model, "--prune", "0.5", "--fine-tune-epochs", "1", "--out", "x.ltvx"], "--transactions"),
+        (vec!["compress", model, "--out", "x.ltvx"], "nothing to do"),
+    ] {
+        let r = ltvx(&args);
+        assert!(!r.status.success() && String::from_utf8_lossy(&r.stderr).contains(needle), "{args:?}: {r:?}");
     }
 }

@@ -97,6 +97,8 @@ fn data_bytes(data: &TensorData) -> (Dtype, Vec<u8>) {
         TensorData::F16(v) => (Dtype::F16, bytemuck::cast_slice(v).to_vec()),
         TensorData::I8(v) => (Dtype::I8, bytemuck::cast_slice(v).to_vec()),
         TensorData::I32(v) => (Dtype::I32, bytemuck::cast_slice(v).to_vec()),
+        TensorData::U16(v) => (Dtype::U16, bytemuck::cast_slice(v).to_vec()),
+        TensorData::U8(v) => (Dtype::U8, v.clone()),
     }
 }
 
@@ -767,13 +769,13 @@ fn extra_and_missing_tensors() {
 #[test]
 fn future_format_version() {
     let file = tiny(Precision::Fp32);
-    for version in [2u64, 7, u32::MAX as u64] {
+    for version in [3u64, 7, u32::MAX as u64] {
         reject_edit(
             &format!("format version {version}"),
             &file,
             |f| f.set_meta("format", &json!({"name": "ltvx", "version": version})),
             // Names both versions: the file's and the newest this build reads.
-            &["version", &version.to_string(), "newer", "up to 1"],
+            &["version", &version.to_string(), "newer", "up to 2"],
         );
     }
     reject_edit(
@@ -1248,5 +1250,173 @@ fn quantization_only_where_the_graph_has_parameters() {
         &file,
         |f| f.edit_meta("quantization", |q| q["activations"]["seq"]["offset"] = json!(3)),
         &["offset"],
+    );
+}
+
+// ------------------------------------------------------------------------------------------------
+// Sparse-stored layers (format version 2).
+
+/// A tiny int8 model pruned to 75 % in 4×4 blocks: its trunk layers are stored as blocks.
+fn sparse_tiny() -> RawFile {
+    use ltvx::model::init::synthetic_ranges;
+    use ltvx::model::prune::{Pattern, prune};
+    use ltvx::model::quantize::{Int8Options, to_int8};
+    let mut float = model_file(Preset::Tiny, Precision::Fp32, 1);
+    prune(&mut float, Pattern::Block { rows: 4, cols: 4 }, 0.75).unwrap();
+    let ranges = synthetic_ranges(&float, 64, 1).unwrap();
+    let file = RawFile::parse(&to_int8(&float, &ranges, &Int8Options::default()).unwrap().to_bytes().unwrap());
+    accepts(&file);
+    assert!(file.tensor_names().contains(&"conv2.weight.blocks".to_string()), "{:?}", file.tensor_names());
+    file
+}
+
+fn i32_bytes(v: &[i32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn u16_bytes(v: &[u16]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+#[test]
+fn sparse_block_index_that_lies_is_rejected() {
+    let file = sparse_tiny();
+    // conv2: [16, 8·3 = 24] in 4×4 blocks → a 4 × 6 grid; block_rows has 5 entries.
+    let starts: Vec<i32> = file
+        .tensors()
+        .iter()
+        .find(|t| t.name == "conv2.weight.block_rows")
+        .unwrap()
+        .bytes
+        .chunks(4)
+        .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let kept = *starts.last().unwrap();
+    let set_starts = |f: &mut RawFile, v: Vec<i32>| {
+        let n = v.len();
+        f.replace_tensor("conv2.weight.block_rows", "I32", vec![n], i32_bytes(&v))
+    };
+    let mut shifted = starts.clone();
+    shifted[0] = 1;
+    reject_edit("block_rows not from 0", &file, |f| set_starts(f, shifted), &["conv2.weight", "block_rows"]);
+    let mut falling = starts.clone();
+    falling[2] = starts[1] - 1;
+    reject_edit("falling block_rows", &file, |f| set_starts(f, falling), &["block_rows"]);
+    let mut wrong_total = starts.clone();
+    *wrong_total.last_mut().unwrap() = kept - 1;
+    reject_edit("block_rows total", &file, |f| set_starts(f, wrong_total), &["block_rows"]);
+    reject_edit("block_rows length", &file, |f| set_starts(f, starts[..4].to_vec()), &["block_rows", "block rows"]);
+    let n = kept as usize;
+    reject_edit(
+        "block column out of the grid",
+        &file,
+        |f| f.replace_tensor("conv2.weight.block_cols", "U16", vec![n], u16_bytes(&vec![6; n])),
+        &["block column 6"],
+    );
+    reject_edit(
+        "a u8 block column out of the grid",
+        &file,
+        |f| f.replace_tensor("conv2.weight.block_cols", "U8", vec![n], vec![7; n]),
+        &["block column 7"],
+    );
+    reject_edit(
+        "block columns repeated",
+        &file,
+        |f| f.replace_tensor("conv2.weight.block_cols", "U16", vec![n], u16_bytes(&vec![0; n])),
+        &["ascending"],
+    );
+    reject_edit(
+        "block columns of the wrong dtype",
+        &file,
+        |f| f.replace_tensor("conv2.weight.block_cols", "I32", vec![n], i32_bytes(&vec![0; n])),
+        &["block_cols", "U8 or U16"],
+    );
+    reject_edit(
+        "blocks of the wrong shape",
+        &file,
+        |f| f.replace_tensor("conv2.weight.blocks", "I8", vec![n, 2, 8], vec![1; n * 16]),
+        &["conv2.weight.blocks", "shape"],
+    );
+    reject_edit(
+        "blocks of a bias dtype",
+        &file,
+        |f| f.replace_tensor("conv2.weight.blocks", "I32", vec![n, 4, 4], vec![0; n * 64]),
+        &["conv2.weight.blocks", "dtype"],
+    );
+    reject_edit(
+        "blocks holding -128",
+        &file,
+        |f| f.replace_tensor("conv2.weight.blocks", "I8", vec![n, 4, 4], vec![0x80; n * 16]),
+        &["-128"],
+    );
+    reject_edit(
+        "one of the three tensors missing",
+        &file,
+        |f| f.edit_tensors(|ts| ts.retain(|t| t.name != "conv2.weight.block_cols")),
+        &["conv2.weight", "lacks"],
+    );
+    reject_edit(
+        "sparse and dense weight both",
+        &file,
+        |f| {
+            f.edit_tensors(|ts| {
+                let dense = RawTensor {
+                    name: "conv2.weight".into(),
+                    dtype: "I8".into(),
+                    shape: vec![16, 8, 3],
+                    bytes: vec![0; 384],
+                };
+                ts.push(dense);
+            })
+        },
+        &["conv2.weight", "both"],
+    );
+}
+
+#[test]
+fn sparse_metadata_that_lies_is_rejected() {
+    let file = sparse_tiny();
+    reject_edit(
+        "sparse tensors in a version 1 file",
+        &file,
+        |f| f.set_meta("format", &json!({"name": "ltvx", "version": 1})),
+        &["version 1"],
+    );
+    reject_edit("no sparsity entry", &file, |f| f.remove_meta("sparsity"), &["stored sparse", "pattern"]);
+    reject_edit(
+        "recorded sparsity that is not the weights'",
+        &file,
+        |f| f.edit_meta("sparsity", |s| s["conv2"]["sparsity"] = json!(0.5)),
+        &["conv2", "recorded sparsity 0.5"],
+    );
+    reject_edit(
+        "a pattern whose blocks do not tile the layer",
+        &file,
+        |f| f.edit_meta("sparsity", |s| s["conv2"]["pattern"] = json!("block:3x4")),
+        &["conv2", "block:3x4"],
+    );
+    reject_edit(
+        "an unknown pattern",
+        &file,
+        |f| f.edit_meta("sparsity", |s| s["conv2"]["pattern"] = json!("block:4x4x4")),
+        &["sparsity", "pattern"],
+    );
+    reject_edit(
+        "a pattern for a layer the graph lacks",
+        &file,
+        |f| f.edit_meta("sparsity", |s| s["conv9"] = json!({"pattern": "unstructured", "sparsity": 0.0})),
+        &["conv9"],
+    );
+    reject_edit(
+        "2:4 claimed for a layer that breaks it",
+        &file,
+        |f| f.edit_meta("sparsity", |s| s["fc1"] = json!({"pattern": "2:4", "sparsity": 0.5})),
+        &["fc1"],
+    );
+    reject_edit(
+        "an unknown field in a layer's entry",
+        &file,
+        |f| f.edit_meta("sparsity", |s| s["conv2"]["skip"] = json!(true)),
+        &["sparsity", "skip"],
     );
 }

@@ -42,8 +42,14 @@ fn fp32_reference_matches_onnx_runtime() {
         weights.insert(format!("{ours}.weight"), Tensor::f32(ws, w));
         weights.insert(format!("{ours}.bias"), Tensor::f32(bs, b));
     }
-    let meta =
-        ModelMeta { graph, quantization: None, feature_spec: json!({}), provenance: json!({}), metrics: json!({}) };
+    let meta = ModelMeta {
+        graph,
+        quantization: None,
+        feature_spec: json!({}),
+        provenance: json!({}),
+        metrics: json!({}),
+        patterns: Default::default(),
+    };
     let model = ModelFile { meta, weights }.into_model().unwrap();
     let (_, seq) = get("input.seq");
     let (_, stat) = get("input.static");

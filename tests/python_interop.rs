@@ -258,3 +258,87 @@ fn python_written_files() {
         }
     }
 }
+
+// ------------------------------------------------------------------------------------------------
+// Block-sparse files (format version 2).
+
+/// Rebuilds each sparse-stored weight from its three tensors as docs/FORMAT.md describes them, given
+/// the dense `[out, reduction]` shapes (a JSON argument), and prints the dense bytes as hex.
+const SPARSE_SCRIPT: &str = r#"
+import json, sys
+import numpy as np
+from safetensors import safe_open
+
+path, shapes = sys.argv[1], json.loads(sys.argv[2])
+out = {}
+with safe_open(path, framework="np") as f:
+    sparsity = json.loads(f.metadata()["sparsity"])
+    for name, (rows_out, reduction) in shapes.items():
+        blocks = f.get_tensor(name + ".blocks")
+        starts = f.get_tensor(name + ".block_rows")
+        cols = f.get_tensor(name + ".block_cols")
+        assert cols.dtype in (np.uint8, np.uint16) and starts.dtype == np.int32
+        r, c = blocks.shape[1], blocks.shape[2]
+        dense = np.zeros((rows_out, reduction), dtype=blocks.dtype)
+        for br in range(len(starts) - 1):
+            for k in range(starts[br], starts[br + 1]):
+                col = int(cols[k])  # widen first: u8 arithmetic would wrap
+                dense[br * r:(br + 1) * r, col * c:(col + 1) * c] = blocks[k]
+        out[name] = {"hex": dense.tobytes().hex(), "pattern": sparsity[name[:-len(".weight")]]["pattern"]}
+print(json.dumps(out))
+"#;
+
+#[test]
+fn python_rebuilds_block_sparse_weights() {
+    use ltvx::model::init::synthetic_ranges;
+    use ltvx::model::prune::{Pattern, prune};
+    use ltvx::model::quantize::{Int8Options, to_fp16, to_int8};
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let float = |preset: Preset, pattern: Pattern, sparsity: f64| {
+        let mut f =
+            init(&InitOptions { preset, precision: Precision::Fp32, seed: 4, sparsity: 0.0, inputs: None, block: None }).unwrap();
+        prune(&mut f, pattern, sparsity).unwrap();
+        f
+    };
+    let tiny = float(Preset::Tiny, Pattern::Block { rows: 4, cols: 4 }, 0.75);
+    let int8 = to_int8(&tiny, &synthetic_ranges(&tiny, 64, 1).unwrap(), &Int8Options::default()).unwrap();
+    let cases = [
+        ("tiny int8 block:4x4", int8),
+        ("base fp32 block:4x16", float(Preset::Base, Pattern::Block { rows: 4, cols: 16 }, 0.75)),
+        ("base fp16 unstructured", to_fp16(&float(Preset::Base, Pattern::Unstructured, 0.9))),
+    ];
+    for (what, file) in cases {
+        let path = dir.path().join(format!("{}.ltvx", what.replace([' ', ':'], "-")));
+        let model = file.save(&path).unwrap();
+        let sparse: Vec<_> =
+            model.layers.iter().filter(|l| model.layer_sparsity(&l.name).is_some_and(|s| s.stored_sparse)).collect();
+        assert!(!sparse.is_empty(), "{what}: layers stored sparse");
+        let shapes: BTreeMap<String, [usize; 2]> = sparse
+            .iter()
+            .map(|l| {
+                let n: usize = l.weight_shape.iter().product();
+                (format!("{}.weight", l.name), [l.out_channels, n / l.out_channels])
+            })
+            .collect();
+        let arg = serde_json::to_string(&shapes).unwrap();
+        let out = Command::new(&python).arg("-c").arg(SPARSE_SCRIPT).arg(&path).arg(&arg).output().unwrap();
+        assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+        let rebuilt: BTreeMap<String, Value> = serde_json::from_slice(&out.stdout).unwrap();
+        for (name, v) in &rebuilt {
+            assert!(v["hex"].as_str() == Some(&hex(&rust_tensor(&model, name).0)), "{what}: {name} differs in Python");
+            let layer = name.trim_end_matches(".weight");
+            assert_eq!(v["pattern"], model.layer_sparsity(layer).unwrap().pattern.to_string(), "{what}: {name}");
+        }
+        // Python's own copy of the file (its writer, the same tensors and metadata) opens in ltvx.
+        let same = dir.path().join("same.safetensors");
+        let missing = dir.path().join("missing.safetensors");
+        run_python(&python, WRITE_SCRIPT, &[&path, &same, &dir.path().join("extra.safetensors"), &missing]);
+        let resaved = Model::open(&same).unwrap_or_else(|e| panic!("{what}: Python's copy: {e}"));
+        assert_eq!(resaved.meta, model.meta, "{what}");
+        for l in &model.layers {
+            let name = format!("{}.weight", l.name);
+            assert_eq!(rust_tensor(&resaved, &name).0, rust_tensor(&model, &name).0, "{what}: {name}");
+        }
+    }
+}

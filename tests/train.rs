@@ -39,6 +39,7 @@ fn task(n: usize, seed: u64) -> TrainData {
             .collect(),
         churned: activity.iter().map(|&a| (a < median) as u8 as f32).collect(),
         segment: value.iter().map(|&v| bins.iter().filter(|&&b| v > b).count() as u32).collect(),
+        soft: None,
     };
     TrainData { inputs, targets }
 }
@@ -209,7 +210,7 @@ fn bad_input_is_an_input_error() {
             "one customer",
             TrainData {
                 inputs: good.inputs.slice(0..1),
-                targets: Targets { spend: vec![1.0], churned: vec![0.0], segment: vec![0] },
+                targets: Targets { spend: vec![1.0], churned: vec![0.0], segment: vec![0], soft: None },
             },
             opts.clone(),
             init.clone(),

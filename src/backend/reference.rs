@@ -478,6 +478,7 @@ mod tests {
             feature_spec: serde_json::json!({}),
             provenance: serde_json::json!({}),
             metrics: serde_json::json!({}),
+            patterns: Default::default(),
         };
         let model = ModelFile { meta, weights }.into_model().unwrap();
         let plan = ReferencePlan::new(&model);

@@ -1,9 +1,10 @@
 //! `ltvx demo`: the main job on the bundled CDNOW log, with nothing but this repository — split the
 //! customers in two, train a value model on one half, evaluate it on the other beside BG/NBD, draw
-//! the charts, compress it to int8 and judge that too, score every customer, and report.
+//! the charts, compress it to int8 and to a pruned int8 model and judge those too, score every
+//! customer, and report.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -11,14 +12,19 @@ use ltvx::backend::BackendChoice;
 use ltvx::data::feature_spec::{LogShape, SideData, parse_date};
 use ltvx::data::ingest::{IngestOptions, ingest_reader};
 use ltvx::data::labels::eligible;
+use ltvx::data::transactions::Transactions;
+use ltvx::engine::Batch;
 use ltvx::engine::Engine;
-use ltvx::eval::evaluate::{evaluate, feature_spec};
-use ltvx::model::Preset;
+use ltvx::eval::evaluate::{Evaluation, evaluate, feature_spec};
 use ltvx::model::calibrate::{Method, observe};
+use ltvx::model::prune::Pattern;
 use ltvx::model::quantize::{Int8Options, to_int8};
+use ltvx::model::summary::summary;
+use ltvx::model::{ModelFile, Preset};
 use ltvx::rng::Rng;
 use ltvx::train::TrainOptions;
-use ltvx::train::from_log::{LogTraining, train_from_log};
+use ltvx::train::fine_tune::{PruneSchedule, prune_and_fine_tune};
+use ltvx::train::from_log::{LogTraining, labelled_data, train_from_log};
 use ltvx::{Model, Result};
 
 /// The real CDNOW log (see data/SOURCE.md), in the binary so that the demo runs from anywhere.
@@ -64,7 +70,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     };
     let t = Instant::now();
     let no_side_data = SideData::default();
-    let trained = train_from_log(&log_data, &no_side_data, &cfg, &mut |_| {})?;
+    let trained = train_from_log(&log_data, &no_side_data, &cfg, None, &mut |_| {})?;
     let model_path = a.out_dir.join("value-model.ltvx");
     trained.file.save(&model_path)?;
     println!(
@@ -86,28 +92,31 @@ pub fn run(a: Args) -> Result<ExitCode> {
     super::with_stdout(|w| super::eval::write_table(w, &e))?;
     super::check_interrupt()?;
 
-    // Compression: int8, calibrated on up to 2,000 training customers, judged on the same half.
+    // Compression, judged on the same half: int8 calibrated on up to 2,000 training customers; and
+    // 75 % of the trunk pruned in 4×16 blocks (three steps, fine-tuned on the training half after
+    // each), then int8.
     let spec = feature_spec(&model)?;
     let training: Vec<_> = eligible(&log_data, cutoff_day).into_iter().filter(|c| !test.contains(c.id)).collect();
     let step = training.len().div_ceil(2000).max(1);
-    let calibration: Vec<_> = training.into_iter().step_by(step).collect();
-    let ranges = observe(&model, &spec.featurizer(&no_side_data)?.batch(&calibration)?, Method::MinMax)?;
-    let opts = Int8Options { f32_heads: false, calibration: format!("minmax over {} customers", calibration.len()) };
-    let int8_path = a.out_dir.join("value-model-int8.ltvx");
-    let int8 = to_int8(&model.to_model_file(), &ranges, &opts)?.save(&int8_path)?;
-    let e8 = evaluate(&int8, &Engine::build_with(&int8, a.backend, &super::engine_options(None))?, &log_data, &no_side_data, Some(&test))?;
-    println!(
-        "\ncompress  int8 → {}: tensors {} → {} bytes; Gini {:.4} ({:+.4}), churn AUC {:.4} ({:+.4}), decile MAPE {:.4} ({:+.4})",
-        int8_path.display(),
-        model.tensor_bytes(),
-        int8.tensor_bytes(),
-        e8.model.ltv.normalized_gini,
-        e8.model.ltv.normalized_gini - e.model.ltv.normalized_gini,
-        e8.model.churn.auc,
-        e8.model.churn.auc - e.model.churn.auc,
-        e8.model.ltv.decile_mape,
-        e8.model.ltv.decile_mape - e.model.ltv.decile_mape,
-    );
+    let calibration =
+        spec.featurizer(&no_side_data)?.batch(&training.iter().step_by(step).cloned().collect::<Vec<_>>())?;
+    let judge = Judge {
+        parent: &model,
+        parent_eval: &e,
+        calibration: &calibration,
+        log: &log_data,
+        test: &test,
+        backend: a.backend,
+    };
+    judge.int8("int8", &model.to_model_file(), &a.out_dir.join("value-model-int8.ltvx"))?;
+    super::check_interrupt()?;
+    let t = Instant::now();
+    let mut pruned = model.to_model_file();
+    let plan = PruneSchedule { pattern: Pattern::Block { rows: 4, cols: 16 }, sparsity: 0.75, steps: 3, epochs: 3 };
+    let data = labelled_data(&spec, &no_side_data, &training)?;
+    prune_and_fine_tune(&mut pruned, &plan, Some(&data), &cfg.options, &mut |_, _, _| {})?;
+    let label = format!("pruned 75% (block 4×16, fine-tuned {:.0} s) + int8", t.elapsed().as_secs_f64());
+    judge.int8(&label, &pruned, &a.out_dir.join("value-model-pruned-int8.ltvx"))?;
     super::check_interrupt()?;
 
     let everyone = eligible(&log_data, cutoff_day);
@@ -128,6 +137,48 @@ pub fn run(a: Args) -> Result<ExitCode> {
     println!("charts    {}", written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
     println!("done in {:.0} s; next: ltvx info {}", start.elapsed().as_secs_f64(), model_path.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the compression steps compare against: the fp32 model and its evaluation, on the same
+/// held-out half.
+struct Judge<'a> {
+    parent: &'a Model,
+    parent_eval: &'a Evaluation,
+    calibration: &'a Batch,
+    log: &'a Transactions,
+    test: &'a HashSet<String>,
+    backend: BackendChoice,
+}
+
+impl Judge<'_> {
+    /// Converts the float `file` to int8 (calibrated on the calibration customers as `compress` does
+    /// by default), writes it to `path`,
+    /// evaluates it and prints one line against the fp32 parent.
+    fn int8(&self, label: &str, file: &ModelFile, path: &Path) -> Result<()> {
+        let ranges = observe(&file.clone().into_model()?, self.calibration, Method::DEFAULT)?;
+        let opts = Int8Options {
+            f32_heads: false,
+            calibration: format!("{} over {} customers", Method::DEFAULT, self.calibration.len()),
+        };
+        let int8 = to_int8(file, &ranges, &opts)?.save(path)?;
+        let no_side_data = SideData::default();
+        let e8 = evaluate(&int8, &Engine::build_with(&int8, self.backend, &super::engine_options(None))?, self.log, &no_side_data, Some(self.test))?;
+        let (m, p) = (&e8.model, &self.parent_eval.model);
+        println!(
+            "\ncompress  {label} → {}: tensors {} → {} bytes, sparsity {:.1}%; Gini {:.4} ({:+.4}), churn AUC {:.4} ({:+.4}), decile MAPE {:.4} ({:+.4})",
+            path.display(),
+            self.parent.tensor_bytes(),
+            int8.tensor_bytes(),
+            100.0 * summary(&int8)["sparsity"].as_f64().unwrap_or(0.0),
+            m.ltv.normalized_gini,
+            m.ltv.normalized_gini - p.ltv.normalized_gini,
+            m.churn.auc,
+            m.churn.auc - p.churn.auc,
+            m.ltv.decile_mape,
+            m.ltv.decile_mape - p.ltv.decile_mape,
+        );
+        Ok(())
+    }
 }
 
 /// A seeded half of the customers who bought by the cutoff: the held-out test set.

@@ -56,16 +56,33 @@ fn write_text(w: &mut dyn Write, path: &Path, model: &Model, s: &serde_json::Val
     for line in describe(g, &model.shapes) {
         writeln!(w, "  {line}")?;
     }
-    writeln!(w, "\nlayers     {:<16} {:<9} {:>12} {:>10} {:>9}", "name", "precision", "MACs", "params", "sparsity")?;
-    for l in s["layers"].as_array().into_iter().flatten() {
+    let skippable = s["skippable_macs_per_customer"].as_u64().unwrap_or(0);
+    if skippable > 0 {
         writeln!(
             w,
-            "           {:<16} {:<9} {:>12} {:>10} {:>8.1}%",
+            "pruned     {skippable} of the MACs fall in zero blocks ({:.1}%): a kernel that skips them does {} MACs",
+            100.0 * skippable as f64 / model.macs().max(1) as f64,
+            model.macs() - skippable
+        )?;
+    }
+    writeln!(
+        w,
+        "\nlayers     {:<16} {:<9} {:>12} {:>10} {:>9}  {:<14} {:>12}  stored",
+        "name", "precision", "MACs", "params", "sparsity", "pattern", "skippable"
+    )?;
+    for l in s["layers"].as_array().into_iter().flatten() {
+        let p = &l["pruning"];
+        writeln!(
+            w,
+            "           {:<16} {:<9} {:>12} {:>10} {:>8.1}%  {:<14} {:>12}  {}",
             l["name"].as_str().unwrap_or(""),
             l["precision"].as_str().unwrap_or(""),
             l["macs"].as_u64().unwrap_or(0),
             l["parameters"].as_u64().unwrap_or(0),
-            100.0 * l["sparsity"].as_f64().unwrap_or(0.0)
+            100.0 * l["sparsity"].as_f64().unwrap_or(0.0),
+            p["pattern"].as_str().unwrap_or("dense"),
+            p["skippable_macs"].as_u64().unwrap_or(0),
+            if p["stored_sparse"].as_bool().unwrap_or(false) { "blocks" } else { "dense" }
         )?;
     }
     if let Some(q) = model.quantization() {

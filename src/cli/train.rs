@@ -9,7 +9,7 @@ use ltvx::Result;
 use ltvx::data::attributes::Scale;
 use ltvx::data::ingest::parse_day;
 use ltvx::model::Preset;
-use ltvx::train::from_log::{LogTraining, train_from_log};
+use ltvx::train::from_log::{Distillation, LogTraining, train_from_log};
 use ltvx::train::{EpochReport, TrainOptions};
 
 use super::log_args::LogArgs;
@@ -68,6 +68,12 @@ pub struct Args {
     /// Customers (one id per line) never used for training, scaling or early stopping.
     #[arg(long)]
     holdout_customers: Option<PathBuf>,
+    /// A trained float model whose outputs the new model also learns from (distillation).
+    #[arg(long)]
+    teacher: Option<PathBuf>,
+    /// How much the divergence from the teacher counts beside the labels' loss.
+    #[arg(long, default_value_t = 1.0, requires = "teacher")]
+    distill_weight: f64,
     /// The model file to write (atomically).
     #[arg(long)]
     out: PathBuf,
@@ -115,7 +121,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
             e.epoch, e.train_loss, e.validation.total, e.seconds
         ));
     };
-    let trained = train_from_log(&log_data, &side, &cfg, &mut on_epoch)?;
+    let teacher = a.teacher.as_deref().map(ltvx::Model::open).transpose()?;
+    let distillation = teacher.as_ref().map(|teacher| Distillation { teacher, weight: a.distill_weight });
+    let trained = train_from_log(&log_data, &side, &cfg, distillation, &mut on_epoch)?;
     bar.finish_and_clear();
     trained.notes.iter().for_each(|note| log::warn(note));
     super::check_interrupt()?;

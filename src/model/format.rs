@@ -7,7 +7,7 @@
 //! the weight values. Any failure is a `Error::Format` naming the problem.
 
 use std::borrow::Cow;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::ops::Range;
 use std::path::Path;
@@ -19,13 +19,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::graph::{Graph, LayerInfo, Op, Shapes, check_node_fields};
+use super::prune::Pattern;
 use super::quant::{Quantization, accumulator_fits, quantized_tensors};
+use super::sparse::{self, BLOCK_COLS, BLOCK_ROWS, BLOCKS, Grid};
 use super::tensor::{Tensor, TensorData, Weights};
 use crate::error::{Error, Result};
 
 pub const FORMAT_NAME: &str = "ltvx";
 /// The newest format this build writes and reads. See docs/FORMAT.md for the compatibility policy.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// The first version with block-sparse weight tensors; files without them are written as version 1,
+/// which older readers open.
+const SPARSE_VERSION: u32 = 2;
 
 /// Metadata keys (each value is a JSON document in a string).
 const KEY_FORMAT: &str = "format";
@@ -34,6 +39,7 @@ const KEY_QUANT: &str = "quantization";
 const KEY_FEATURES: &str = "feature_spec";
 const KEY_PROVENANCE: &str = "provenance";
 const KEY_METRICS: &str = "metrics";
+const KEY_SPARSITY: &str = "sparsity";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -69,6 +75,18 @@ pub struct ModelMeta {
     pub feature_spec: Value,
     pub provenance: Value,
     pub metrics: Value,
+    /// The pruning pattern of each pruned layer. Such a layer's weights are written block-sparse
+    /// (only blocks with a non-zero) where that is smaller than dense.
+    pub patterns: BTreeMap<String, Pattern>,
+}
+
+/// A pruned layer as the file records it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerSparsity {
+    pub pattern: Pattern,
+    /// Share of the pattern's blocks that are all zero (for 2:4 and unstructured: of the weights).
+    pub sparsity: f64,
 }
 
 /// A model being assembled in memory, before it is written.
@@ -81,8 +99,6 @@ pub struct ModelFile {
 impl ModelFile {
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let mut map = HashMap::new();
-        let tag = FormatTag { name: FORMAT_NAME.into(), version: FORMAT_VERSION };
-        map.insert(KEY_FORMAT.to_string(), json(&tag));
         map.insert(KEY_GRAPH.to_string(), json(&self.meta.graph));
         if let Some(q) = &self.meta.quantization {
             map.insert(KEY_QUANT.to_string(), json(q));
@@ -90,7 +106,32 @@ impl ModelFile {
         map.insert(KEY_FEATURES.to_string(), json(&self.meta.feature_spec));
         map.insert(KEY_PROVENANCE.to_string(), json(&self.meta.provenance));
         map.insert(KEY_METRICS.to_string(), json(&self.meta.metrics));
-        let bytes = safetensors::serialize(self.weights.iter(), Some(map))
+        let mut tensors: BTreeMap<String, &Tensor> = self.weights.iter().map(|(k, v)| (k.clone(), v)).collect();
+        let mut records = BTreeMap::new();
+        let mut encoded = Vec::new();
+        for (layer, &pattern) in &self.meta.patterns {
+            let name = format!("{layer}.weight");
+            let weight = self.weights.get(&name).ok_or_else(|| Error::Format {
+                origin: "<new model>".into(),
+                reason: format!("pattern for {layer:?}, which has no weight tensor"),
+            })?;
+            records.insert(layer.clone(), LayerSparsity { pattern, sparsity: block_sparsity(weight, pattern) });
+            if let Some(parts) = pattern.block().and_then(|(r, c)| sparse::encode(weight, r, c)) {
+                tensors.remove(&name);
+                encoded.push((name, parts));
+            }
+        }
+        for (name, [blocks, rows, cols]) in &encoded {
+            tensors.insert(format!("{name}{BLOCKS}"), blocks);
+            tensors.insert(format!("{name}{BLOCK_ROWS}"), rows);
+            tensors.insert(format!("{name}{BLOCK_COLS}"), cols);
+        }
+        if !records.is_empty() {
+            map.insert(KEY_SPARSITY.to_string(), json(&records));
+        }
+        let version = if encoded.is_empty() { 1 } else { SPARSE_VERSION };
+        map.insert(KEY_FORMAT.to_string(), json(&FormatTag { name: FORMAT_NAME.into(), version }));
+        let bytes = safetensors::serialize(tensors, Some(map))
             .map_err(|e| Error::Format { origin: "<new model>".into(), reason: e.to_string() })?;
         Ok(with_sorted_header(bytes))
     }
@@ -124,6 +165,26 @@ fn with_sorted_header(bytes: Vec<u8>) -> Vec<u8> {
     out
 }
 
+/// Share of `pattern`'s blocks of `weight` that are all zero (for 2:4 and unstructured, whose
+/// blocks are single weights: of the weights).
+fn block_sparsity(weight: &Tensor, pattern: Pattern) -> f64 {
+    let values = weight.to_f32();
+    let out = weight.shape[0];
+    let (rows, cols) = pattern.block().unwrap_or((1, 1));
+    let reduction = values.len() / out.max(1);
+    if values.is_empty() || !out.is_multiple_of(rows) || !reduction.is_multiple_of(cols) {
+        return 0.0;
+    }
+    let blocks = values.len() / (rows * cols);
+    let zero = (0..out / rows)
+        .flat_map(|br| (0..reduction / cols).map(move |bc| (br, bc)))
+        .filter(|&(br, bc)| {
+            (0..rows).all(|r| values[(br * rows + r) * reduction + bc * cols..][..cols].iter().all(|&x| x == 0.0))
+        })
+        .count();
+    zero as f64 / blocks as f64
+}
+
 /// Serializing our own metadata types (string keys, no maps with non-string keys) cannot fail.
 fn json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("metadata types serialize to JSON")
@@ -147,7 +208,28 @@ impl Storage {
 pub struct TensorEntry {
     pub dtype: Dtype,
     pub shape: Vec<usize>,
-    range: Range<usize>,
+    source: Source,
+}
+
+impl TensorEntry {
+    /// Bytes of data.
+    fn len(&self) -> usize {
+        match &self.source {
+            Source::File(range) => range.len(),
+            Source::Expanded { len, .. } => *len,
+        }
+    }
+}
+
+/// Where a tensor's bytes are: in the file, or (a sparse-stored weight) expanded at open time.
+#[derive(Debug, Clone)]
+enum Source {
+    File(Range<usize>),
+    /// u64 words so that any element type can be borrowed aligned; the tensor is the first `len` bytes.
+    Expanded {
+        words: Vec<u64>,
+        len: usize,
+    },
 }
 
 /// An opened, fully validated model. Tensor data stays in the memory-mapped file and is borrowed
@@ -159,6 +241,11 @@ pub struct Model {
     pub meta: ModelMeta,
     pub shapes: Shapes,
     pub layers: Vec<LayerInfo>,
+    /// Bytes of tensor data in the file (sparse layers as stored, not expanded).
+    stored_tensor_bytes: usize,
+    /// Per pruned layer, as recorded and checked against the weights.
+    sparsity: BTreeMap<String, LayerSparsity>,
+    format_version: u32,
 }
 
 impl std::fmt::Debug for Model {
@@ -187,22 +274,188 @@ impl Model {
         let (header_len, header) =
             SafeTensors::read_metadata(bytes).map_err(|e| fail(format!("safetensors header: {e}")))?;
         let data_start = 8 + header_len;
-        let meta = parse_meta(header.metadata().as_ref()).map_err(&fail)?;
+        let (meta, version, sparsity) = parse_meta(header.metadata().as_ref()).map_err(&fail)?;
         let shapes = meta.graph.check().map_err(|e| fail(e.to_string()))?;
         let layers = meta.graph.layers(&shapes);
         let mut tensors = HashMap::new();
         for (name, info) in header.tensors() {
             let (s, e) = info.data_offsets;
-            tensors.insert(
-                name,
-                TensorEntry { dtype: info.dtype, shape: info.shape.clone(), range: data_start + s..data_start + e },
-            );
+            let source = Source::File(data_start + s..data_start + e);
+            tensors.insert(name, TensorEntry { dtype: info.dtype, shape: info.shape.clone(), source });
         }
         drop(header);
-        let model = Model { origin: origin.clone(), storage, tensors, meta, shapes, layers };
+        let stored_tensor_bytes = tensors.values().map(|t| t.len()).sum();
+        let mut model = Model {
+            origin: origin.clone(),
+            storage,
+            tensors,
+            meta,
+            shapes,
+            layers,
+            stored_tensor_bytes,
+            sparsity,
+            format_version: version,
+        };
+        model.expand_sparse().map_err(&fail)?;
         model.check_tensors().map_err(&fail)?;
-        model.check_quantization().map_err(fail)?;
+        model.check_quantization().map_err(&fail)?;
+        model.check_sparsity().map_err(fail)?;
         Ok(model)
+    }
+
+    /// Replaces each sparse-stored weight's three tensors by the dense weight, after checking them.
+    fn expand_sparse(&mut self) -> Result<(), String> {
+        let version = self.format_version;
+        for l in &self.layers {
+            let name = format!("{}.weight", l.name);
+            let parts = [BLOCKS, BLOCK_ROWS, BLOCK_COLS].map(|s| format!("{name}{s}"));
+            let present = parts.iter().filter(|p| self.tensors.contains_key(*p)).count();
+            if present == 0 {
+                continue;
+            }
+            if self.tensors.contains_key(&name) {
+                return Err(format!("{name} is stored both dense and as blocks"));
+            }
+            if present != 3 {
+                return Err(format!("{name} is stored sparse but lacks one of {parts:?}"));
+            }
+            if version < SPARSE_VERSION {
+                return Err(format!("{name} is stored sparse, which format version {version} does not have"));
+            }
+            let record = self.sparsity.get(&l.name).ok_or_else(|| {
+                format!("{name} is stored sparse but \"sparsity\" records no pattern for layer {}", l.name)
+            })?;
+            let (rows, cols) = record
+                .pattern
+                .block()
+                .ok_or_else(|| format!("layer {}: pattern {} has no blocks to store", l.name, record.pattern))?;
+            let (out, values) = (l.out_channels, l.weight_shape.iter().product::<usize>());
+            let reduction = values / out;
+            if !out.is_multiple_of(rows) || !reduction.is_multiple_of(cols) {
+                return Err(format!(
+                    "layer {}: {} does not tile its [{out}, {reduction}] weights",
+                    l.name, record.pattern
+                ));
+            }
+            let [blocks, starts, block_cols] = parts.clone().map(|p| self.tensors[&p].clone());
+            let element = match blocks.dtype {
+                Dtype::F32 => 4,
+                Dtype::F16 => 2,
+                Dtype::I8 => 1,
+                d => return Err(format!("{} has dtype {d:?}; expected F32, F16 or I8", parts[0])),
+            };
+            if starts.dtype != Dtype::I32 || starts.shape.len() != 1 {
+                return Err(format!("{} must be a vector of I32, is {:?} {:?}", parts[1], starts.dtype, starts.shape));
+            }
+            if !matches!(block_cols.dtype, Dtype::U8 | Dtype::U16) || block_cols.shape.len() != 1 {
+                return Err(format!(
+                    "{} must be a vector of U8 or U16, is {:?} {:?}",
+                    parts[2], block_cols.dtype, block_cols.shape
+                ));
+            }
+            let stored = blocks.len() + starts.len() + block_cols.len();
+            if values * element > sparse::MAX_EXPANSION * stored {
+                return Err(format!(
+                    "{name} expands from {stored} stored bytes to {} dense ones, more than the {}× a writer may use",
+                    values * element,
+                    sparse::MAX_EXPANSION
+                ));
+            }
+            let kept = block_cols.shape[0];
+            if blocks.shape != [kept, rows, cols] {
+                return Err(format!("{} has shape {:?}; expected [{kept}, {rows}, {cols}]", parts[0], blocks.shape));
+            }
+            let starts_values: Vec<i32> = self.typed(&parts[1], Dtype::I32).into_owned();
+            let cols_values: Vec<u16> = match block_cols.dtype {
+                Dtype::U8 => self.entry_bytes(&block_cols).iter().map(|&c| c as u16).collect(),
+                _ => self.typed(&parts[2], Dtype::U16).into_owned(),
+            };
+            let mut words = vec![0u64; (values * element).div_ceil(8)];
+            let dense = &mut bytemuck::cast_slice_mut(&mut words)[..values * element];
+            let grid = Grid { out, reduction, rows, cols };
+            sparse::expand(grid, element, self.entry_bytes(&blocks), &starts_values, &cols_values, dense)
+                .map_err(|e| format!("{name}: {e}"))?;
+            for p in &parts {
+                self.tensors.remove(p);
+            }
+            let source = Source::Expanded { words, len: values * element };
+            self.tensors.insert(name, TensorEntry { dtype: blocks.dtype, shape: l.weight_shape.clone(), source });
+        }
+        Ok(())
+    }
+
+    /// Every recorded pattern belongs to a layer, tiles its weights, holds (2:4), and the recorded
+    /// sparsity is the weights' own.
+    fn check_sparsity(&self) -> Result<(), String> {
+        for (layer, record) in &self.sparsity {
+            let l = self
+                .layers
+                .iter()
+                .find(|l| &l.name == layer)
+                .ok_or_else(|| format!("sparsity recorded for {layer:?}, which is not a weighted layer"))?;
+            let weight = self.weight_tensor(layer);
+            let (out, reduction) = (l.out_channels, weight.len() / l.out_channels);
+            let tiles = match record.pattern {
+                Pattern::Channel => false,
+                Pattern::TwoFour => reduction.is_multiple_of(4),
+                p => p.block().is_some_and(|(r, c)| out.is_multiple_of(r) && reduction.is_multiple_of(c)),
+            };
+            if !tiles {
+                return Err(format!(
+                    "layer {layer}: pattern {} does not fit its [{out}, {reduction}] weights",
+                    record.pattern
+                ));
+            }
+            if record.pattern == Pattern::TwoFour {
+                let values = weight.to_f32();
+                if let Some(g) = values.chunks(4).position(|g| g.iter().filter(|&&x| x != 0.0).count() > 2) {
+                    return Err(format!("layer {layer}: group {g} of four weights has more than two non-zeros (2:4)"));
+                }
+            }
+            let actual = block_sparsity(&weight, record.pattern);
+            if (record.sparsity - actual).abs() > 1e-9 {
+                return Err(format!(
+                    "layer {layer}: recorded sparsity {} but the weights have {actual}",
+                    record.sparsity
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn entry_bytes<'a>(&'a self, t: &'a TensorEntry) -> &'a [u8] {
+        match &t.source {
+            Source::File(range) => &self.storage.bytes()[range.clone()],
+            Source::Expanded { words, len } => &bytemuck::cast_slice(words)[..*len],
+        }
+    }
+
+    /// A layer's weight as an owned tensor of its stored dtype.
+    fn weight_tensor(&self, layer: &str) -> Tensor {
+        let name = format!("{layer}.weight");
+        let t = &self.tensors[&name];
+        let data = match t.dtype {
+            Dtype::F32 => TensorData::F32(self.f32s(&name).into_owned()),
+            Dtype::F16 => TensorData::F16(self.f16s(&name).into_owned()),
+            _ => TensorData::I8(self.i8s(&name).into_owned()),
+        };
+        Tensor { shape: t.shape.clone(), data }
+    }
+
+    /// How a layer was pruned, `None` for a dense layer: the pattern, the share of its blocks that
+    /// are zero, and the multiply-adds per customer a kernel that skips zero blocks can skip.
+    pub fn layer_sparsity(&self, layer: &str) -> Option<SparseLayer> {
+        let record = self.sparsity.get(layer)?;
+        let macs = self.layers.iter().find(|l| l.name == layer).map_or(0, |l| l.macs);
+        Some(SparseLayer {
+            pattern: record.pattern,
+            block_sparsity: record.sparsity,
+            skippable_macs: (macs as f64 * record.sparsity).round() as u64,
+            stored_sparse: self
+                .tensors
+                .get(&format!("{layer}.weight"))
+                .is_some_and(|t| matches!(t.source, Source::Expanded { .. })),
+        })
     }
 
     /// The tensors are exactly the graph's: `<layer>.weight` and `<layer>.bias` of every layer.
@@ -325,6 +578,11 @@ impl Model {
         Ok(())
     }
 
+    /// The format version the file was written in (see docs/FORMAT.md).
+    pub fn format_version(&self) -> u32 {
+        self.format_version
+    }
+
     pub fn origin(&self) -> &str {
         &self.origin
     }
@@ -376,7 +634,7 @@ impl Model {
     fn raw(&self, name: &str, dtype: Dtype) -> &[u8] {
         let t = self.tensors.get(name).unwrap_or_else(|| panic!("validated model has tensor {name}"));
         assert_eq!(t.dtype, dtype, "tensor {name} dtype checked at open");
-        &self.storage.bytes()[t.range.clone()]
+        self.entry_bytes(t)
     }
 
     fn typed<T: bytemuck::Pod>(&self, name: &str, dtype: Dtype) -> Cow<'_, [T]> {
@@ -412,9 +670,10 @@ impl Model {
         }
     }
 
-    /// Bytes of tensor data (the header and metadata excluded): what compression shrinks.
+    /// Bytes of tensor data in the file (the header and metadata excluded, sparse layers as stored):
+    /// what compression shrinks.
     pub fn tensor_bytes(&self) -> usize {
-        self.tensors.values().map(|t| t.range.len()).sum()
+        self.stored_tensor_bytes
     }
 
     /// The model as an editable file (its tensors copied out), e.g. to compress it.
@@ -461,7 +720,21 @@ impl Model {
     }
 }
 
-fn parse_meta(map: Option<&HashMap<String, String>>) -> Result<ModelMeta, String> {
+/// A pruned layer of an opened model (see [`Model::layer_sparsity`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SparseLayer {
+    pub pattern: Pattern,
+    /// Share of the pattern's blocks (2:4, unstructured: weights) that are all zero.
+    pub block_sparsity: f64,
+    /// Multiply-adds per customer in those zero blocks.
+    pub skippable_macs: u64,
+    /// Whether the file stores only the non-zero blocks (else the dense tensor, being smaller).
+    pub stored_sparse: bool,
+}
+
+type ParsedMeta = (ModelMeta, u32, BTreeMap<String, LayerSparsity>);
+
+fn parse_meta(map: Option<&HashMap<String, String>>) -> Result<ParsedMeta, String> {
     let map = map.ok_or("no __metadata__ (a plain safetensors file, not an ltvx model)")?;
     let get = |key: &str| map.get(key);
     let tag_text =
@@ -495,11 +768,17 @@ fn parse_meta(map: Option<&HashMap<String, String>>) -> Result<ModelMeta, String
             Some(t) => serde_json::from_str(t).map_err(|e| format!("metadata {key:?}: {e}")),
         }
     };
-    Ok(ModelMeta {
+    let sparsity: BTreeMap<String, LayerSparsity> = match get(KEY_SPARSITY) {
+        Some(t) => serde_json::from_str(t).map_err(|e| format!("metadata \"sparsity\": {e}"))?,
+        None => BTreeMap::new(),
+    };
+    let meta = ModelMeta {
         graph,
         quantization,
         feature_spec: doc(KEY_FEATURES)?,
         provenance: doc(KEY_PROVENANCE)?,
         metrics: doc(KEY_METRICS)?,
-    })
+        patterns: sparsity.iter().map(|(l, r)| (l.clone(), r.pattern)).collect(),
+    };
+    Ok((meta, tag.version, sparsity))
 }

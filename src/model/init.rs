@@ -74,8 +74,14 @@ pub fn random_model(graph: Graph, precision: Precision, seed: u64, sparsity: f64
         weights.insert(format!("{}.weight", layer.name), Tensor::f32(layer.weight_shape.clone(), w));
         weights.insert(format!("{}.bias", layer.name), Tensor::f32(vec![layer.out_channels], b));
     }
-    let meta =
-        ModelMeta { graph, quantization: None, feature_spec: json!({}), provenance: json!({}), metrics: json!({}) };
+    let meta = ModelMeta {
+        graph,
+        quantization: None,
+        feature_spec: json!({}),
+        provenance: json!({}),
+        metrics: json!({}),
+        patterns: Default::default(),
+    };
     convert(ModelFile { meta, weights }, precision, seed)
 }
 

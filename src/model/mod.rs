@@ -6,8 +6,11 @@ pub mod format;
 pub mod graph;
 pub mod init;
 pub mod preset;
+pub mod prune;
 pub mod quant;
+pub mod quant_report;
 pub mod quantize;
+pub mod sparse;
 pub mod summary;
 pub mod tensor;
 

@@ -4,7 +4,6 @@
 use serde_json::{Value, json};
 
 use super::Model;
-use super::format::FORMAT_VERSION;
 
 pub fn summary(model: &Model) -> Value {
     let g = model.graph();
@@ -23,6 +22,7 @@ pub fn summary(model: &Model) -> Value {
                 "parameters": l.parameters(),
                 "quantization": model.quantization().and_then(|q| q.layers.get(&l.name)),
                 "sparsity": model.sparsity(&l.name),
+                "pruning": model.layer_sparsity(&l.name),
                 "head": l.head.map(|h| format!("{h:?}").to_lowercase()),
             })
         })
@@ -38,13 +38,15 @@ pub fn summary(model: &Model) -> Value {
     json!({
         "file": model.origin(),
         "bytes": model.file_bytes().len(),
+        "tensor_bytes": model.tensor_bytes(),
         "hash": model.hash(),
-        "format_version": FORMAT_VERSION,
+        "format_version": model.format_version(),
         "name": g.name,
         "precision": model.precision(),
         "inputs": g.inputs,
         "segments": g.segments(&model.shapes),
         "macs_per_customer": model.macs(),
+        "skippable_macs_per_customer": model.layers.iter().filter_map(|l| model.layer_sparsity(&l.name)).map(|s| s.skippable_macs).sum::<u64>(),
         "parameters": model.parameters(),
         "sparsity": if weights == 0 { 0.0 } else { zeros / weights as f64 },
         "layers": layers,

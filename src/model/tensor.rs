@@ -12,6 +12,9 @@ pub enum TensorData {
     F16(Vec<f16>),
     I8(Vec<i8>),
     I32(Vec<i32>),
+    /// Block indices of sparse-stored weights (see `sparse`).
+    U16(Vec<u16>),
+    U8(Vec<u8>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +38,8 @@ impl Tensor {
             TensorData::F16(v) => v.len(),
             TensorData::I8(v) => v.len(),
             TensorData::I32(v) => v.len(),
+            TensorData::U16(v) => v.len(),
+            TensorData::U8(v) => v.len(),
         }
     }
 
@@ -49,6 +54,8 @@ impl Tensor {
             TensorData::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
             TensorData::I8(v) => v.iter().map(|&x| x as f32).collect(),
             TensorData::I32(v) => v.iter().map(|&x| x as f32).collect(),
+            TensorData::U16(v) => v.iter().map(|&x| x as f32).collect(),
+            TensorData::U8(v) => v.iter().map(|&x| x as f32).collect(),
         }
     }
 }
@@ -60,6 +67,8 @@ impl View for &Tensor {
             TensorData::F16(_) => Dtype::F16,
             TensorData::I8(_) => Dtype::I8,
             TensorData::I32(_) => Dtype::I32,
+            TensorData::U16(_) => Dtype::U16,
+            TensorData::U8(_) => Dtype::U8,
         }
     }
 
@@ -73,6 +82,8 @@ impl View for &Tensor {
             TensorData::F16(v) => bytemuck::cast_slice(v),
             TensorData::I8(v) => bytemuck::cast_slice(v),
             TensorData::I32(v) => bytemuck::cast_slice(v),
+            TensorData::U16(v) => bytemuck::cast_slice(v),
+            TensorData::U8(v) => v,
         })
     }
 

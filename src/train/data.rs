@@ -1,6 +1,7 @@
 //! What a model is trained on: customers' input tensors and their three labels, checked before any
 //! work starts, and the seeded split into training and validation customers.
 
+use super::distill::SoftTargets;
 use crate::engine::Batch;
 use crate::error::{Error, Result};
 use crate::model::graph::InputSizes;
@@ -15,6 +16,8 @@ pub struct Targets {
     pub churned: Vec<f32>,
     /// Value segment, a class in 0..K.
     pub segment: Vec<u32>,
+    /// A teacher's outputs to distill from, beside the labels (see `distill`).
+    pub soft: Option<SoftTargets>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -61,6 +64,22 @@ impl TrainData {
         if let Some(i) = t.segment.iter().position(|&s| s as usize >= segments) {
             return bad("segment", i, &t.segment[i], &format!("a class below {segments}"));
         }
+        if let Some(soft) = &t.soft {
+            let n = self.len();
+            for (what, v, per) in
+                [("ltv", &soft.ltv, 3), ("churn", &soft.churn, 1), ("segment", &soft.segment, segments)]
+            {
+                if v.len() != n * per {
+                    return Err(Error::Input(format!("{} teacher {what} logits for {n} customers", v.len())));
+                }
+                if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                    return Err(Error::Input(format!("teacher {what} logit #{i} is {} (not finite)", v[i])));
+                }
+            }
+            if !(soft.weight.is_finite() && soft.weight >= 0.0) {
+                return Err(Error::Input(format!("distillation weight {} must be finite and ≥ 0", soft.weight)));
+            }
+        }
         Ok(())
     }
 
@@ -77,10 +96,17 @@ impl TrainData {
             inputs.push(self.inputs.seq_row(i), self.inputs.stat_row(i))?;
         }
         let t = &self.targets;
+        let pick = |v: &[f32], per: usize| rows.iter().flat_map(|&i| v[i * per..(i + 1) * per].to_vec()).collect();
         let targets = Targets {
             spend: rows.iter().map(|&i| t.spend[i]).collect(),
             churned: rows.iter().map(|&i| t.churned[i]).collect(),
             segment: rows.iter().map(|&i| t.segment[i]).collect(),
+            soft: t.soft.as_ref().map(|s| SoftTargets {
+                weight: s.weight,
+                ltv: pick(&s.ltv, 3),
+                churn: pick(&s.churn, 1),
+                segment: pick(&s.segment, s.segment.len() / t.spend.len().max(1)),
+            }),
         };
         Ok(TrainData { inputs, targets })
     }

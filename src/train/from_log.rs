@@ -6,6 +6,7 @@ use std::collections::HashSet;
 
 use serde_json::json;
 
+use super::distill::soft_targets;
 use super::{EpochReport, Targets, TrainData, TrainOptions, TrainOutcome, predict, refit, train};
 use crate::data::attributes::Scale;
 use crate::data::feature_spec::{FeatureSpec, LogShape, SideData, Window};
@@ -17,7 +18,7 @@ use crate::model::graph::{Graph, HeadKind};
 use crate::model::init::random_model;
 use crate::model::preset::SEGMENTS;
 use crate::model::tensor::{Tensor, TensorData, Weights};
-use crate::model::{ModelFile, Precision, Preset};
+use crate::model::{Model, ModelFile, Precision, Preset};
 
 #[derive(Debug, Clone)]
 pub struct LogTraining {
@@ -48,10 +49,19 @@ pub struct Trained {
     pub notes: Vec<String>,
 }
 
+/// A trained model whose outputs a student learns from (see `distill`), and how much that counts
+/// beside the labels.
+#[derive(Debug, Clone, Copy)]
+pub struct Distillation<'a> {
+    pub teacher: &'a Model,
+    pub weight: f64,
+}
+
 pub fn train_from_log(
     log: &Transactions,
     side: &SideData,
     cfg: &LogTraining,
+    distillation: Option<Distillation>,
     progress: &mut dyn FnMut(&EpochReport),
 ) -> Result<Trained> {
     let data_start_day = log.first_day().ok_or_else(|| Error::Input("the log has no purchases".into()))?;
@@ -81,17 +91,11 @@ pub fn train_from_log(
     };
     let mut spec = FeatureSpec::fit(window, &customers, &truth.spend, SEGMENTS, side, cfg.scale)?;
     spec.log = Some(cfg.log_shape);
-    // Built by the same code from the same spec as when scoring, so that the two agree bit for bit.
-    let featurizer = spec.featurizer(side)?;
-    let notes = featurizer.notes(&customers);
-    let data = TrainData {
-        inputs: featurizer.batch(&customers)?,
-        targets: Targets {
-            spend: truth.spend.iter().map(|&s| s.max(0.0) as f32).collect(),
-            churned: truth.churned.iter().map(|&c| if c { 1.0 } else { 0.0 }).collect(),
-            segment: truth.spend.iter().map(|&s| spec.segment_of(s)).collect(),
-        },
-    };
+    let notes = spec.featurizer(side)?.notes(&customers);
+    let mut data = labelled_data(&spec, side, &customers)?;
+    if let Some(d) = distillation {
+        data.targets.soft = Some(soft_targets(d.teacher, side, &customers, cfg.cutoff_day, SEGMENTS, d.weight)?);
+    }
     let graph = cfg.preset.graph(spec.input_sizes());
     let init = random_model(graph.clone(), Precision::Fp32, cfg.options.seed, 0.0)?;
     let outcome = train(&graph, &init.weights, &data, &cfg.options, progress)?;
@@ -117,6 +121,7 @@ pub fn train_from_log(
         "epochs": outcome.history.len(),
         "best_epoch": outcome.best_epoch,
         "refit_on_all_customers": cfg.refit,
+        "teacher": distillation.map(|d| json!({"model": d.teacher.hash(), "distill_weight": d.weight})),
     });
     file.meta.metrics = json!({
         "ltv_scale": ltv_scale,
@@ -130,11 +135,27 @@ pub fn train_from_log(
     Ok(Trained { file, outcome, customers: customers.len(), notes })
 }
 
+/// The customers' inputs by `spec` and their labels over its horizons: what a model with this spec
+/// trains (or fine-tunes) on. Built by the same code from the same spec as when scoring, so that the
+/// two agree bit for bit.
+pub fn labelled_data(spec: &FeatureSpec, side: &SideData, customers: &[Customer]) -> Result<TrainData> {
+    let truth = outcomes(customers, spec.cutoff_day()?, spec.horizon_weeks, spec.churn_weeks);
+    Ok(TrainData {
+        inputs: spec.featurizer(side)?.batch(customers)?,
+        targets: Targets {
+            spend: truth.spend.iter().map(|&s| s.max(0.0) as f32).collect(),
+            churned: truth.churned.iter().map(|&c| if c { 1.0 } else { 0.0 }).collect(),
+            segment: truth.spend.iter().map(|&s| spec.segment_of(s)).collect(),
+            soft: None,
+        },
+    })
+}
+
 /// Scales predicted LTV so that it sums to the actual spend over the training customers, folded into
 /// the LTV head's mu bias (ltv = p·exp(mu + σ²/2), so ×c is mu + ln c): a lognormal fitted by
 /// likelihood gets the ranking right but its mean is sensitive to the heavy tail of spend. Returns
 /// the factor applied.
-fn calibrate_ltv_scale(graph: &Graph, weights: &mut Weights, data: &TrainData) -> Result<f64> {
+pub(crate) fn calibrate_ltv_scale(graph: &Graph, weights: &mut Weights, data: &TrainData) -> Result<f64> {
     let heads = predict(graph, weights, &data.inputs)?;
     let segments = graph.segments(&graph.check()?);
     let predicted: f64 = Epilogue::default().apply(&heads, segments).ltv.iter().map(|&v| v as f64).sum();

@@ -315,6 +315,7 @@ mod tests {
             spend: (0..n).map(|i| if i % 3 == 0 { 0.0 } else { (rng.normal() + 2.0).exp() as f32 }).collect(),
             churned: (0..n).map(|i| (i % 2) as f32).collect(),
             segment: (0..n).map(|i| i as u32 % segments).collect(),
+            soft: None,
         }
     }
 

@@ -5,6 +5,7 @@
 //! and is numerically stable for any finite logit.
 
 use super::data::Targets;
+use super::distill::{Heads, divergence};
 
 pub use crate::engine::scores::{SIGMA_CEILING, SIGMA_FLOOR};
 use crate::engine::scores::{sigmoid, softplus, ziln_sigma};
@@ -20,18 +21,22 @@ pub struct LossWeights {
     pub segment: f64,
 }
 
-/// Per-head losses (unweighted) and their weighted sum, either summed or averaged over customers.
+/// Per-head losses (unweighted), the distillation loss (0 without a teacher) and their weighted sum,
+/// either summed or averaged over customers.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Losses {
     pub total: f64,
     pub ltv: f64,
     pub churn: f64,
     pub segment: f64,
+    pub distill: f64,
 }
 
 impl Losses {
-    fn new(ltv: f64, churn: f64, segment: f64, w: &LossWeights) -> Self {
-        Losses { total: w.ltv * ltv + w.churn * churn + w.segment * segment, ltv, churn, segment }
+    fn new(sums: [f64; 4], w: &LossWeights, distill_weight: f64) -> Self {
+        let [ltv, churn, segment, distill] = sums;
+        let total = w.ltv * ltv + w.churn * churn + w.segment * segment + distill_weight * distill;
+        Losses { total, ltv, churn, segment, distill }
     }
 
     pub fn add(&mut self, other: &Losses) {
@@ -39,12 +44,19 @@ impl Losses {
         self.ltv += other.ltv;
         self.churn += other.churn;
         self.segment += other.segment;
+        self.distill += other.distill;
     }
 
     /// Sums over `n` customers → means.
     pub fn mean(self, n: usize) -> Losses {
         let d = n.max(1) as f64;
-        Losses { total: self.total / d, ltv: self.ltv / d, churn: self.churn / d, segment: self.segment / d }
+        Losses {
+            total: self.total / d,
+            ltv: self.ltv / d,
+            churn: self.churn / d,
+            segment: self.segment / d,
+            distill: self.distill / d,
+        }
     }
 }
 
@@ -114,31 +126,55 @@ pub(crate) fn multitask(
 ) -> Losses {
     let batch = rows.len();
     let classes = logits.segment.len() / batch.max(1);
-    let mut sums = [0.0f64; 3];
+    let mut sums = [0.0f64; 4];
     let (mut z, mut g) = (vec![0.0; classes], vec![0.0; classes]);
+    let (mut t_segment, mut d_segment) = (vec![0.0; classes], vec![0.0; classes]);
+    let distill_weight = targets.soft.as_ref().map_or(0.0, |s| s.weight);
     for (b, &row) in rows.iter().enumerate() {
         let at = |head: &[f32], unit: usize| head[unit * batch + b] as f64;
-        let (l_ltv, g_ltv) = ziln([0, 1, 2].map(|u| at(logits.ltv, u)), targets.spend[row] as f64);
-        let (l_churn, g_churn) = bce_with_logits(at(logits.churn, 0), targets.churned[row] as f64);
+        let student_ltv = [0, 1, 2].map(|u| at(logits.ltv, u));
+        let (l_ltv, mut g_ltv) = ziln(student_ltv, targets.spend[row] as f64);
+        let (l_churn, mut g_churn) = bce_with_logits(at(logits.churn, 0), targets.churned[row] as f64);
         for (k, z) in z.iter_mut().enumerate() {
             *z = at(logits.segment, k);
         }
         let l_segment = softmax_cross_entropy(&z, targets.segment[row] as usize, &mut g);
-        for (sum, l) in sums.iter_mut().zip([l_ltv, l_churn, l_segment]) {
+        // Head weights scale the labels' gradients; the distillation term has its own weight.
+        g_ltv.iter_mut().for_each(|v| *v *= weights.ltv);
+        g_churn *= weights.churn;
+        g.iter_mut().for_each(|v| *v *= weights.segment);
+        let l_distill = match &targets.soft {
+            None => 0.0,
+            Some(soft) => {
+                let teacher_ltv = [0, 1, 2].map(|u| soft.ltv[row * 3 + u] as f64);
+                for (k, t) in t_segment.iter_mut().enumerate() {
+                    *t = soft.segment[row * classes + k] as f64;
+                }
+                let teacher = Heads { ltv: teacher_ltv, churn: soft.churn[row] as f64, segment: &t_segment };
+                let student = Heads { ltv: student_ltv, churn: at(logits.churn, 0), segment: &z };
+                let (mut d_ltv, mut d_churn) = ([0.0; 3], 0.0);
+                let l = divergence(&student, &teacher, &mut d_ltv, &mut d_churn, &mut d_segment);
+                g_ltv.iter_mut().zip(d_ltv).for_each(|(v, d)| *v += soft.weight * d);
+                g_churn += soft.weight * d_churn;
+                g.iter_mut().zip(&d_segment).for_each(|(v, d)| *v += soft.weight * d);
+                l
+            }
+        };
+        for (sum, l) in sums.iter_mut().zip([l_ltv, l_churn, l_segment, l_distill]) {
             *sum += l;
         }
         if let Some(d) = grads.as_mut() {
-            let put = |head: &mut [f32], unit: usize, v: f64, w: f64| head[unit * batch + b] = (d.scale * w * v) as f32;
+            let put = |head: &mut [f32], unit: usize, v: f64| head[unit * batch + b] = (d.scale * v) as f32;
             for (u, &v) in g_ltv.iter().enumerate() {
-                put(d.ltv, u, v, weights.ltv);
+                put(d.ltv, u, v);
             }
-            put(d.churn, 0, g_churn, weights.churn);
+            put(d.churn, 0, g_churn);
             for (k, &v) in g.iter().enumerate() {
-                put(d.segment, k, v, weights.segment);
+                put(d.segment, k, v);
             }
         }
     }
-    Losses::new(sums[0], sums[1], sums[2], weights)
+    Losses::new(sums, weights, distill_weight)
 }
 
 #[cfg(test)]
@@ -248,7 +284,8 @@ mod tests {
 
     #[test]
     fn multitask_weights_scales_and_lays_out_gradients() {
-        let targets = Targets { spend: vec![0.0, 12.0, 4.0], churned: vec![1.0, 0.0, 0.0], segment: vec![0, 0, 1] };
+        let targets =
+            Targets { spend: vec![0.0, 12.0, 4.0], churned: vec![1.0, 0.0, 0.0], segment: vec![0, 0, 1], soft: None };
         let rows = [2, 1]; // two customers, in the trainer's [units, B] layout
         let ltv = [0.1, -0.2, 1.5, 2.5, 0.3, 0.4];
         let (churn, segment) = ([0.5, -0.5], [1.0, 0.0, -1.0, 2.0]);

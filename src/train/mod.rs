@@ -17,6 +17,8 @@
 //! ```
 
 mod data;
+pub mod distill;
+pub mod fine_tune;
 pub mod from_log;
 mod gemm;
 mod graph_exec;
