@@ -19,13 +19,20 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<ExitCode> {
     let model = Model::open(&a.model)?;
-    let s = summary(&model);
+    let mut s = summary(&model);
+    s["cpu_executed_macs_per_customer"] = cpu_executed_macs(&model).map_or(serde_json::Value::Null, Into::into);
     if a.json {
         super::print_json(&s)?;
         return Ok(ExitCode::SUCCESS);
     }
     super::with_stdout(|w| write_text(w, &a.model, &model, &s))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Multiply-adds per customer the CPU backend runs for this model here (`None` where it cannot run it).
+fn cpu_executed_macs(model: &Model) -> Option<u64> {
+    use ltvx::backend::{BackendChoice, BackendKind, Options};
+    ltvx::engine::Engine::build_with(model, BackendChoice::Kind(BackendKind::Cpu), &Options::default()).ok()?.executed_macs()
 }
 
 fn write_text(w: &mut dyn Write, path: &Path, model: &Model, s: &serde_json::Value) -> std::io::Result<()> {
@@ -55,6 +62,14 @@ fn write_text(w: &mut dyn Write, path: &Path, model: &Model, s: &serde_json::Val
     writeln!(w, "\ngraph")?;
     for line in describe(g, &model.shapes) {
         writeln!(w, "  {line}")?;
+    }
+    if let Some(executed) = s["cpu_executed_macs_per_customer"].as_u64().filter(|&e| e < model.macs()) {
+        writeln!(
+            w,
+            "cpu        the {} kernels execute {executed} MACs per customer ({:.1}% of them): all-zero 16×4 weight groups are skipped",
+            ltvx::backend::cpu::Isa::best(),
+            100.0 * executed as f64 / model.macs().max(1) as f64
+        )?;
     }
     let skippable = s["skippable_macs_per_customer"].as_u64().unwrap_or(0);
     if skippable > 0 {
