@@ -210,7 +210,7 @@ fn portable(a: &[u8], lda: usize, rows: usize, layer: &Layer, out: &mut Out) {
 use super::pipeline::{HeadSlice, KernelScratch, Stages};
 use super::program::Program;
 use crate::backend::reference::dense_f32;
-use super::isa::with_features;
+use super::isa::per_isa;
 use crate::model::quant::ActQuant;
 use crate::model::{Model, Precision};
 
@@ -255,6 +255,10 @@ pub struct Int8Stages {
     heads: Heads,
 }
 
+per_isa!(fn quantize_row_for(x: &[f32], q: ActQuant, out: &mut [u8]) => quantize_row);
+per_isa!(fn column_sums_for(src: &[u8], channels: usize, start: i32, sums: &mut [i32]) => column_sums);
+per_isa!(fn requant_all_for(sums: &[i32], requant: Requant, z_out: u8, dst: &mut [u8]) => requant_all);
+
 /// `quantize_input` over a row, written so that it vectorizes: the float clamp (max/min ignore a NaN
 /// operand, so the result is always inside [−256, 512]) makes the conversion a plain truncation.
 #[inline(always)]
@@ -276,11 +280,29 @@ fn column_sums(src: &[u8], channels: usize, start: i32, sums: &mut [i32]) {
         let width = CHUNK.min(channels - c0);
         let mut acc = [start; CHUNK];
         for row in src.chunks_exact(channels) {
-            for (a, &x) in acc.iter_mut().zip(&row[c0..c0 + width]) {
-                *a = a.wrapping_add(x as i32);
+            match <&[u8; CHUNK]>::try_from(&row[c0..c0 + width]) {
+                // A fixed-length loop: LLVM keeps `acc` in four zmm registers.
+                Ok(part) => {
+                    for (a, &x) in acc.iter_mut().zip(part) {
+                        *a = a.wrapping_add(x as i32);
+                    }
+                }
+                Err(_) => {
+                    for (a, &x) in acc.iter_mut().zip(&row[c0..c0 + width]) {
+                        *a = a.wrapping_add(x as i32);
+                    }
+                }
             }
         }
         sums[c0..c0 + width].copy_from_slice(&acc[..width]);
+    }
+}
+
+/// One requantization (the pool's) over a vector of accumulators.
+#[inline(always)]
+fn requant_all(sums: &[i32], requant: Requant, z_out: u8, dst: &mut [u8]) {
+    for (d, &s) in dst.iter_mut().zip(sums) {
+        *d = requant.apply(s, z_out, false);
     }
 }
 
@@ -384,12 +406,12 @@ impl Stages for Int8Stages {
     fn load_seq(&self, seq: &[f32], channels: usize, dst: &mut [u8], scratch: &mut KernelScratch) {
         let staging = &mut scratch.staging;
         staging.resize(seq.len(), 0);
-        with_features(self.isa, || quantize_row(seq, self.seq, staging));
+        quantize_row_for(self.isa, seq, self.seq, staging);
         transpose(staging, channels, dst);
     }
 
     fn load_static(&self, stat: &[f32], dst: &mut [u8]) {
-        with_features(self.isa, || quantize_row(stat, self.stat, dst));
+        quantize_row_for(self.isa, stat, self.stat, dst);
     }
 
     fn conv(&self, i: usize, src: &[u8], dst: &mut [u8], scratch: &mut KernelScratch) {
@@ -404,10 +426,8 @@ impl Stages for Int8Stages {
         let channels = dst.len();
         let sums = &mut scratch.sums;
         sums.resize(channels, 0);
-        with_features(self.isa, || column_sums(&src[..steps * channels], channels, (steps as i32).wrapping_mul(-(z_in as i32)), sums));
-        for (d, &s) in dst.iter_mut().zip(sums.iter()) {
-            *d = requant.apply(s, z_out, false);
-        }
+        column_sums_for(self.isa, &src[..steps * channels], channels, (steps as i32).wrapping_mul(-(z_in as i32)), sums);
+        requant_all_for(self.isa, sums, requant, z_out, dst);
     }
 
     fn dense(&self, j: usize, src: &[u8], lda: usize, rows: usize, dst: &mut [u8], ldd: usize, scratch: &mut KernelScratch) {

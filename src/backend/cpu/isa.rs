@@ -31,7 +31,7 @@ impl Isa {
             use std::arch::is_x86_feature_detected as has;
             match self {
                 Isa::Avx512Vnni => {
-                    has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512vnni") && has!("fma")
+                    has!("avx512f") && has!("avx512bw") && has!("avx512dq") && has!("avx512vl") && has!("avx512vnni") && has!("fma")
                 }
                 Isa::Avx2 => has!("avx2") && has!("fma"),
                 Isa::Portable => true,
@@ -98,6 +98,37 @@ impl FromStr for Isa {
     }
 }
 
+/// Defines `fn $name(isa, args…)` that runs `$inner(args…)` compiled with the family's target
+/// features, so that LLVM vectorizes plain loops with its instructions (e.g. `round_ties_even`
+/// becomes one `vrndscaleps` instead of a libm call). Named functions rather than closures: a
+/// closure is compiled on its own, without the caller's features.
+macro_rules! per_isa {
+    ($vis:vis fn $name:ident($($arg:ident: $ty:ty),*) => $inner:path) => {
+        $vis fn $name(isa: $crate::backend::cpu::isa::Isa, $($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,fma")]
+            unsafe fn avx512($($arg: $ty),*) {
+                $inner($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn avx2($($arg: $ty),*) {
+                $inner($($arg),*)
+            }
+            match isa {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: a plan holds only a family the CPU has (`Isa::require`).
+                $crate::backend::cpu::isa::Isa::Avx512Vnni => unsafe { avx512($($arg),*) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above.
+                $crate::backend::cpu::isa::Isa::Avx2 => unsafe { avx2($($arg),*) },
+                _ => $inner($($arg),*),
+            }
+        }
+    };
+}
+pub(crate) use per_isa;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,34 +141,5 @@ mod tests {
         assert!("sse9".parse::<Isa>().unwrap_err().contains("unknown instruction set"));
         assert!(Isa::Portable.available());
         assert!(Isa::available_all().contains(&Isa::best()));
-    }
-}
-
-/// Runs `f` compiled with the family's target features, so that LLVM vectorizes plain loops with
-/// its instructions (e.g. `round_ties_even` becomes one `vrndscaleps` instead of a libm call).
-#[inline(always)]
-pub fn with_features<R>(isa: Isa, f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
-        unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        match isa {
-            // SAFETY: a plan holds only a family the CPU has (`Isa::require`).
-            Isa::Avx512Vnni => unsafe { avx512(f) },
-            // SAFETY: as above.
-            Isa::Avx2 => unsafe { avx2(f) },
-            Isa::Portable => f(),
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = isa;
-        f()
     }
 }

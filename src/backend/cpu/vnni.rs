@@ -132,26 +132,55 @@ unsafe fn store<const NV: usize, const MR: usize>(acc: [[__m512i; NV]; MR], r0: 
                 }
             }
             Out::Requant { dst, ldd, z_out, relu, pool } => {
-                let z = *z_out as i64;
-                let (lo, hi) = (_mm512_set1_epi64(if *relu { 0 } else { -z }), _mm512_set1_epi64(255 - z));
-                let zv = _mm512_set1_epi32(z as i32);
-                let lo32 = _mm512_set1_epi32(if *relu { z as i32 } else { 0 });
-                let (step, out_rows, out0) = if *pool { (2, rows / 2, r0 / 2) } else { (1, rows, r0) };
-                let n_out = (MR / step).min(out_rows.saturating_sub(out0));
-                // Channel vectors outermost: each loads its requantization parameters once per tile.
-                for v in 0..NV {
-                    let params = Params::load(b, v);
-                    let mask = lane_mask(b, v);
-                    for i in 0..n_out {
-                        let x = if *pool { _mm512_max_epi32(acc[2 * i][v], acc[2 * i + 1][v]) } else { acc[i][v] };
-                        let q = if b.narrow { requant_narrow(x, &params, lo32, zv) } else { requant(x, &params, lo, hi, zv) };
-                        let p = dst.as_mut_ptr().add((out0 + i) * *ldd + b.col0 + v * LANES);
-                        // A masked byte store (`vpmovdb` to memory) is slow on AMD: only partial vectors take it.
-                        match mask {
-                            u16::MAX => _mm_storeu_si128(p.cast(), q),
-                            mask => _mm_mask_storeu_epi8(p.cast(), mask, q),
-                        }
-                    }
+                let (z, relu, ldd) = (*z_out, *relu, *ldd);
+                let (out_rows, out0) = if *pool { (rows / 2, r0 / 2) } else { (rows, r0) };
+                let n_out = out_rows.saturating_sub(out0);
+                let base = dst.as_mut_ptr();
+                let at = |i: usize, v: usize| base.add((out0 + i) * ldd + b.col0 + v * LANES);
+                // Constant loop bounds (pool and shift width as const generics) let LLVM unroll the
+                // epilogue and keep the accumulators in registers.
+                match (*pool, b.narrow) {
+                    (true, true) => requant_rows::<NV, MR, true, true>(&acc, n_out, b, z, relu, at),
+                    (true, false) => requant_rows::<NV, MR, true, false>(&acc, n_out, b, z, relu, at),
+                    (false, true) => requant_rows::<NV, MR, false, true>(&acc, n_out, b, z, relu, at),
+                    (false, false) => requant_rows::<NV, MR, false, false>(&acc, n_out, b, z, relu, at),
+                }
+            }
+        }
+    }
+}
+
+/// Requantizes a tile's rows (pairs of rows under a pool) that exist (`i < n_out`) and stores them
+/// at `at(row, vector)`.
+#[inline(always)]
+unsafe fn requant_rows<const NV: usize, const MR: usize, const POOL: bool, const NARROW: bool>(
+    acc: &[[__m512i; NV]; MR],
+    n_out: usize,
+    b: &Block,
+    z_out: u8,
+    relu: bool,
+    at: impl Fn(usize, usize) -> *mut u8,
+) {
+    // SAFETY: `at` points inside `dst` for every existing row; stores are masked to real channels.
+    unsafe {
+        let z = z_out as i64;
+        let (lo, hi) = (_mm512_set1_epi64(if relu { 0 } else { -z }), _mm512_set1_epi64(255 - z));
+        let zv = _mm512_set1_epi32(z as i32);
+        let lo32 = _mm512_set1_epi32(if relu { z as i32 } else { 0 });
+        // Channel vectors outermost: each loads its requantization parameters once per tile.
+        for v in 0..NV {
+            let params = Params::load(b, v);
+            let mask = lane_mask(b, v);
+            for i in 0..if POOL { MR / 2 } else { MR } {
+                if i >= n_out {
+                    break;
+                }
+                let x = if POOL { _mm512_max_epi32(acc[2 * i][v], acc[2 * i + 1][v]) } else { acc[i][v] };
+                let q = if NARROW { requant_narrow(x, &params, lo32, zv) } else { requant(x, &params, lo, hi, zv) };
+                // A masked byte store (`vpmovdb` to memory) is slow on AMD: only partial vectors take it.
+                match mask {
+                    u16::MAX => _mm_storeu_si128(at(i, v).cast(), q),
+                    mask => _mm_mask_storeu_epi8(at(i, v).cast(), mask, q),
                 }
             }
         }
