@@ -204,7 +204,7 @@ fn cpu_conforms_on_every_isa_and_thread_count() {
             continue;
         }
         for threads in [1, 2] {
-            conformance_with(BackendKind::Cpu, &Options { threads, cpu_isa: Some(isa) });
+            conformance_with(BackendKind::Cpu, &Options { threads, cpu_isa: Some(isa), ..Options::default() });
         }
     }
 }

@@ -19,6 +19,7 @@ use ltvx::engine::{Batch, Engine, Scores};
 use ltvx::eval::evaluate::feature_spec;
 use ltvx::{Error, Model, Result};
 
+use super::device_args::DeviceArgs;
 use super::log;
 use super::log_args::LogArgs;
 
@@ -49,6 +50,8 @@ pub struct Args {
     /// auto, reference, cpu, cuda or opencl.
     #[arg(long, default_value = "auto")]
     backend: BackendChoice,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Write here (atomically) instead of stdout.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -82,7 +85,7 @@ struct Output<'a> {
 pub fn run(a: Args) -> Result<ExitCode> {
     let model = Model::open(&a.model)?;
     let threads = a.threads.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |t| t as usize);
-    let engine = Engine::build_with(&model, a.backend, &ltvx::backend::Options { threads, cpu_isa: None })?;
+    let engine = Engine::build_with(&model, a.backend, &ltvx::backend::Options { threads, cpu_isa: None, opencl: a.device.opencl() })?;
     log::debug(&format!("backend: {}", engine.describe()));
     let start = Instant::now();
     let mut tally = Tally { scored: 0, rejected: 0 };

@@ -1,0 +1,71 @@
+//! The OpenCL backend: the same network shape as the CPU backend, run by OpenCL C 1.2 kernels
+//! (kernels/opencl/*.cl, built at run time for the chosen device) — fused conv + bias + ReLU + pool +
+//! requantization, global average pool, dense + bias + ReLU + requantization, heads. int8 is
+//! bit-identical to the reference backend; fp32/fp16 agree within docs/NUMERICS.md's tolerance.
+//! CI proves the kernels on PoCL, a CPU implementation of OpenCL.
+
+mod plan;
+pub mod runtime;
+
+pub use runtime::Selection;
+
+use super::cpu::program::Program;
+use super::{Backend, BackendKind, Device, Plan, Probe};
+use crate::error::{Error, Result};
+use crate::model::{Model, Precision};
+
+/// The OpenCL backend on the device `select` names.
+#[derive(Debug, Clone, Default)]
+pub struct OpenCl {
+    pub select: Selection,
+}
+
+/// Every OpenCL device here, and whether `select` names a usable one.
+pub fn probe(select: &Selection) -> Probe {
+    let unusable = |reason: String, devices| Probe { backend: BackendKind::Opencl, usable: false, reason: Some(reason), devices, selected: None };
+    let listed = match runtime::devices() {
+        Ok(l) => l,
+        Err(reason) => return unusable(reason, Vec::new()),
+    };
+    let devices = listed
+        .iter()
+        .map(|d| {
+            let version = d.device.version().unwrap_or_default();
+            let units = d.device.max_compute_units().unwrap_or(0);
+            Device { index: d.index, name: d.name(), detail: format!("{}; {}; {version}; {units} compute units", d.platform, d.kind()) }
+        })
+        .collect();
+    match select.pick() {
+        Ok(d) => Probe { backend: BackendKind::Opencl, usable: true, reason: None, devices, selected: Some(d.index) },
+        Err(reason) => unusable(reason, devices),
+    }
+}
+
+impl Backend for OpenCl {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Opencl
+    }
+
+    fn probe(&self) -> Probe {
+        probe(&self.select)
+    }
+
+    fn supports(&self, model: &Model) -> std::result::Result<(), String> {
+        Program::compile(model.graph(), &model.shapes).map(|_| ())
+    }
+
+    fn build(&self, model: &Model) -> Result<Box<dyn Plan>> {
+        let backend_err = |reason: String| Error::Backend { backend: "opencl".into(), reason };
+        let program = Program::compile(model.graph(), &model.shapes).map_err(backend_err)?;
+        let runtime = runtime::Runtime::open(self.select.pick().map_err(backend_err)?).map_err(backend_err)?;
+        // The requantization is 64-bit; `long` is optional in the embedded profile.
+        if model.precision() == Precision::Int8 {
+            let profile = runtime.device.profile().unwrap_or_default();
+            let extensions = runtime.device.extensions().unwrap_or_default();
+            if profile.contains("EMBEDDED") && !extensions.contains("cles_khr_int64") {
+                return Err(backend_err(format!("{} has no 64-bit integers (embedded profile without cles_khr_int64), which int8 requantization needs", runtime.label)));
+            }
+        }
+        Ok(Box::new(plan::OpenclPlan::new(runtime, model, &program)?))
+    }
+}

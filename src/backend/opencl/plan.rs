@@ -1,0 +1,478 @@
+//! A model compiled for one OpenCL device: the network shape the CPU backend recognises
+//! ([`Program`]), turned into a fixed list of kernel launches over per-batch buffers ("slots", one
+//! per fusion boundary, `[customer][…]`), with the weights uploaded once. Inputs are encoded on the
+//! host (int8: quantized to u8 per docs/NUMERICS.md A; floats: as they are), the static features
+//! placed straight into their part of the concatenated row, and the heads' outputs (i32
+//! accumulators or f32 logits) read back for the shared host epilogue.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::sync::Mutex;
+
+use opencl3::kernel::Kernel;
+use opencl3::memory::Buffer;
+use opencl3::program::Program as ClProgram;
+
+use super::runtime::{Arg, Profile, Runtime};
+use crate::backend::cpu::int8::fold_zero_points;
+use crate::backend::cpu::program::Program;
+use crate::backend::{BackendKind, Plan, Trace};
+use crate::engine::{Batch, HeadOutputs, HeadValues};
+use crate::error::{Error, Result};
+use crate::model::graph::{SEQ, STATIC};
+use crate::model::quant::{ActQuant, Quantization, SegmentMap};
+use crate::model::{Model, Precision};
+
+const INT8_CL: &str = include_str!("../../../kernels/opencl/int8.cl");
+const FLOAT_CL: &str = include_str!("../../../kernels/opencl/float.cl");
+const POOL_CL: &str = include_str!("../../../kernels/opencl/pool.cl");
+/// float.cl is built once per weight type; these name each copy's kernels (`conv_f32_w16`, …).
+const F32_WEIGHTS: &str = "#define WEIGHT float\n#define LOAD_W(p, i) ((p)[i])\n#define NAME(base) base##_w32\n";
+const F16_WEIGHTS: &str =
+    "#undef WEIGHT\n#undef LOAD_W\n#undef NAME\n#define WEIGHT half\n#define LOAD_W(p, i) vload_half((i), (p))\n#define NAME(base) base##_w16\n";
+/// Strict IEEE arithmetic: no fast-math, denormals kept (the float tolerance assumes it).
+const BUILD_OPTIONS: &str = "-cl-std=CL1.2";
+
+/// The slot the host writes the sequence into.
+const SEQ_SLOT: usize = 0;
+
+/// A kernel argument as the plan stores it.
+enum StepArg {
+    /// A per-batch buffer.
+    Slot(usize),
+    /// A buffer uploaded when the plan was built.
+    Const(usize),
+    Int(i32),
+}
+
+/// One kernel launch over `[customers, per_row…]` work-items.
+struct Step {
+    kernel: usize,
+    args: Vec<StepArg>,
+    per_row: Vec<usize>,
+}
+
+/// A fusion-boundary tensor: bytes `range` of each customer's row of `slot`.
+struct Boundary {
+    tensor: String,
+    slot: usize,
+    range: Range<usize>,
+}
+
+struct Head {
+    slot: usize,
+    width: usize,
+    /// i32 accumulators (int8 heads) or f32 logits.
+    acc: bool,
+}
+
+/// How the host encodes inputs for the device.
+enum Encoding {
+    /// u8, quantized with the model's input parameters.
+    U8 { seq: ActQuant, stat: ActQuant },
+    F32,
+}
+
+impl Encoding {
+    fn bytes(&self, x: &[f32], which: &str) -> Vec<u8> {
+        match self {
+            Encoding::U8 { seq, stat } => {
+                let q = if which == SEQ { seq } else { stat };
+                x.iter().map(|&v| q.quantize(v)).collect()
+            }
+            Encoding::F32 => bytemuck::cast_slice(x).to_vec(),
+        }
+    }
+
+    fn width(&self) -> usize {
+        match self {
+            Encoding::U8 { .. } => 1,
+            Encoding::F32 => 4,
+        }
+    }
+}
+
+/// Device state the launches mutate (kernel arguments), behind one lock: runs are serialised.
+struct Device {
+    kernels: Vec<(&'static str, Kernel)>,
+    profile: Profile,
+}
+
+pub struct OpenclPlan {
+    runtime: Runtime,
+    precision: Precision,
+    device: Mutex<Device>,
+    consts: Vec<Buffer<u8>>,
+    /// Bytes per customer of each slot.
+    slots: Vec<usize>,
+    steps: Vec<Step>,
+    encoding: Encoding,
+    /// The concatenated-features slot, its row width in elements and the static features' offset.
+    concat: (usize, usize, usize),
+    static_features: usize,
+    boundaries: Vec<Boundary>,
+    heads: [Head; 3],
+}
+
+/// Collects slots, constants and launches while a model is compiled.
+struct Builder<'a> {
+    runtime: &'a Runtime,
+    program: ClProgram,
+    kernels: Vec<(&'static str, Kernel)>,
+    consts: Vec<Buffer<u8>>,
+    slots: Vec<usize>,
+    steps: Vec<Step>,
+    boundaries: Vec<Boundary>,
+}
+
+impl Builder<'_> {
+    fn constant(&mut self, bytes: &[u8]) -> Result<StepArg> {
+        self.consts.push(self.runtime.constant(bytes).map_err(backend_err)?);
+        Ok(StepArg::Const(self.consts.len() - 1))
+    }
+
+    fn ints(&mut self, v: impl IntoIterator<Item = i32>) -> Result<StepArg> {
+        self.constant(bytemuck::cast_slice(&v.into_iter().collect::<Vec<i32>>()))
+    }
+
+    fn floats(&mut self, v: &[f32]) -> Result<StepArg> {
+        self.constant(bytemuck::cast_slice(v))
+    }
+
+    fn slot(&mut self, row_bytes: usize) -> usize {
+        self.slots.push(row_bytes);
+        self.slots.len() - 1
+    }
+
+    fn step(&mut self, kernel: &'static str, args: Vec<StepArg>, per_row: Vec<usize>) -> Result<()> {
+        let index = match self.kernels.iter().position(|(n, _)| *n == kernel) {
+            Some(i) => i,
+            None => {
+                let k = self.runtime.kernel(&self.program, kernel).map_err(backend_err)?;
+                self.kernels.push((kernel, k));
+                self.kernels.len() - 1
+            }
+        };
+        self.steps.push(Step { kernel: index, args, per_row });
+        Ok(())
+    }
+
+    fn boundary(&mut self, tensor: &str, slot: usize, range: Range<usize>) {
+        self.boundaries.push(Boundary { tensor: tensor.to_string(), slot, range });
+    }
+}
+
+fn backend_err(reason: String) -> Error {
+    Error::Backend { backend: "opencl".into(), reason }
+}
+
+/// What the int8 layers need from the model's quantization entry.
+struct Int8Params<'a> {
+    model: &'a Model,
+    q: &'a Quantization,
+    segments: SegmentMap,
+}
+
+impl Int8Params<'_> {
+    fn z(&self, tensor: &str) -> i32 {
+        self.q.activations[tensor].zero_point as i32
+    }
+
+    /// The parameters of each element of a layer's input.
+    fn input(&self, layer: &str) -> Vec<ActQuant> {
+        let node = self.model.graph().node(layer).expect("compiled from this graph");
+        self.segments.per_element(&node.inputs[0]).expect("a u8 input of a validated int8 model")
+    }
+
+    fn output_z(&self, layer: &str) -> i32 {
+        self.z(&self.model.graph().node(layer).expect("compiled from this graph").output)
+    }
+
+    /// Weights, and the bias with the zero-point terms folded in (`zeros` per reduction element).
+    fn folded(&self, layer: &str, zeros: &[u8]) -> (Vec<u8>, Vec<i32>) {
+        let w = self.model.i8s(&format!("{layer}.weight"));
+        let b = self.model.i32s(&format!("{layer}.bias"));
+        let reduction = w.len() / b.len();
+        let zeros: Vec<u8> = zeros.iter().copied().cycle().take(reduction).collect();
+        (bytemuck::cast_slice(&w).to_vec(), fold_zero_points(&w, &b, &zeros))
+    }
+
+    fn requant(&self, layer: &str) -> (Vec<i32>, Vec<i32>) {
+        let r = self.q.layers[layer].requants();
+        (r.iter().map(|r| r.multiplier).collect(), r.iter().map(|r| r.shift as i32).collect())
+    }
+}
+
+impl OpenclPlan {
+    pub fn new(runtime: Runtime, model: &Model, p: &Program) -> Result<OpenclPlan> {
+        let precision = model.precision();
+        let program = match precision {
+            Precision::Int8 => runtime.build("kernels/opencl/int8.cl", &[INT8_CL], BUILD_OPTIONS),
+            Precision::Fp32 | Precision::Fp16 => runtime.build(
+                "kernels/opencl/float.cl and pool.cl",
+                &[F32_WEIGHTS, FLOAT_CL, F16_WEIGHTS, FLOAT_CL, POOL_CL],
+                BUILD_OPTIONS,
+            ),
+        }
+        .map_err(backend_err)?;
+        let mut b = Builder {
+            runtime: &runtime,
+            program,
+            kernels: Vec::new(),
+            consts: Vec::new(),
+            slots: Vec::new(),
+            steps: Vec::new(),
+            boundaries: Vec::new(),
+        };
+        let (encoding, (heads, concat)) = match precision {
+            Precision::Int8 => {
+                let q = model.quantization().ok_or_else(|| backend_err("an int8 model without quantization parameters".into()))?;
+                let segments = q.segment_map(model.graph(), &model.shapes)?;
+                let params = Int8Params { model, q, segments };
+                let heads = compile_int8(&mut b, &params, p)?;
+                (Encoding::U8 { seq: q.activations[SEQ], stat: q.activations[STATIC] }, heads)
+            }
+            Precision::Fp32 | Precision::Fp16 => (Encoding::F32, compile_float(&mut b, model, p)?),
+        };
+        let Builder { kernels, consts, slots, steps, boundaries, .. } = b;
+        Ok(OpenclPlan {
+            precision,
+            device: Mutex::new(Device { kernels, profile: Profile::default() }),
+            consts,
+            slots,
+            steps,
+            encoding,
+            concat: (concat, p.concat_width(), p.concat_offsets().1),
+            static_features: p.static_features,
+            boundaries,
+            heads,
+            runtime,
+        })
+    }
+
+    fn execute(&self, batch: &Batch, trace: Option<&mut BTreeMap<String, Vec<u8>>>) -> Result<HeadOutputs> {
+        let rows = batch.len();
+        let rt = &self.runtime;
+        let mut device = self.device.lock().map_err(|_| backend_err("an earlier run panicked while holding the device".into()))?;
+        let Device { kernels, profile } = &mut *device;
+        let mut events = Vec::new();
+        let mut bufs = self.slots.iter().map(|&row| rt.scratch(rows * row)).collect::<std::result::Result<Vec<_>, _>>().map_err(backend_err)?;
+        rt.write(&mut bufs[SEQ_SLOT], &self.encoding.bytes(batch.seq(), SEQ), &mut events).map_err(backend_err)?;
+        if self.static_features > 0 {
+            let (slot, width, offset) = self.concat;
+            let e = self.encoding.width();
+            let stat = self.encoding.bytes(batch.stat(), STATIC);
+            let mut rows_bytes = vec![0u8; rows * width * e];
+            for (row, s) in rows_bytes.chunks_exact_mut(width * e).zip(stat.chunks_exact(self.static_features * e)) {
+                row[offset * e..(offset + self.static_features) * e].copy_from_slice(s);
+            }
+            rt.write(&mut bufs[slot], &rows_bytes, &mut events).map_err(backend_err)?;
+        }
+        for step in &self.steps {
+            let args: Vec<Arg> = step
+                .args
+                .iter()
+                .map(|a| match a {
+                    StepArg::Slot(s) => Arg::Mem(&bufs[*s]),
+                    StepArg::Const(c) => Arg::Mem(&self.consts[*c]),
+                    StepArg::Int(v) => Arg::Int(*v),
+                })
+                .collect();
+            let global: Vec<usize> = std::iter::once(rows).chain(step.per_row.iter().copied()).collect();
+            let (name, kernel) = &kernels[step.kernel];
+            rt.launch(kernel, name, &args, &global, &mut events).map_err(backend_err)?;
+        }
+        let mut read = HashMap::new();
+        let mut fetch = |slot: usize, events: &mut Vec<_>| -> Result<Vec<u8>> {
+            if let Some(v) = read.get(&slot) {
+                return Ok(Vec::clone(v));
+            }
+            let mut v = vec![0u8; rows * self.slots[slot]];
+            rt.read(&bufs[slot], &mut v, events).map_err(backend_err)?;
+            read.insert(slot, v.clone());
+            Ok(v)
+        };
+        let heads = self
+            .heads
+            .iter()
+            .map(|h| {
+                let bytes = fetch(h.slot, &mut events)?;
+                debug_assert_eq!(bytes.len(), rows * h.width * 4);
+                Ok(if h.acc { HeadValues::Accumulators(bytemuck::pod_collect_to_vec(&bytes)) } else { HeadValues::Logits(bytemuck::pod_collect_to_vec(&bytes)) })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if let Some(out) = trace {
+            for bd in &self.boundaries {
+                let bytes = fetch(bd.slot, &mut events)?;
+                let values = out.entry(bd.tensor.clone()).or_default();
+                for row in bytes.chunks_exact(self.slots[bd.slot]) {
+                    values.extend_from_slice(&row[bd.range.clone()]);
+                }
+            }
+        }
+        rt.settle(events, profile).map_err(backend_err)?;
+        let [ltv, churn, segment]: [HeadValues; 3] = heads.try_into().expect("three heads");
+        Ok(HeadOutputs { ltv, churn, segment })
+    }
+}
+
+fn flag(b: bool) -> StepArg {
+    StepArg::Int(b as i32)
+}
+
+fn int(v: usize) -> StepArg {
+    StepArg::Int(i32::try_from(v).expect("layer sizes are validated far below i32::MAX"))
+}
+
+/// The int8 launches; returns the heads and the concatenated-features slot.
+fn compile_int8(b: &mut Builder, m: &Int8Params, p: &Program) -> Result<([Head; 3], usize)> {
+    let mut x = b.slot(p.seq_channels * p.seq_len);
+    for c in &p.convs {
+        let z_in = m.input(&c.layer)[0].zero_point;
+        let (w, bias) = m.folded(&c.layer, &[z_in]);
+        let (mult, shift) = m.requant(&c.layer);
+        let args = vec![StepArg::Slot(x), b.constant(&w)?, b.ints(bias)?, b.ints(mult)?, b.ints(shift)?];
+        let y = b.slot(c.out_c * c.t_out());
+        let sizes = [int(c.in_c), int(c.t_in), int(c.kernel), int(c.left), StepArg::Int(z_in as i32), StepArg::Int(m.output_z(&c.layer))];
+        b.step("conv_u8", args.into_iter().chain([StepArg::Slot(y)]).chain(sizes).chain([flag(c.relu), flag(c.pool)]).collect(), vec![c.out_c, c.t_out()])?;
+        b.boundary(&c.output, y, 0..c.out_c * c.t_out());
+        x = y;
+    }
+    let concat = b.slot(p.concat_width());
+    let gap_off = p.concat_offsets().0;
+    let gap = m.requant(&p.gap_layer);
+    let gap_z_in = m.input(&p.gap_layer)[0].zero_point as i32;
+    let args = vec![
+        StepArg::Slot(x),
+        StepArg::Slot(concat),
+        int(p.gap_steps),
+        int(p.concat_width()),
+        int(gap_off),
+        StepArg::Int(gap.0[0]),
+        StepArg::Int(gap.1[0]),
+        StepArg::Int(gap_z_in),
+        StepArg::Int(m.z(&p.gap_output)),
+    ];
+    b.step("gap_u8", args, vec![p.gap_channels])?;
+    b.boundary(&p.gap_output, concat, gap_off..gap_off + p.gap_channels);
+    if let Some(t) = &p.concat_output {
+        b.boundary(t, concat, 0..p.concat_width());
+    }
+    let mut x = concat;
+    for d in &p.denses {
+        let zeros: Vec<u8> = m.input(&d.layer).iter().map(|a| a.zero_point).collect();
+        let (w, bias) = m.folded(&d.layer, &zeros);
+        let (mult, shift) = m.requant(&d.layer);
+        let y = b.slot(d.n_out);
+        let args = vec![StepArg::Slot(x), b.constant(&w)?, b.ints(bias)?, b.ints(mult)?, b.ints(shift)?, StepArg::Slot(y)];
+        b.step("dense_u8", args.into_iter().chain([int(d.n_in), StepArg::Int(m.output_z(&d.layer)), flag(d.relu)]).collect(), vec![d.n_out])?;
+        b.boundary(&d.output, y, 0..d.n_out);
+        x = y;
+    }
+    let mut heads = Vec::new();
+    for (name, width) in &p.heads {
+        let input = m.input(name);
+        let y = b.slot(width * 4);
+        if m.model.layer_precision(name) == Precision::Int8 {
+            let zeros: Vec<u8> = input.iter().map(|a| a.zero_point).collect();
+            let (w, bias) = m.folded(name, &zeros);
+            let args = vec![StepArg::Slot(x), b.constant(&w)?, b.ints(bias)?, StepArg::Slot(y), int(p.trunk_width)];
+            b.step("head_acc", args, vec![*width])?;
+            heads.push(Head { slot: y, width: *width, acc: true });
+        } else {
+            let scale: Vec<f32> = input.iter().map(|a| a.scale).collect();
+            let args = vec![
+                StepArg::Slot(x),
+                b.floats(&scale)?,
+                b.ints(input.iter().map(|a| a.zero_point as i32))?,
+                b.floats(&m.model.weights_f32(name))?,
+                b.floats(&m.model.f32s(&format!("{name}.bias")))?,
+                StepArg::Slot(y),
+                int(p.trunk_width),
+            ];
+            b.step("head_dequant_f32", args, vec![*width])?;
+            heads.push(Head { slot: y, width: *width, acc: false });
+        }
+    }
+    Ok((heads.try_into().ok().expect("three heads"), concat))
+}
+
+/// A float layer's weights as uploaded, with the suffix of the kernels that read them.
+fn float_weights(model: &Model, layer: &str) -> (Vec<u8>, &'static str) {
+    let name = format!("{layer}.weight");
+    match model.layer_precision(layer) {
+        Precision::Fp16 => (bytemuck::cast_slice(&model.f16s(&name)).to_vec(), "w16"),
+        _ => (bytemuck::cast_slice(&model.f32s(&name)).to_vec(), "w32"),
+    }
+}
+
+/// The float launches; returns the heads and the concatenated-features slot.
+fn compile_float(b: &mut Builder, model: &Model, p: &Program) -> Result<([Head; 3], usize)> {
+    let bias = |layer: &str| model.f32s(&format!("{layer}.bias")).into_owned();
+    let kernel = |base: &str, suffix: &str| -> &'static str {
+        match (base, suffix) {
+            ("conv", "w16") => "conv_f32_w16",
+            ("conv", _) => "conv_f32_w32",
+            (_, "w16") => "dense_f32_w16",
+            _ => "dense_f32_w32",
+        }
+    };
+    let mut x = b.slot(4 * p.seq_channels * p.seq_len);
+    for c in &p.convs {
+        let (w, suffix) = float_weights(model, &c.layer);
+        let y = b.slot(4 * c.out_c * c.t_out());
+        let args = vec![StepArg::Slot(x), b.constant(&w)?, b.floats(&bias(&c.layer))?, StepArg::Slot(y)];
+        let sizes = [int(c.in_c), int(c.t_in), int(c.kernel), int(c.left), flag(c.relu), flag(c.pool)];
+        b.step(kernel("conv", suffix), args.into_iter().chain(sizes).collect(), vec![c.out_c, c.t_out()])?;
+        x = y;
+    }
+    let concat = b.slot(4 * p.concat_width());
+    let args = vec![StepArg::Slot(x), StepArg::Slot(concat), int(p.gap_steps), int(p.concat_width()), int(p.concat_offsets().0)];
+    b.step("gap_f32", args, vec![p.gap_channels])?;
+    let mut x = concat;
+    let layers = p.denses.iter().map(|d| (&d.layer, d.n_in, d.n_out, d.relu, false));
+    let heads = p.heads.iter().map(|(name, width)| (name, p.trunk_width, *width, false, true));
+    let mut out = Vec::new();
+    for (layer, n_in, n_out, relu, head) in layers.chain(heads) {
+        let (w, suffix) = float_weights(model, layer);
+        let y = b.slot(4 * n_out);
+        let args = vec![StepArg::Slot(x), b.constant(&w)?, b.floats(&bias(layer))?, StepArg::Slot(y), int(n_in), flag(relu)];
+        b.step(kernel("dense", suffix), args, vec![n_out])?;
+        if head {
+            out.push(Head { slot: y, width: n_out, acc: false });
+        } else {
+            x = y;
+        }
+    }
+    Ok((out.try_into().ok().expect("three heads"), concat))
+}
+
+impl Plan for OpenclPlan {
+    fn backend(&self) -> BackendKind {
+        BackendKind::Opencl
+    }
+
+    /// The device, and the device time of the runs so far (kernels and transfers apart).
+    fn describe(&self) -> String {
+        let p = self.device.lock().map(|d| d.profile).unwrap_or_default();
+        format!(
+            "opencl ({}; {}; {} run{}: kernels {:.3} ms, transfers {:.3} ms of device time)",
+            self.precision,
+            self.runtime.label,
+            p.runs,
+            if p.runs == 1 { "" } else { "s" },
+            p.kernel_ns as f64 / 1e6,
+            p.transfer_ns as f64 / 1e6
+        )
+    }
+
+    fn run(&self, batch: &Batch) -> Result<HeadOutputs> {
+        self.execute(batch, None)
+    }
+
+    fn trace(&self, batch: &Batch) -> Result<Trace> {
+        let mut boundaries = BTreeMap::new();
+        let heads = self.execute(batch, Some(&mut boundaries))?;
+        Ok(Trace { boundaries, heads })
+    }
+}
