@@ -69,3 +69,6 @@ impl Backend for OpenCl {
         Ok(Box::new(plan::OpenclPlan::new(runtime, model, &program)?))
     }
 }
+
+#[cfg(test)]
+mod tests;

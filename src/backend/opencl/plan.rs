@@ -23,7 +23,7 @@ use crate::model::graph::{SEQ, STATIC};
 use crate::model::quant::{ActQuant, Quantization, SegmentMap};
 use crate::model::{Model, Precision};
 
-const INT8_CL: &str = include_str!("../../../kernels/opencl/int8.cl");
+pub(super) const INT8_CL: &str = include_str!("../../../kernels/opencl/int8.cl");
 const FLOAT_CL: &str = include_str!("../../../kernels/opencl/float.cl");
 const POOL_CL: &str = include_str!("../../../kernels/opencl/pool.cl");
 /// float.cl is built once per weight type; these name each copy's kernels (`conv_f32_w16`, …).

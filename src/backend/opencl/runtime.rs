@@ -8,10 +8,12 @@
 
 use std::ffi::c_void;
 use std::ptr;
+use std::sync::{Mutex, MutexGuard};
 
 use opencl3::command_queue::{CL_QUEUE_PROFILING_ENABLE, CommandQueue};
 use opencl3::context::Context;
 use opencl3::device::{CL_DEVICE_TYPE_ACCELERATOR, CL_DEVICE_TYPE_ALL, CL_DEVICE_TYPE_GPU, Device as ClDevice};
+use opencl3::error_codes::CL_PLATFORM_NOT_FOUND_KHR;
 use opencl3::event::Event;
 use opencl3::kernel::Kernel;
 use opencl3::memory::{Buffer, CL_MEM_COPY_HOST_PTR, CL_MEM_READ_ONLY, CL_MEM_READ_WRITE, ClMem};
@@ -48,14 +50,29 @@ impl Listed {
     }
 }
 
+/// Held while platforms are listed, contexts made and programs built. PoCL 3.1 crashed (in
+/// clGetDeviceInfo) when one thread queried a device while another listed the platforms; these calls
+/// are rare and cheap to serialise, while launches on different contexts stay concurrent.
+static SETUP: Mutex<()> = Mutex::new(());
+
+fn setup() -> MutexGuard<'static, ()> {
+    // The guard protects no data, so a panic elsewhere while holding it leaves nothing inconsistent.
+    SETUP.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Every device of every platform, in the order `ltvx devices` shows (and `--device` counts) them.
 pub fn devices() -> Result<Vec<Listed>, String> {
+    let _setup = setup();
     if !cl3::is_opencl_runtime_available() {
         return Err("no OpenCL runtime (libOpenCL.so) found".into());
     }
     let platforms = match get_platforms() {
         Ok(p) if !p.is_empty() => p,
         Ok(_) => return Err("the OpenCL loader found no platform (no ICD installed)".into()),
+        // The loader's answer when no vendor ICD is registered (/etc/OpenCL/vendors, OCL_ICD_VENDORS).
+        Err(e) if e.0 == CL_PLATFORM_NOT_FOUND_KHR => {
+            return Err(format!("the OpenCL loader found no platform (no ICD installed; {e})"));
+        }
         Err(e) => return Err(format!("OpenCL platforms could not be listed: {e}")),
     };
     let mut listed = Vec::new();
@@ -137,6 +154,7 @@ pub enum Arg<'a> {
 
 impl Runtime {
     pub fn open(listed: Listed) -> Result<Runtime, String> {
+        let _setup = setup();
         let label = format!("[{}] {} ({}, {})", listed.index, listed.name(), listed.platform, listed.kind());
         let context = Context::from_device(&listed.device).map_err(|e| format!("OpenCL context on {label}: {e}"))?;
         // SAFETY: the device is the one the context was made for.
@@ -151,6 +169,7 @@ impl Runtime {
         // Joined here: cl3 0.13.2 passes a slice of several `&str` (fat pointers) to
         // clCreateProgramWithSource as if it were an array of C pointers, which only one source survives.
         let source = sources.concat();
+        let _setup = setup();
         ClProgram::create_and_build_from_source(&self.context, &source, options)
             .map_err(|e| format!("building {what} for {}: {e}", self.label))
     }

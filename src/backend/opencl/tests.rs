@@ -1,0 +1,168 @@
+//! The kernels on this machine's OpenCL device (PoCL in CI) against the golden int8 vectors of
+//! docs/NUMERICS.md (tests/golden/numerics.json: requantization edges, dense, conv1d and pool cases),
+//! and a failed build's error. Without a device they report "skipped: <reason>", and fail when
+//! `LTVX_REQUIRE` names opencl.
+
+use opencl3::program::Program as ClProgram;
+use serde_json::Value;
+
+use super::plan::INT8_CL;
+use super::runtime::{Arg, Profile, Runtime, Selection};
+use crate::backend::cpu::int8::fold_zero_points;
+
+/// Every requantization case through the kernels' own `requant`.
+const REQUANT_CASES: &str = "
+__kernel void requant_cases(__global const int* acc, __global const int* m, __global const int* sh,
+                            __global const int* z, __global const int* relu, __global uchar* q) {
+    int i = get_global_id(0);
+    q[i] = requant(acc[i], m[i], sh[i], z[i], relu[i]);
+}";
+
+fn runtime() -> Option<Runtime> {
+    match Selection::default().pick().and_then(Runtime::open) {
+        Ok(rt) => Some(rt),
+        Err(reason) if !std::env::var("LTVX_REQUIRE").unwrap_or_default().split(',').any(|s| s.trim() == "opencl") => {
+            eprintln!("skipped: opencl kernel tests: {reason}");
+            None
+        }
+        Err(reason) => panic!("opencl is required (LTVX_REQUIRE) but unavailable: {reason}"),
+    }
+}
+
+/// A kernel argument of a test call.
+enum A {
+    Bytes(Vec<u8>),
+    Ints(Vec<i32>),
+    Out,
+    Int(i32),
+}
+
+/// Runs `kernel` once over `global` and returns its output buffer (`out_bytes` long).
+fn call(rt: &Runtime, program: &ClProgram, kernel: &str, args: Vec<A>, global: &[usize], out_bytes: usize) -> Vec<u8> {
+    let k = rt.kernel(program, kernel).unwrap();
+    let inputs: Vec<_> = args
+        .iter()
+        .map(|a| match a {
+            A::Bytes(b) => Some(rt.constant(b).unwrap()),
+            A::Ints(v) => Some(rt.constant(bytemuck::cast_slice(v)).unwrap()),
+            _ => None,
+        })
+        .collect();
+    let out = rt.scratch(out_bytes).unwrap();
+    let cl_args: Vec<Arg> = args
+        .iter()
+        .zip(&inputs)
+        .map(|(a, buf)| match (a, buf) {
+            (A::Int(v), _) => Arg::Int(*v),
+            (A::Out, _) => Arg::Mem(&out),
+            (_, Some(b)) => Arg::Mem(b),
+            _ => unreachable!("inputs have buffers"),
+        })
+        .collect();
+    let mut events = Vec::new();
+    rt.launch(&k, kernel, &cl_args, global, &mut events).unwrap();
+    let mut result = vec![0u8; out_bytes];
+    rt.read(&out, &mut result, &mut events).unwrap();
+    rt.settle(events, &mut Profile::default()).unwrap();
+    result
+}
+
+fn golden(name: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/numerics.json")).unwrap();
+    let all: Value = serde_json::from_str(&text).unwrap();
+    all[name].as_array().unwrap_or_else(|| panic!("golden file has no {name}")).clone()
+}
+
+fn int(v: &Value) -> i64 {
+    v.as_i64().unwrap_or_else(|| v.as_bool().map(i64::from).unwrap_or_else(|| panic!("not an integer: {v}")))
+}
+
+fn ints<T: TryFrom<i64>>(v: &Value) -> Vec<T> {
+    v.as_array().unwrap().iter().map(|x| T::try_from(int(x)).ok().expect("in range")).collect()
+}
+
+fn bytes(v: &Value) -> Vec<u8> {
+    ints::<i64>(v).into_iter().map(|x| x as u8).collect()
+}
+
+#[test]
+fn int8_kernels_reproduce_the_golden_vectors() {
+    let Some(rt) = runtime() else { return };
+    let program = rt.build("int8.cl with the golden-case kernel", &[INT8_CL, REQUANT_CASES], "-cl-std=CL1.2").unwrap();
+
+    let cases = golden("requant");
+    let field = |f: &str| A::Ints(cases.iter().map(|c| int(&c[f]) as i32).collect());
+    let args = vec![field("acc"), field("multiplier"), field("shift"), field("zero_point"), field("relu"), A::Out];
+    let q = call(&rt, &program, "requant_cases", args, &[cases.len()], cases.len());
+    for (c, got) in cases.iter().zip(q) {
+        assert_eq!(got as i64, int(&c["q"]), "requant {c}");
+    }
+
+    for c in golden("dense") {
+        let (n_in, n_out) = (int(&c["in"]) as usize, int(&c["out"]) as usize);
+        let w: Vec<i8> = ints(&c["w"]);
+        let bias = fold_zero_points(&w, &ints::<i32>(&c["bias"]), &vec![int(&c["zero_in"]) as u8; n_in]);
+        let weights = bytemuck::cast_slice(&w).to_vec();
+        let acc = call(&rt, &program, "head_acc", vec![A::Bytes(bytes(&c["x"])), A::Bytes(weights.clone()), A::Ints(bias.clone()), A::Out, A::Int(n_in as i32)], &[1, n_out], 4 * n_out);
+        assert_eq!(bytemuck::pod_collect_to_vec::<u8, i32>(&acc), ints::<i32>(&c["acc"]), "dense {c}");
+        let args = vec![
+            A::Bytes(bytes(&c["x"])),
+            A::Bytes(weights),
+            A::Ints(bias),
+            A::Ints(ints(&c["multiplier"])),
+            A::Ints(ints(&c["shift"])),
+            A::Out,
+            A::Int(n_in as i32),
+            A::Int(int(&c["zero_out"]) as i32),
+            A::Int(int(&c["relu"]) as i32),
+        ];
+        assert_eq!(call(&rt, &program, "dense_u8", args, &[1, n_out], n_out), bytes(&c["q"]), "dense {c}");
+    }
+
+    for c in golden("conv1d") {
+        let [cin, cout, t_in, k, t_out] = ["cin", "cout", "t_in", "k", "t_out"].map(|f| int(&c[f]) as usize);
+        let left = if c["padding"] == "same" { (k - 1) / 2 } else { 0 };
+        let w: Vec<i8> = ints(&c["w"]);
+        let bias = fold_zero_points(&w, &ints::<i32>(&c["bias"]), &vec![int(&c["zero_in"]) as u8; cin * k]);
+        let args = vec![
+            A::Bytes(bytes(&c["x"])),
+            A::Bytes(bytemuck::cast_slice(&w).to_vec()),
+            A::Ints(bias),
+            A::Ints(ints(&c["multiplier"])),
+            A::Ints(ints(&c["shift"])),
+            A::Out,
+            A::Int(cin as i32),
+            A::Int(t_in as i32),
+            A::Int(k as i32),
+            A::Int(left as i32),
+            A::Int(int(&c["zero_in"]) as i32),
+            A::Int(int(&c["zero_out"]) as i32),
+            A::Int(int(&c["relu"]) as i32),
+            A::Int(0),
+        ];
+        assert_eq!(call(&rt, &program, "conv_u8", args, &[1, cout, t_out], cout * t_out), bytes(&c["q"]), "conv1d {c}");
+    }
+
+    for c in golden("gap") {
+        let [channels, steps] = ["c", "t"].map(|f| int(&c[f]) as i32);
+        let args = vec![
+            A::Bytes(bytes(&c["x"])),
+            A::Out,
+            A::Int(steps),
+            A::Int(channels),
+            A::Int(0),
+            A::Int(int(&c["multiplier"]) as i32),
+            A::Int(int(&c["shift"]) as i32),
+            A::Int(int(&c["zero_in"]) as i32),
+            A::Int(int(&c["zero_out"]) as i32),
+        ];
+        assert_eq!(call(&rt, &program, "gap_u8", args, &[1, channels as usize], channels as usize), bytes(&c["q"]), "gap {c}");
+    }
+}
+
+#[test]
+fn a_failed_build_names_the_source_and_carries_the_log() {
+    let Some(rt) = runtime() else { return };
+    let err = rt.build("broken.cl", &["__kernel void broken(__global int* x) { x[0] = no_such_name; }"], "").err().expect("a build error");
+    assert!(err.contains("broken.cl") && err.contains("build log") && err.contains("no_such_name"), "{err}");
+}
