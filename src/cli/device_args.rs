@@ -1,5 +1,7 @@
 //! The options that choose a device, shared by every subcommand that picks a backend.
 
+use std::path::PathBuf;
+
 use ltvx::backend::opencl::Selection;
 
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -10,10 +12,14 @@ pub struct DeviceArgs {
     /// OpenCL platform: a case-insensitive part of its name (e.g. pocl).
     #[arg(long, value_name = "NAME")]
     pub opencl_platform: Option<String>,
+    /// An offline-compiled OpenCL program (an FPGA's .aocx or .xclbin, built with
+    /// -DLTVX_MODEL_HASH for this model) instead of kernels/opencl built at run time.
+    #[arg(long, value_name = "FILE")]
+    pub fpga_binary: Option<PathBuf>,
 }
 
 impl DeviceArgs {
     pub fn opencl(&self) -> Selection {
-        Selection { device: self.device, platform: self.opencl_platform.clone() }
+        Selection { device: self.device, platform: self.opencl_platform.clone(), binary: self.fpga_binary.clone() }
     }
 }

@@ -4,6 +4,7 @@
 //! bit-identical to the reference backend; fp32/fp16 agree within docs/NUMERICS.md's tolerance.
 //! CI proves the kernels on PoCL, a CPU implementation of OpenCL.
 
+pub mod binary;
 mod plan;
 pub mod runtime;
 
@@ -58,6 +59,10 @@ impl Backend for OpenCl {
         let backend_err = |reason: String| Error::Backend { backend: "opencl".into(), reason };
         let program = Program::compile(model.graph(), &model.shapes).map_err(backend_err)?;
         let runtime = runtime::Runtime::open(self.select.pick().map_err(backend_err)?).map_err(backend_err)?;
+        // An FPGA has no OpenCL C compiler at run time: its kernels come compiled offline.
+        if self.select.binary.is_none() && !runtime.device.compiler_available().unwrap_or(true) {
+            return Err(backend_err(format!("{} has no OpenCL C compiler (an FPGA runs offline-compiled kernels): pass --fpga-binary FILE", runtime.label)));
+        }
         // The requantization is 64-bit; `long` is optional in the embedded profile.
         if model.precision() == Precision::Int8 {
             let profile = runtime.device.profile().unwrap_or_default();
@@ -66,7 +71,7 @@ impl Backend for OpenCl {
                 return Err(backend_err(format!("{} has no 64-bit integers (embedded profile without cles_khr_int64), which int8 requantization needs", runtime.label)));
             }
         }
-        Ok(Box::new(plan::OpenclPlan::new(runtime, model, &program)?))
+        Ok(Box::new(plan::OpenclPlan::new(runtime, model, &program, self.select.binary.as_deref())?))
     }
 }
 

@@ -7,12 +7,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
+use std::path::Path;
 use std::sync::Mutex;
 
 use opencl3::kernel::Kernel;
 use opencl3::memory::Buffer;
 use opencl3::program::Program as ClProgram;
 
+use super::binary::MODEL_HASH_CL;
 use super::runtime::{Arg, Profile, Runtime};
 use crate::backend::cpu::int8::fold_zero_points;
 use crate::backend::cpu::program::Program;
@@ -30,8 +32,19 @@ const POOL_CL: &str = include_str!("../../../kernels/opencl/pool.cl");
 const F32_WEIGHTS: &str = "#define WEIGHT float\n#define LOAD_W(p, i) ((p)[i])\n#define NAME(base) base##_w32\n";
 const F16_WEIGHTS: &str =
     "#undef WEIGHT\n#undef LOAD_W\n#undef NAME\n#define WEIGHT half\n#define LOAD_W(p, i) vload_half((i), (p))\n#define NAME(base) base##_w16\n";
+/// The OpenCL C a model of `precision` needs, with a name for errors. Offline builds for a board
+/// compile the same sources (with `-DLTVX_MODEL_HASH`).
+pub(super) fn sources(precision: Precision) -> (&'static str, Vec<&'static str>) {
+    match precision {
+        Precision::Int8 => ("kernels/opencl/int8.cl", vec![INT8_CL, MODEL_HASH_CL]),
+        Precision::Fp32 | Precision::Fp16 => {
+            ("kernels/opencl/float.cl and pool.cl", vec![F32_WEIGHTS, FLOAT_CL, F16_WEIGHTS, FLOAT_CL, POOL_CL, MODEL_HASH_CL])
+        }
+    }
+}
+
 /// Strict IEEE arithmetic: no fast-math, denormals kept (the float tolerance assumes it).
-const BUILD_OPTIONS: &str = "-cl-std=CL1.2";
+pub(super) const BUILD_OPTIONS: &str = "-cl-std=CL1.2";
 
 /// The slot the host writes the sequence into.
 const SEQ_SLOT: usize = 0;
@@ -204,15 +217,17 @@ impl Int8Params<'_> {
 }
 
 impl OpenclPlan {
-    pub fn new(runtime: Runtime, model: &Model, p: &Program) -> Result<OpenclPlan> {
+    /// Builds the kernels for `runtime`'s device from source, or loads `binary` (refused when it was
+    /// compiled for another model).
+    pub fn new(runtime: Runtime, model: &Model, p: &Program, binary: Option<&Path>) -> Result<OpenclPlan> {
         let precision = model.precision();
-        let program = match precision {
-            Precision::Int8 => runtime.build("kernels/opencl/int8.cl", &[INT8_CL], BUILD_OPTIONS),
-            Precision::Fp32 | Precision::Fp16 => runtime.build(
-                "kernels/opencl/float.cl and pool.cl",
-                &[F32_WEIGHTS, FLOAT_CL, F16_WEIGHTS, FLOAT_CL, POOL_CL],
-                BUILD_OPTIONS,
-            ),
+        let program = match binary {
+            Some(path) => super::binary::load(&runtime, path)
+                .and_then(|prog| super::binary::check_model(&runtime, &prog, &path.display().to_string(), model).map(|()| prog)),
+            None => {
+                let (what, sources) = sources(precision);
+                runtime.build(what, &sources, BUILD_OPTIONS)
+            }
         }
         .map_err(backend_err)?;
         let mut b = Builder {

@@ -7,6 +7,7 @@
 //! one-line reason from [`devices`] and never a panic.
 
 use std::ffi::c_void;
+use std::path::PathBuf;
 use std::ptr;
 use std::sync::{Mutex, MutexGuard};
 
@@ -21,12 +22,14 @@ use opencl3::platform::get_platforms;
 use opencl3::program::Program as ClProgram;
 use opencl3::types::{CL_BLOCKING, cl_mem};
 
-/// Which OpenCL device to run on: `device` is the index `ltvx devices` prints; `platform` a
-/// case-insensitive part of a platform's name. Neither: the first device listed.
+/// What the OpenCL backend runs on: `device` is the index `ltvx devices` prints; `platform` a
+/// case-insensitive part of a platform's name (neither: the first device listed); `binary` an
+/// offline-compiled program for it (an FPGA's), instead of kernels/opencl built from source.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Selection {
     pub device: Option<usize>,
     pub platform: Option<String>,
+    pub binary: Option<PathBuf>,
 }
 
 /// A device with the platform it belongs to, at its index in the listing.
@@ -172,6 +175,21 @@ impl Runtime {
         let _setup = setup();
         ClProgram::create_and_build_from_source(&self.context, &source, options)
             .map_err(|e| format!("building {what} for {}: {e}", self.label))
+    }
+
+    /// Loads an offline-compiled program binary for this device (an FPGA's `.aocx` / `.xclbin`).
+    pub fn build_binary(&self, what: &str, bytes: &[u8]) -> Result<ClProgram, String> {
+        let id = self.device.id();
+        let _setup = setup();
+        // SAFETY: the context was made for exactly this device, and there is one binary for it (cl3
+        // passes the binaries' slice the way it passes sources, which is right for one only).
+        let mut program = unsafe { ClProgram::create_from_binary(&self.context, &[id], &[bytes]) }
+            .map_err(|e| format!("loading {what} on {}: {e}", self.label))?;
+        program.build(&[id], "").map_err(|e| {
+            let log = program.get_build_log(id).unwrap_or_default();
+            format!("building {what} for {}: {e}, build log: {log}", self.label)
+        })?;
+        Ok(program)
     }
 
     pub fn kernel(&self, program: &ClProgram, name: &str) -> Result<Kernel, String> {

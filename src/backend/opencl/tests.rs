@@ -1,14 +1,22 @@
 //! The kernels on this machine's OpenCL device (PoCL in CI) against the golden int8 vectors of
 //! docs/NUMERICS.md (tests/golden/numerics.json: requantization edges, dense, conv1d and pool cases),
-//! and a failed build's error. Without a device they report "skipped: <reason>", and fail when
+//! a failed build's error, and offline-compiled binaries (the FPGA path) with their model hash. Without a device they report "skipped: <reason>", and fail when
 //! `LTVX_REQUIRE` names opencl.
 
 use opencl3::program::Program as ClProgram;
 use serde_json::Value;
 
-use super::plan::INT8_CL;
+use super::OpenCl;
+use super::binary::model_hash;
+use super::plan::{BUILD_OPTIONS, INT8_CL, sources};
 use super::runtime::{Arg, Profile, Runtime, Selection};
+use crate::backend::Backend;
 use crate::backend::cpu::int8::fold_zero_points;
+use crate::backend::reference::ReferencePlan;
+use crate::backend::Plan;
+use crate::data::synthetic;
+use crate::model::init::{InitOptions, init};
+use crate::model::{Model, Precision, Preset};
 
 /// Every requantization case through the kernels' own `requant`.
 const REQUANT_CASES: &str = "
@@ -163,6 +171,38 @@ fn int8_kernels_reproduce_the_golden_vectors() {
 #[test]
 fn a_failed_build_names_the_source_and_carries_the_log() {
     let Some(rt) = runtime() else { return };
-    let err = rt.build("broken.cl", &["__kernel void broken(__global int* x) { x[0] = no_such_name; }"], "").err().expect("a build error");
+    let err = rt.build("broken.cl", &["__kernel void broken(__global int* x) { x[0] = no_such_name; }"], "").expect_err("a build error");
     assert!(err.contains("broken.cl") && err.contains("build log") && err.contains("no_such_name"), "{err}");
+}
+
+fn tiny_int8(seed: u64) -> Model {
+    let opts = InitOptions { preset: Preset::Tiny, precision: Precision::Int8, seed, sparsity: 0.0, inputs: None, block: None };
+    init(&opts).unwrap().into_model().unwrap()
+}
+
+/// The int8 sources compiled here with `options`, written out as a binary file.
+fn binary_file(rt: &Runtime, options: &str) -> tempfile::NamedTempFile {
+    let (what, sources) = sources(Precision::Int8);
+    let program = rt.build(what, &sources, options).unwrap();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &program.get_binaries().unwrap()[0]).unwrap();
+    file
+}
+
+/// What `--fpga-binary` does on a board, done on this device: the kernels compiled ahead of time
+/// with the model's hash, loaded with clCreateProgramWithBinary, bit-identical to the reference; the
+/// same file refused for another model, and a binary without a hash refused for any.
+#[test]
+fn an_offline_binary_runs_its_model_and_refuses_others() {
+    let Some(rt) = runtime() else { return };
+    let (model, other) = (tiny_int8(1), tiny_int8(2));
+    let with_hash = binary_file(&rt, &format!("{BUILD_OPTIONS} -DLTVX_MODEL_HASH=0x{:016x}UL", model_hash(&model)));
+    let backend = |file: &tempfile::NamedTempFile| OpenCl { select: Selection { binary: Some(file.path().into()), ..Selection::default() } };
+    let batch = synthetic::customers(model.graph().inputs, 7, 3);
+    let plan = backend(&with_hash).build(&model).unwrap();
+    assert!(plan.trace(&batch).unwrap() == ReferencePlan::new(&model).trace(&batch).unwrap(), "the binary's results differ from the reference");
+    let err = backend(&with_hash).build(&other).err().expect("another model refused").to_string();
+    assert!(err.contains(&format!("compiled for model hash {:016x}", model_hash(&model))), "{err}");
+    let err = backend(&binary_file(&rt, BUILD_OPTIONS)).build(&model).err().expect("no hash refused").to_string();
+    assert!(err.contains("without a model hash"), "{err}");
 }
