@@ -79,6 +79,13 @@ struct Head {
     acc: bool,
 }
 
+/// The model input values belong to.
+#[derive(Clone, Copy)]
+enum Input {
+    Seq,
+    Static,
+}
+
 /// How the host encodes inputs for the device.
 enum Encoding {
     /// u8, quantized with the model's input parameters.
@@ -87,13 +94,12 @@ enum Encoding {
 }
 
 impl Encoding {
-    fn bytes(&self, x: &[f32], which: &str) -> Vec<u8> {
-        match self {
-            Encoding::U8 { seq, stat } => {
-                let q = if which == SEQ { seq } else { stat };
+    fn bytes(&self, x: &[f32], input: Input) -> Vec<u8> {
+        match (self, input) {
+            (Encoding::U8 { seq: q, .. }, Input::Seq) | (Encoding::U8 { stat: q, .. }, Input::Static) => {
                 x.iter().map(|&v| q.quantize(v)).collect()
             }
-            Encoding::F32 => bytemuck::cast_slice(x).to_vec(),
+            (Encoding::F32, _) => bytemuck::cast_slice(x).to_vec(),
         }
     }
 
@@ -118,6 +124,8 @@ pub struct OpenclPlan {
     consts: Vec<Buffer<u8>>,
     /// Bytes per customer of each slot.
     slots: Vec<usize>,
+    /// Customers per launch sequence: the largest slot must fit one device allocation.
+    chunk_rows: usize,
     steps: Vec<Step>,
     encoding: Encoding,
     /// The concatenated-features slot, its row width in elements and the static features' offset.
@@ -250,7 +258,10 @@ impl OpenclPlan {
             Precision::Fp32 | Precision::Fp16 => (Encoding::F32, compile_float(&mut b, model, p)?),
         };
         let Builder { kernels, consts, slots, steps, boundaries, .. } = b;
+        let max_alloc = runtime.device.max_mem_alloc_size().map_err(|e| backend_err(format!("{}: CL_DEVICE_MAX_MEM_ALLOC_SIZE: {e}", runtime.label)))?;
+        let widest = slots.iter().copied().max().unwrap_or(1).max(1) as u64;
         Ok(OpenclPlan {
+            chunk_rows: usize::try_from(max_alloc / widest).unwrap_or(usize::MAX).max(1),
             precision,
             device: Mutex::new(Device { kernels, profile: Profile::default() }),
             consts,
@@ -265,6 +276,32 @@ impl OpenclPlan {
         })
     }
 
+    /// Scores `batch` in parts of at most `chunk_rows` customers, joined in order.
+    fn scored(&self, batch: &Batch, mut trace: Option<&mut BTreeMap<String, Vec<u8>>>) -> Result<HeadOutputs> {
+        if batch.len() <= self.chunk_rows {
+            return self.execute(batch, trace);
+        }
+        let mut joined: Option<HeadOutputs> = None;
+        for start in (0..batch.len()).step_by(self.chunk_rows) {
+            let part = self.execute(&batch.slice(start..(start + self.chunk_rows).min(batch.len())), trace.as_deref_mut())?;
+            match &mut joined {
+                None => joined = Some(part),
+                Some(all) => {
+                    for (into, more) in [(&mut all.ltv, part.ltv), (&mut all.churn, part.churn), (&mut all.segment, part.segment)] {
+                        match (into, more) {
+                            (HeadValues::Accumulators(a), HeadValues::Accumulators(b)) => a.extend(b),
+                            (HeadValues::Logits(a), HeadValues::Logits(b)) => a.extend(b),
+                            _ => unreachable!("a head keeps its kind across parts"),
+                        }
+                    }
+                }
+            }
+        }
+        Ok(joined.expect("a batch longer than one part has parts"))
+    }
+
+    /// One launch sequence over `batch` (at most `chunk_rows` customers); `trace` gets its boundaries
+    /// appended.
     fn execute(&self, batch: &Batch, trace: Option<&mut BTreeMap<String, Vec<u8>>>) -> Result<HeadOutputs> {
         let rows = batch.len();
         let rt = &self.runtime;
@@ -272,11 +309,11 @@ impl OpenclPlan {
         let Device { kernels, profile } = &mut *device;
         let mut events = Vec::new();
         let mut bufs = self.slots.iter().map(|&row| rt.scratch(rows * row)).collect::<std::result::Result<Vec<_>, _>>().map_err(backend_err)?;
-        rt.write(&mut bufs[SEQ_SLOT], &self.encoding.bytes(batch.seq(), SEQ), &mut events).map_err(backend_err)?;
+        rt.write(&mut bufs[SEQ_SLOT], &self.encoding.bytes(batch.seq(), Input::Seq), &mut events).map_err(backend_err)?;
         if self.static_features > 0 {
             let (slot, width, offset) = self.concat;
             let e = self.encoding.width();
-            let stat = self.encoding.bytes(batch.stat(), STATIC);
+            let stat = self.encoding.bytes(batch.stat(), Input::Static);
             let mut rows_bytes = vec![0u8; rows * width * e];
             for (row, s) in rows_bytes.chunks_exact_mut(width * e).zip(stat.chunks_exact(self.static_features * e)) {
                 row[offset * e..(offset + self.static_features) * e].copy_from_slice(s);
@@ -482,12 +519,36 @@ impl Plan for OpenclPlan {
     }
 
     fn run(&self, batch: &Batch) -> Result<HeadOutputs> {
-        self.execute(batch, None)
+        self.scored(batch, None)
     }
 
     fn trace(&self, batch: &Batch) -> Result<Trace> {
         let mut boundaries = BTreeMap::new();
-        let heads = self.execute(batch, Some(&mut boundaries))?;
+        let heads = self.scored(batch, Some(&mut boundaries))?;
         Ok(Trace { boundaries, heads })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::reference::ReferencePlan;
+    use crate::data::synthetic;
+    use crate::model::Preset;
+    use crate::model::init::{InitOptions, init};
+
+    /// A batch beyond one device allocation runs in parts, joined exactly as one run would be: the
+    /// parts forced here to 3 customers, on a batch of 10 (int8, so `==`).
+    #[test]
+    fn batches_larger_than_an_allocation_run_in_parts() {
+        let Some(rt) = crate::backend::opencl::tests::runtime() else { return };
+        let opts = InitOptions { preset: Preset::Tiny, precision: Precision::Int8, seed: 4, sparsity: 0.0, inputs: None, block: None };
+        let model = init(&opts).unwrap().into_model().unwrap();
+        let program = Program::compile(model.graph(), &model.shapes).unwrap();
+        let mut plan = OpenclPlan::new(rt, &model, &program, None).unwrap();
+        plan.chunk_rows = 3;
+        let batch = synthetic::customers(model.graph().inputs, 10, 5);
+        assert!(plan.trace(&batch).unwrap() == ReferencePlan::new(&model).trace(&batch).unwrap());
+        assert_eq!(plan.device.lock().unwrap().profile.runs, 4, "10 customers in parts of 3");
     }
 }
