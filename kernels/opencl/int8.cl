@@ -1,101 +1,37 @@
-// int8 kernels of the OpenCL backend (OpenCL C 1.2), bit-identical to the reference backend
-// (docs/NUMERICS.md). Activations are u8, [customer][channel][step] for sequences and
-// [customer][feature] for vectors; weights s8; biases arrive with the zero-point terms folded in
-// (bias' = bias - sum w*z_in), so a reduction runs over raw u8 and padding positions hold z_in.
-// OpenCL C 1.2 has no integer dot product: products are widened to int. Sums are kept in uint,
-// whose wrap-around is defined, because the folded form may pass beyond i32 transiently while the
-// final value fits (the model's accumulator bound); the host sees the same bits as the reference.
-// Work-item dimension 0 is always the customer.
+// int8 NDRange kernels of the OpenCL backend (OpenCL C 1.2): one work-item per output value, the
+// arithmetic in int8_math.cl (built together with it). Work-item dimension 0 is the customer.
 
-// q = clamp(((acc*M + 2^(sh-1)) >> sh) + z_out, lo, 255) in 64 bits; lo = z_out with ReLU.
-inline uchar requant(int acc, int m, int sh, int z_out, int relu) {
-    long v = ((long)acc * (long)m + ((long)1 << (sh - 1))) >> sh;
-    return (uchar)clamp(v + (long)z_out, relu ? (long)z_out : 0L, 255L);
-}
-
-// The folded convolution accumulator of output channel o at step t.
-inline int conv_acc(__global const uchar* x, __global const char* w, int bias, int o, int t,
-                    int cin, int t_in, int k, int left, int z_in) {
-    uint acc = (uint)bias;
-    for (int c = 0; c < cin; c++) {
-        __global const uchar* row = x + c * t_in;
-        __global const char* wr = w + (o * cin + c) * k;
-        for (int j = 0; j < k; j++) {
-            int pos = t + j - left;
-            int v = (pos >= 0 && pos < t_in) ? (int)row[pos] : z_in;
-            acc += (uint)((int)wr[j] * v);
-        }
-    }
-    return (int)acc;
-}
-
-// Conv1d (stride 1, zero padding in real terms) + bias + requantization, with ReLU and the max-pool
-// (window 2, stride 2) fused: the pool takes the max of two accumulators and requantizes once, the
-// same bits since requantization is monotone. Work-items: (customer, output channel, output step).
+// Work-items: (customer, output channel, output step).
 __kernel void conv_u8(__global const uchar* x, __global const char* w, __global const int* bias,
                       __global const int* mult, __global const int* shift, __global uchar* y,
                       int cin, int t_in, int k, int left, int z_in, int z_out, int relu, int pool) {
-    int b = get_global_id(0), o = get_global_id(1), t = get_global_id(2);
-    int cout = get_global_size(1), t_out = get_global_size(2);
-    __global const uchar* xb = x + (size_t)b * cin * t_in;
-    int acc;
-    if (pool) {
-        acc = max(conv_acc(xb, w, bias[o], o, 2 * t, cin, t_in, k, left, z_in),
-                  conv_acc(xb, w, bias[o], o, 2 * t + 1, cin, t_in, k, left, z_in));
-    } else {
-        acc = conv_acc(xb, w, bias[o], o, t, cin, t_in, k, left, z_in);
-    }
-    y[((size_t)b * cout + o) * t_out + t] = requant(acc, mult[o], shift[o], z_out, relu);
+    conv_out(x, w, bias, mult, shift, y, cin, t_in, k, left, z_in, z_out, relu, pool,
+             get_global_id(0), get_global_id(1), get_global_id(2), get_global_size(1), get_global_size(2));
 }
 
-// Global average pool over steps: sum (q - z_in) per channel, one (M, sh) for the layer; written
-// into a row of `ld` bytes at `off` (the pooled part of the concatenated features).
 // Work-items: (customer, channel).
 __kernel void gap_u8(__global const uchar* x, __global uchar* y, int steps, int ld, int off,
                      int m, int sh, int z_in, int z_out) {
-    int b = get_global_id(0), c = get_global_id(1);
-    int channels = get_global_size(1);
-    __global const uchar* row = x + ((size_t)b * channels + c) * steps;
-    uint acc = (uint)(-steps * z_in);
-    for (int t = 0; t < steps; t++) acc += row[t];
-    y[(size_t)b * ld + off + c] = requant((int)acc, m, sh, z_out, 0);
+    gap_out(x, y, steps, ld, off, m, sh, z_in, z_out, get_global_id(0), get_global_id(1), get_global_size(1));
 }
 
-// The folded dense accumulator of output o for the row x of n_in values.
-inline int dense_acc(__global const uchar* x, __global const char* w, int bias, int o, int n_in) {
-    __global const char* wr = w + o * n_in;
-    uint acc = (uint)bias;
-    for (int j = 0; j < n_in; j++) acc += (uint)((int)wr[j] * (int)x[j]);
-    return (int)acc;
-}
-
-// Dense + bias + requantization (+ ReLU). Work-items: (customer, output).
+// Work-items: (customer, output).
 __kernel void dense_u8(__global const uchar* x, __global const char* w, __global const int* bias,
                        __global const int* mult, __global const int* shift, __global uchar* y,
                        int n_in, int z_out, int relu) {
-    int b = get_global_id(0), o = get_global_id(1);
-    int n_out = get_global_size(1);
-    int acc = dense_acc(x + (size_t)b * n_in, w, bias[o], o, n_in);
-    y[(size_t)b * n_out + o] = requant(acc, mult[o], shift[o], z_out, relu);
+    dense_out(x, w, bias, mult, shift, y, n_in, z_out, relu, get_global_id(0), get_global_id(1), get_global_size(1));
 }
 
 // An int8 head: its i32 accumulators end the integer pipeline (the host epilogue takes them).
+// Work-items: (customer, output).
 __kernel void head_acc(__global const uchar* x, __global const char* w, __global const int* bias,
                        __global int* y, int n_in) {
     int b = get_global_id(0), o = get_global_id(1);
-    int n_out = get_global_size(1);
-    y[(size_t)b * n_out + o] = dense_acc(x + (size_t)b * n_in, w, bias[o], o, n_in);
+    y[(size_t)b * get_global_size(1) + o] = dense_acc(x + (size_t)b * n_in, w, bias[o], o, n_in);
 }
 
-// A float head of an int8 model: f32 weights on the dequantized input, real = s*(q - z) with each
-// input element's own (s, z) (Concat parts differ). Agrees with the reference within tolerance.
+// A float head of an int8 model. Work-items: (customer, output).
 __kernel void head_dequant_f32(__global const uchar* x, __global const float* scale, __global const int* zero,
                                __global const float* w, __global const float* bias, __global float* y, int n_in) {
-    int b = get_global_id(0), o = get_global_id(1);
-    int n_out = get_global_size(1);
-    __global const uchar* row = x + (size_t)b * n_in;
-    __global const float* wr = w + o * n_in;
-    float acc = bias[o];
-    for (int j = 0; j < n_in; j++) acc += wr[j] * (scale[j] * (float)((int)row[j] - zero[j]));
-    y[(size_t)b * n_out + o] = acc;
+    head_dequant_out(x, scale, zero, w, bias, y, n_in, get_global_id(0), get_global_id(1), get_global_size(1));
 }

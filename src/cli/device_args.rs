@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use ltvx::backend::opencl::Selection;
+use ltvx::backend::opencl::{KernelForm, Selection};
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct DeviceArgs {
@@ -16,10 +16,13 @@ pub struct DeviceArgs {
     /// -DLTVX_MODEL_HASH for this model) instead of kernels/opencl built at run time.
     #[arg(long, value_name = "FILE")]
     pub fpga_binary: Option<PathBuf>,
+    /// OpenCL int8 kernels: ndrange (one work-item per value) or single-work-item (the FPGA form).
+    #[arg(long, value_name = "FORM", default_value = "ndrange")]
+    pub opencl_kernels: KernelForm,
 }
 
 impl DeviceArgs {
     pub fn opencl(&self) -> Selection {
-        Selection { device: self.device, platform: self.opencl_platform.clone(), binary: self.fpga_binary.clone() }
+        Selection { device: self.device, platform: self.opencl_platform.clone(), binary: self.fpga_binary.clone(), form: self.opencl_kernels }
     }
 }

@@ -67,7 +67,7 @@ pub fn check_model(rt: &Runtime, program: &ClProgram, what: &str, model: &Model)
     let kernel = rt.kernel(program, "ltvx_model_hash").map_err(|e| format!("{what} has no model hash ({e}); build it with kernels/opencl/model_hash.cl"))?;
     let out = rt.scratch(8)?;
     let mut events = Vec::new();
-    rt.launch(&kernel, "ltvx_model_hash", &[Arg::Mem(&out)], &[1], &mut events)?;
+    rt.launch(&kernel, "ltvx_model_hash", &[Arg::Mem(&out)], &[1], None, &mut events)?;
     let mut bytes = [0u8; 8];
     rt.read(&out, &mut bytes, &mut events)?;
     rt.settle(events, &mut Profile::default())?;

@@ -10,10 +10,42 @@ pub mod runtime;
 
 pub use runtime::Selection;
 
+use std::fmt;
+use std::str::FromStr;
+
 use super::cpu::program::Program;
 use super::{Backend, BackendKind, Device, Plan, Probe};
 use crate::error::{Error, Result};
 use crate::model::{Model, Precision};
+
+/// Which form of the int8 kernels a plan runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum KernelForm {
+    /// One work-item per output value (kernels/opencl/int8.cl): what CPUs and GPUs run well.
+    #[default]
+    NdRange,
+    /// One work-item looping over every value (hw/fpga/int8_swi.cl): the form FPGA compilers pipeline.
+    SingleWorkItem,
+}
+
+impl fmt::Display for KernelForm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KernelForm::NdRange => "ndrange",
+            KernelForm::SingleWorkItem => "single-work-item",
+        })
+    }
+}
+
+impl FromStr for KernelForm {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        [KernelForm::NdRange, KernelForm::SingleWorkItem]
+            .into_iter()
+            .find(|k| k.to_string() == s)
+            .ok_or_else(|| format!("unknown OpenCL kernel form {s:?} (expected ndrange or single-work-item)"))
+    }
+}
 
 /// The OpenCL backend on the device `select` names.
 #[derive(Debug, Clone, Default)]
@@ -52,11 +84,15 @@ impl Backend for OpenCl {
     }
 
     fn supports(&self, model: &Model) -> std::result::Result<(), String> {
+        if self.select.form == KernelForm::SingleWorkItem && model.precision() != Precision::Int8 {
+            return Err(format!("the single-work-item (FPGA) kernels are int8 only; this model is {}", model.precision()));
+        }
         Program::compile(model.graph(), &model.shapes).map(|_| ())
     }
 
     fn build(&self, model: &Model) -> Result<Box<dyn Plan>> {
         let backend_err = |reason: String| Error::Backend { backend: "opencl".into(), reason };
+        self.supports(model).map_err(backend_err)?;
         let program = Program::compile(model.graph(), &model.shapes).map_err(backend_err)?;
         let runtime = runtime::Runtime::open(self.select.pick().map_err(backend_err)?).map_err(backend_err)?;
         // An FPGA has no OpenCL C compiler at run time: its kernels come compiled offline.
@@ -71,7 +107,7 @@ impl Backend for OpenCl {
                 return Err(backend_err(format!("{} has no 64-bit integers (embedded profile without cles_khr_int64), which int8 requantization needs", runtime.label)));
             }
         }
-        Ok(Box::new(plan::OpenclPlan::new(runtime, model, &program, self.select.binary.as_deref())?))
+        Ok(Box::new(plan::OpenclPlan::new(runtime, model, &program, self.select.binary.as_deref(), self.select.form)?))
     }
 }
 

@@ -14,6 +14,7 @@ use opencl3::kernel::Kernel;
 use opencl3::memory::Buffer;
 use opencl3::program::Program as ClProgram;
 
+use super::KernelForm;
 use super::binary::MODEL_HASH_CL;
 use super::runtime::{Arg, Profile, Runtime};
 use crate::backend::cpu::int8::fold_zero_points;
@@ -25,7 +26,9 @@ use crate::model::graph::{SEQ, STATIC};
 use crate::model::quant::{ActQuant, Quantization, SegmentMap};
 use crate::model::{Model, Precision};
 
-pub(super) const INT8_CL: &str = include_str!("../../../kernels/opencl/int8.cl");
+const INT8_MATH_CL: &str = include_str!("../../../kernels/opencl/int8_math.cl");
+const INT8_CL: &str = include_str!("../../../kernels/opencl/int8.cl");
+const INT8_SWI_CL: &str = include_str!("../../../hw/fpga/int8_swi.cl");
 const FLOAT_CL: &str = include_str!("../../../kernels/opencl/float.cl");
 const POOL_CL: &str = include_str!("../../../kernels/opencl/pool.cl");
 /// float.cl is built once per weight type; these name each copy's kernels (`conv_f32_w16`, …).
@@ -34,10 +37,12 @@ const F16_WEIGHTS: &str =
     "#undef WEIGHT\n#undef LOAD_W\n#undef NAME\n#define WEIGHT half\n#define LOAD_W(p, i) vload_half((i), (p))\n#define NAME(base) base##_w16\n";
 /// The OpenCL C a model of `precision` needs, with a name for errors. Offline builds for a board
 /// compile the same sources (with `-DLTVX_MODEL_HASH`).
-pub(super) fn sources(precision: Precision) -> (&'static str, Vec<&'static str>) {
-    match precision {
-        Precision::Int8 => ("kernels/opencl/int8.cl", vec![INT8_CL, MODEL_HASH_CL]),
-        Precision::Fp32 | Precision::Fp16 => {
+pub(super) fn sources(precision: Precision, form: KernelForm) -> (&'static str, Vec<&'static str>) {
+    match (precision, form) {
+        (Precision::Int8, KernelForm::NdRange) => ("kernels/opencl/int8.cl", vec![INT8_MATH_CL, INT8_CL, MODEL_HASH_CL]),
+        (Precision::Int8, KernelForm::SingleWorkItem) => ("hw/fpga/int8_swi.cl", vec![INT8_MATH_CL, INT8_SWI_CL, MODEL_HASH_CL]),
+        // Float models have one form (OpenCl::supports refuses the other).
+        (Precision::Fp32 | Precision::Fp16, _) => {
             ("kernels/opencl/float.cl and pool.cl", vec![F32_WEIGHTS, FLOAT_CL, F16_WEIGHTS, FLOAT_CL, POOL_CL, MODEL_HASH_CL])
         }
     }
@@ -126,6 +131,7 @@ pub struct OpenclPlan {
     slots: Vec<usize>,
     /// Customers per launch sequence: the largest slot must fit one device allocation.
     chunk_rows: usize,
+    form: KernelForm,
     steps: Vec<Step>,
     encoding: Encoding,
     /// The concatenated-features slot, its row width in elements and the static features' offset.
@@ -227,13 +233,13 @@ impl Int8Params<'_> {
 impl OpenclPlan {
     /// Builds the kernels for `runtime`'s device from source, or loads `binary` (refused when it was
     /// compiled for another model).
-    pub fn new(runtime: Runtime, model: &Model, p: &Program, binary: Option<&Path>) -> Result<OpenclPlan> {
+    pub fn new(runtime: Runtime, model: &Model, p: &Program, binary: Option<&Path>, form: KernelForm) -> Result<OpenclPlan> {
         let precision = model.precision();
         let program = match binary {
             Some(path) => super::binary::load(&runtime, path)
                 .and_then(|prog| super::binary::check_model(&runtime, &prog, &path.display().to_string(), model).map(|()| prog)),
             None => {
-                let (what, sources) = sources(precision);
+                let (what, sources) = sources(precision, form);
                 runtime.build(what, &sources, BUILD_OPTIONS)
             }
         }
@@ -262,6 +268,7 @@ impl OpenclPlan {
         let widest = slots.iter().copied().max().unwrap_or(1).max(1) as u64;
         Ok(OpenclPlan {
             chunk_rows: usize::try_from(max_alloc / widest).unwrap_or(usize::MAX).max(1),
+            form,
             precision,
             device: Mutex::new(Device { kernels, profile: Profile::default() }),
             consts,
@@ -330,9 +337,19 @@ impl OpenclPlan {
                     StepArg::Int(v) => Arg::Int(*v),
                 })
                 .collect();
-            let global: Vec<usize> = std::iter::once(rows).chain(step.per_row.iter().copied()).collect();
+            let mut args = args;
+            let counts: Vec<usize> = std::iter::once(rows).chain(step.per_row.iter().copied()).collect();
+            let (global, local) = match self.form {
+                KernelForm::NdRange => (counts, None),
+                // One work-item (its kernels require a work-group of 1); the counts become the loop
+                // bounds it takes as trailing arguments.
+                KernelForm::SingleWorkItem => {
+                    args.extend(counts.iter().map(|&n| Arg::Int(i32::try_from(n).unwrap_or(i32::MAX))));
+                    (if counts.contains(&0) { vec![0] } else { vec![1] }, Some(&[1usize][..]))
+                }
+            };
             let (name, kernel) = &kernels[step.kernel];
-            rt.launch(kernel, name, &args, &global, &mut events).map_err(backend_err)?;
+            rt.launch(kernel, name, &args, &global, local, &mut events).map_err(backend_err)?;
         }
         let mut read = HashMap::new();
         let mut fetch = |slot: usize, events: &mut Vec<_>| -> Result<Vec<u8>> {
@@ -508,8 +525,9 @@ impl Plan for OpenclPlan {
     fn describe(&self) -> String {
         let p = self.device.lock().map(|d| d.profile).unwrap_or_default();
         format!(
-            "opencl ({}; {}; {} run{}: kernels {:.3} ms, transfers {:.3} ms of device time)",
+            "opencl ({}; {} kernels; {}; {} run{}: kernels {:.3} ms, transfers {:.3} ms of device time)",
             self.precision,
+            self.form,
             self.runtime.label,
             p.runs,
             if p.runs == 1 { "" } else { "s" },
@@ -545,7 +563,7 @@ mod tests {
         let opts = InitOptions { preset: Preset::Tiny, precision: Precision::Int8, seed: 4, sparsity: 0.0, inputs: None, block: None };
         let model = init(&opts).unwrap().into_model().unwrap();
         let program = Program::compile(model.graph(), &model.shapes).unwrap();
-        let mut plan = OpenclPlan::new(rt, &model, &program, None).unwrap();
+        let mut plan = OpenclPlan::new(rt, &model, &program, None, KernelForm::NdRange).unwrap();
         plan.chunk_rows = 3;
         let batch = synthetic::customers(model.graph().inputs, 10, 5);
         assert!(plan.trace(&batch).unwrap() == ReferencePlan::new(&model).trace(&batch).unwrap());

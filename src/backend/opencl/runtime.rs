@@ -22,14 +22,18 @@ use opencl3::platform::get_platforms;
 use opencl3::program::Program as ClProgram;
 use opencl3::types::{CL_BLOCKING, cl_mem};
 
+use super::KernelForm;
+
 /// What the OpenCL backend runs on: `device` is the index `ltvx devices` prints; `platform` a
 /// case-insensitive part of a platform's name (neither: the first device listed); `binary` an
-/// offline-compiled program for it (an FPGA's), instead of kernels/opencl built from source.
+/// offline-compiled program for it (an FPGA's), instead of kernels/opencl built from source; `form`
+/// the shape of the int8 kernels.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Selection {
     pub device: Option<usize>,
     pub platform: Option<String>,
     pub binary: Option<PathBuf>,
+    pub form: KernelForm,
 }
 
 /// A device with the platform it belongs to, at its index in the listing.
@@ -233,8 +237,9 @@ impl Runtime {
         Ok(())
     }
 
-    /// Sets `args` on `kernel` and enqueues it over `global` work-items (nothing when any is 0).
-    pub fn launch(&self, kernel: &Kernel, name: &str, args: &[Arg], global: &[usize], events: &mut Vec<(Work, Event)>) -> Result<(), String> {
+    /// Sets `args` on `kernel` and enqueues it over `global` work-items (nothing when any is 0), in
+    /// work-groups of `local` (`None`: the runtime's choice).
+    pub fn launch(&self, kernel: &Kernel, name: &str, args: &[Arg], global: &[usize], local: Option<&[usize]>, events: &mut Vec<(Work, Event)>) -> Result<(), String> {
         for (i, a) in args.iter().enumerate() {
             // SAFETY: each argument is a live cl_mem or an i32, the types the kernels declare in this order.
             let set = unsafe {
@@ -248,8 +253,12 @@ impl Runtime {
         if global.contains(&0) {
             return Ok(());
         }
-        // SAFETY: every argument is set and `global` has `global.len()` (≤ 3) entries.
-        let e = unsafe { self.queue.enqueue_nd_range_kernel(kernel.get(), global.len() as u32, ptr::null(), global.as_ptr(), ptr::null(), &[]) }
+        if local.is_some_and(|l| l.len() != global.len()) {
+            return Err(format!("kernel {name}: work-group of {local:?} for {global:?} work-items"));
+        }
+        let local = local.map_or(ptr::null(), |l| l.as_ptr());
+        // SAFETY: every argument is set; `global` (and `local`, when given) have `global.len()` (≤ 3) entries.
+        let e = unsafe { self.queue.enqueue_nd_range_kernel(kernel.get(), global.len() as u32, ptr::null(), global.as_ptr(), local, &[]) }
             .map_err(|e| format!("kernel {name} on {global:?} work-items: {e}"))?;
         events.push((Work::Kernel, e));
         Ok(())

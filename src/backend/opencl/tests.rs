@@ -8,7 +8,8 @@ use serde_json::Value;
 
 use super::OpenCl;
 use super::binary::model_hash;
-use super::plan::{BUILD_OPTIONS, INT8_CL, sources};
+use super::KernelForm;
+use super::plan::{BUILD_OPTIONS, sources};
 use super::runtime::{Arg, Profile, Runtime, Selection};
 use crate::backend::Backend;
 use crate::backend::cpu::int8::fold_zero_points;
@@ -70,7 +71,7 @@ fn call(rt: &Runtime, program: &ClProgram, kernel: &str, args: Vec<A>, global: &
         })
         .collect();
     let mut events = Vec::new();
-    rt.launch(&k, kernel, &cl_args, global, &mut events).unwrap();
+    rt.launch(&k, kernel, &cl_args, global, None, &mut events).unwrap();
     let mut result = vec![0u8; out_bytes];
     rt.read(&out, &mut result, &mut events).unwrap();
     rt.settle(events, &mut Profile::default()).unwrap();
@@ -98,7 +99,9 @@ fn bytes(v: &Value) -> Vec<u8> {
 #[test]
 fn int8_kernels_reproduce_the_golden_vectors() {
     let Some(rt) = runtime() else { return };
-    let program = rt.build("int8.cl with the golden-case kernel", &[INT8_CL, REQUANT_CASES], "-cl-std=CL1.2").unwrap();
+    let (what, mut int8) = sources(Precision::Int8, KernelForm::NdRange);
+    int8.push(REQUANT_CASES);
+    let program = rt.build(what, &int8, BUILD_OPTIONS).unwrap();
 
     let cases = golden("requant");
     let field = |f: &str| A::Ints(cases.iter().map(|c| int(&c[f]) as i32).collect());
@@ -184,7 +187,7 @@ fn tiny_int8(seed: u64) -> Model {
 
 /// The int8 sources compiled here with `options`, written out as a binary file.
 fn binary_file(rt: &Runtime, options: &str) -> tempfile::NamedTempFile {
-    let (what, sources) = sources(Precision::Int8);
+    let (what, sources) = sources(Precision::Int8, KernelForm::NdRange);
     let program = rt.build(what, &sources, options).unwrap();
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), &program.get_binaries().unwrap()[0]).unwrap();
