@@ -16,7 +16,7 @@ use ltvx::model::init::{InitOptions, init};
 use ltvx::model::{Model, Precision, Preset};
 use ltvx::{Error, Result};
 
-use super::device_args::DeviceArgs;
+use super::device_args::OpenclArgs;
 use super::init::parse_precision;
 use super::log;
 
@@ -54,7 +54,7 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
-    device: DeviceArgs,
+    device: OpenclArgs,
 }
 
 #[derive(Serialize)]

@@ -19,7 +19,7 @@ use ltvx::engine::{Batch, Engine, Scores};
 use ltvx::eval::evaluate::feature_spec;
 use ltvx::{Error, Model, Result};
 
-use super::device_args::DeviceArgs;
+use super::device_args::OpenclArgs;
 use super::log;
 use super::log_args::LogArgs;
 
@@ -51,7 +51,7 @@ pub struct Args {
     #[arg(long, default_value = "auto")]
     backend: BackendChoice,
     #[command(flatten)]
-    device: DeviceArgs,
+    device: OpenclArgs,
     /// Write here (atomically) instead of stdout.
     #[arg(long)]
     out: Option<PathBuf>,
