@@ -28,7 +28,8 @@ pub struct OpenclArgs {
     #[command(flatten)]
     pub device: DeviceArgs,
     /// An offline-compiled OpenCL program (an FPGA's .aocx or .xclbin, built with
-    /// -DLTVX_MODEL_HASH for this model) instead of kernels/opencl built at run time.
+    /// -DLTVX_MODEL_HASH for this model) instead of kernels/opencl built at run time; give the form it
+    /// was compiled from with --opencl-kernels.
     #[arg(long, value_name = "FILE")]
     pub fpga_binary: Option<PathBuf>,
     /// OpenCL int8 kernels: ndrange (one work-item per value) or single-work-item (the FPGA form).

@@ -328,7 +328,7 @@ impl OpenclPlan {
             rt.write(&mut bufs[slot], &rows_bytes, &mut events).map_err(backend_err)?;
         }
         for step in &self.steps {
-            let args: Vec<Arg> = step
+            let mut args: Vec<Arg> = step
                 .args
                 .iter()
                 .map(|a| match a {
@@ -337,7 +337,6 @@ impl OpenclPlan {
                     StepArg::Int(v) => Arg::Int(*v),
                 })
                 .collect();
-            let mut args = args;
             let counts: Vec<usize> = std::iter::once(rows).chain(step.per_row.iter().copied()).collect();
             let (global, local) = match self.form {
                 KernelForm::NdRange => (counts, None),
