@@ -185,9 +185,9 @@ fn tiny_int8(seed: u64) -> Model {
     init(&opts).unwrap().into_model().unwrap()
 }
 
-/// The int8 sources compiled here with `options`, written out as a binary file.
-fn binary_file(rt: &Runtime, options: &str) -> tempfile::NamedTempFile {
-    let (what, sources) = sources(Precision::Int8, KernelForm::NdRange);
+/// The int8 sources of `form` compiled here with `options`, written out as a binary file.
+fn binary_file(rt: &Runtime, form: KernelForm, options: &str) -> tempfile::NamedTempFile {
+    let (what, sources) = sources(Precision::Int8, form);
     let program = rt.build(what, &sources, options).unwrap();
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), &program.get_binaries().unwrap()[0]).unwrap();
@@ -196,18 +196,21 @@ fn binary_file(rt: &Runtime, options: &str) -> tempfile::NamedTempFile {
 
 /// What `--fpga-binary` does on a board, done on this device: the kernels compiled ahead of time
 /// with the model's hash, loaded with clCreateProgramWithBinary, bit-identical to the reference; the
-/// same file refused for another model, and a binary without a hash refused for any.
+/// same file refused for another model, and a binary without a hash refused for any. Both kernel forms.
 #[test]
 fn an_offline_binary_runs_its_model_and_refuses_others() {
     let Some(rt) = runtime() else { return };
     let (model, other) = (tiny_int8(1), tiny_int8(2));
-    let with_hash = binary_file(&rt, &format!("{BUILD_OPTIONS} -DLTVX_MODEL_HASH=0x{:016x}UL", model_hash(&model)));
-    let backend = |file: &tempfile::NamedTempFile| OpenCl { select: Selection { binary: Some(file.path().into()), ..Selection::default() } };
     let batch = synthetic::customers(model.graph().inputs, 7, 3);
-    let plan = backend(&with_hash).build(&model).unwrap();
-    assert!(plan.trace(&batch).unwrap() == ReferencePlan::new(&model).trace(&batch).unwrap(), "the binary's results differ from the reference");
-    let err = backend(&with_hash).build(&other).err().expect("another model refused").to_string();
-    assert!(err.contains(&format!("compiled for model hash {:016x}", model_hash(&model))), "{err}");
-    let err = backend(&binary_file(&rt, BUILD_OPTIONS)).build(&model).err().expect("no hash refused").to_string();
-    assert!(err.contains("without a model hash"), "{err}");
+    let want = ReferencePlan::new(&model).trace(&batch).unwrap();
+    for form in [KernelForm::NdRange, KernelForm::SingleWorkItem] {
+        let with_hash = binary_file(&rt, form, &format!("{BUILD_OPTIONS} -DLTVX_MODEL_HASH=0x{:016x}UL", model_hash(&model)));
+        let backend = |file: &tempfile::NamedTempFile| OpenCl { select: Selection { binary: Some(file.path().into()), form, ..Selection::default() } };
+        let plan = backend(&with_hash).build(&model).unwrap();
+        assert!(plan.trace(&batch).unwrap() == want, "{form}: the binary's results differ from the reference");
+        let err = backend(&with_hash).build(&other).err().expect("another model refused").to_string();
+        assert!(err.contains(&format!("compiled for model hash {:016x}", model_hash(&model))), "{form}: {err}");
+        let err = backend(&binary_file(&rt, form, BUILD_OPTIONS)).build(&model).err().expect("no hash refused").to_string();
+        assert!(err.contains("without a model hash"), "{form}: {err}");
+    }
 }
