@@ -5,6 +5,7 @@
 //! CI proves the kernels on PoCL, a CPU implementation of OpenCL.
 
 pub mod binary;
+mod compile;
 mod plan;
 pub mod runtime;
 
@@ -53,6 +54,10 @@ pub struct OpenCl {
     pub select: Selection,
 }
 
+fn backend_err(reason: String) -> Error {
+    Error::Backend { backend: "opencl".into(), reason }
+}
+
 /// Every OpenCL device here, and whether `select` names a usable one.
 pub fn probe(select: &Selection) -> Probe {
     let unusable = |reason: String, devices| Probe { backend: BackendKind::Opencl, usable: false, reason: Some(reason), devices, selected: None };
@@ -91,7 +96,6 @@ impl Backend for OpenCl {
     }
 
     fn build(&self, model: &Model) -> Result<Box<dyn Plan>> {
-        let backend_err = |reason: String| Error::Backend { backend: "opencl".into(), reason };
         self.supports(model).map_err(backend_err)?;
         let program = Program::compile(model.graph(), &model.shapes).map_err(backend_err)?;
         let runtime = runtime::Runtime::open(self.select.pick().map_err(backend_err)?).map_err(backend_err)?;

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::OpenCl;
 use super::binary::model_hash;
 use super::KernelForm;
-use super::plan::{BUILD_OPTIONS, sources};
+use super::compile::{BUILD_OPTIONS, sources};
 use super::runtime::{Arg, Profile, Runtime, Selection};
 use crate::backend::Backend;
 use crate::backend::cpu::int8::fold_zero_points;
