@@ -41,10 +41,12 @@ pub fn check_emulation(path: &Path, bytes: &[u8], env: Option<&str>) -> Result<(
         (Some(mode), None) => Err(format!(
             "{file} is an AMD/Xilinx {mode} binary: set XCL_EMULATION_MODE={mode} (with the emconfig.json of `emconfigutil` beside the program); without it XRT rejects the binary with CL_INVALID_PROGRAM (-44)"
         )),
-        (Some(mode), Some(set)) => Err(format!("{file} is an AMD/Xilinx {mode} binary, but XCL_EMULATION_MODE is {set:?}")),
-        (None, Some(set)) if bytes.starts_with(b"xclbin2\0") => {
-            Err(format!("{file} is an AMD/Xilinx hardware binary, but XCL_EMULATION_MODE={set:?} asks XRT for an emulator: unset it"))
+        (Some(mode), Some(set)) => {
+            Err(format!("{file} is an AMD/Xilinx {mode} binary, but XCL_EMULATION_MODE is {set:?}"))
         }
+        (None, Some(set)) if bytes.starts_with(b"xclbin2\0") => Err(format!(
+            "{file} is an AMD/Xilinx hardware binary, but XCL_EMULATION_MODE={set:?} asks XRT for an emulator: unset it"
+        )),
         (None, _) => Ok(()),
     }
 }
@@ -64,7 +66,9 @@ pub fn model_hash(model: &Model) -> u64 {
 
 /// Refuses a program compiled for another model (or for none: hash 0).
 pub fn check_model(rt: &Runtime, program: &ClProgram, what: &str, model: &Model) -> Result<(), String> {
-    let kernel = rt.kernel(program, "ltvx_model_hash").map_err(|e| format!("{what} has no model hash ({e}); build it with kernels/opencl/model_hash.cl"))?;
+    let kernel = rt
+        .kernel(program, "ltvx_model_hash")
+        .map_err(|e| format!("{what} has no model hash ({e}); build it with kernels/opencl/model_hash.cl"))?;
     let out = rt.scratch(8)?;
     let mut events = Vec::new();
     rt.launch(&kernel, "ltvx_model_hash", &[Arg::Mem(&out)], &[1], None, &mut events)?;
@@ -74,7 +78,9 @@ pub fn check_model(rt: &Runtime, program: &ClProgram, what: &str, model: &Model)
     let (found, wanted) = (u64::from_le_bytes(bytes), model_hash(model));
     match found {
         f if f == wanted => Ok(()),
-        0 => Err(format!("{what} was compiled without a model hash (-DLTVX_MODEL_HASH=0x{wanted:016x}UL for this model)")),
+        0 => Err(format!(
+            "{what} was compiled without a model hash (-DLTVX_MODEL_HASH=0x{wanted:016x}UL for this model)"
+        )),
         f => Err(format!("{what} was compiled for model hash {f:016x}, not this model's {wanted:016x}")),
     }
 }

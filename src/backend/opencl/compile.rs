@@ -26,19 +26,23 @@ const FLOAT_CL: &str = include_str!("../../../kernels/opencl/float.cl");
 const POOL_CL: &str = include_str!("../../../kernels/opencl/pool.cl");
 /// float.cl is built once per weight type; these name each copy's kernels (`conv_f32_w16`, …).
 const F32_WEIGHTS: &str = "#define WEIGHT float\n#define LOAD_W(p, i) ((p)[i])\n#define NAME(base) base##_w32\n";
-const F16_WEIGHTS: &str =
-    "#undef WEIGHT\n#undef LOAD_W\n#undef NAME\n#define WEIGHT half\n#define LOAD_W(p, i) vload_half((i), (p))\n#define NAME(base) base##_w16\n";
+const F16_WEIGHTS: &str = "#undef WEIGHT\n#undef LOAD_W\n#undef NAME\n#define WEIGHT half\n#define LOAD_W(p, i) vload_half((i), (p))\n#define NAME(base) base##_w16\n";
 
 /// The OpenCL C a model of `precision` needs, with a name for errors. Offline builds for a board
 /// compile the same sources (with `-DLTVX_MODEL_HASH`).
 pub(super) fn sources(precision: Precision, form: KernelForm) -> (&'static str, Vec<&'static str>) {
     match (precision, form) {
-        (Precision::Int8, KernelForm::NdRange) => ("kernels/opencl/int8.cl", vec![INT8_MATH_CL, INT8_CL, MODEL_HASH_CL]),
-        (Precision::Int8, KernelForm::SingleWorkItem) => ("hw/fpga/int8_swi.cl", vec![INT8_MATH_CL, INT8_SWI_CL, MODEL_HASH_CL]),
-        // Float models have one form (OpenCl::supports refuses the other).
-        (Precision::Fp32 | Precision::Fp16, _) => {
-            ("kernels/opencl/float.cl and pool.cl", vec![F32_WEIGHTS, FLOAT_CL, F16_WEIGHTS, FLOAT_CL, POOL_CL, MODEL_HASH_CL])
+        (Precision::Int8, KernelForm::NdRange) => {
+            ("kernels/opencl/int8.cl", vec![INT8_MATH_CL, INT8_CL, MODEL_HASH_CL])
         }
+        (Precision::Int8, KernelForm::SingleWorkItem) => {
+            ("hw/fpga/int8_swi.cl", vec![INT8_MATH_CL, INT8_SWI_CL, MODEL_HASH_CL])
+        }
+        // Float models have one form (OpenCl::supports refuses the other).
+        (Precision::Fp32 | Precision::Fp16, _) => (
+            "kernels/opencl/float.cl and pool.cl",
+            vec![F32_WEIGHTS, FLOAT_CL, F16_WEIGHTS, FLOAT_CL, POOL_CL, MODEL_HASH_CL],
+        ),
     }
 }
 
@@ -88,7 +92,10 @@ pub(super) enum Input {
 /// How the host encodes inputs for the device.
 pub(super) enum Encoding {
     /// u8, quantized with the model's input parameters.
-    U8 { seq: ActQuant, stat: ActQuant },
+    U8 {
+        seq: ActQuant,
+        stat: ActQuant,
+    },
     F32,
 }
 
@@ -137,7 +144,9 @@ pub(super) fn compile(runtime: &Runtime, program: ClProgram, model: &Model, p: &
     };
     let (encoding, (heads, concat)) = match model.precision() {
         Precision::Int8 => {
-            let q = model.quantization().ok_or_else(|| backend_err("an int8 model without quantization parameters".into()))?;
+            let q = model
+                .quantization()
+                .ok_or_else(|| backend_err("an int8 model without quantization parameters".into()))?;
             let segments = q.segment_map(model.graph(), &model.shapes)?;
             let params = Int8Params { model, q, segments };
             let heads = compile_int8(&mut b, &params, p)?;
@@ -251,8 +260,19 @@ fn compile_int8(b: &mut Builder, m: &Int8Params, p: &Program) -> Result<([Head; 
         let (mult, shift) = m.requant(&c.layer);
         let args = vec![StepArg::Slot(x), b.constant(&w)?, b.ints(bias)?, b.ints(mult)?, b.ints(shift)?];
         let y = b.slot(c.out_c * c.t_out());
-        let sizes = [int(c.in_c), int(c.t_in), int(c.kernel), int(c.left), StepArg::Int(z_in as i32), StepArg::Int(m.output_z(&c.layer))];
-        b.step("conv_u8", args.into_iter().chain([StepArg::Slot(y)]).chain(sizes).chain([flag(c.relu), flag(c.pool)]).collect(), vec![c.out_c, c.t_out()])?;
+        let sizes = [
+            int(c.in_c),
+            int(c.t_in),
+            int(c.kernel),
+            int(c.left),
+            StepArg::Int(z_in as i32),
+            StepArg::Int(m.output_z(&c.layer)),
+        ];
+        b.step(
+            "conv_u8",
+            args.into_iter().chain([StepArg::Slot(y)]).chain(sizes).chain([flag(c.relu), flag(c.pool)]).collect(),
+            vec![c.out_c, c.t_out()],
+        )?;
         b.boundary(&c.output, y, 0..c.out_c * c.t_out());
         x = y;
     }
@@ -282,8 +302,13 @@ fn compile_int8(b: &mut Builder, m: &Int8Params, p: &Program) -> Result<([Head; 
         let (w, bias) = m.folded(&d.layer, &zeros);
         let (mult, shift) = m.requant(&d.layer);
         let y = b.slot(d.n_out);
-        let args = vec![StepArg::Slot(x), b.constant(&w)?, b.ints(bias)?, b.ints(mult)?, b.ints(shift)?, StepArg::Slot(y)];
-        b.step("dense_u8", args.into_iter().chain([int(d.n_in), StepArg::Int(m.output_z(&d.layer)), flag(d.relu)]).collect(), vec![d.n_out])?;
+        let args =
+            vec![StepArg::Slot(x), b.constant(&w)?, b.ints(bias)?, b.ints(mult)?, b.ints(shift)?, StepArg::Slot(y)];
+        b.step(
+            "dense_u8",
+            args.into_iter().chain([int(d.n_in), StepArg::Int(m.output_z(&d.layer)), flag(d.relu)]).collect(),
+            vec![d.n_out],
+        )?;
         b.boundary(&d.output, y, 0..d.n_out);
         x = y;
     }
@@ -345,7 +370,13 @@ fn compile_float(b: &mut Builder, model: &Model, p: &Program) -> Result<([Head; 
         x = y;
     }
     let concat = b.slot(4 * p.concat_width());
-    let args = vec![StepArg::Slot(x), StepArg::Slot(concat), int(p.gap_steps), int(p.concat_width()), int(p.concat_offsets().0)];
+    let args = vec![
+        StepArg::Slot(x),
+        StepArg::Slot(concat),
+        int(p.gap_steps),
+        int(p.concat_width()),
+        int(p.concat_offsets().0),
+    ];
     b.step("gap_f32", args, vec![p.gap_channels])?;
     let mut x = concat;
     let layers = p.denses.iter().map(|d| (&d.layer, d.n_in, d.n_out, d.relu, false));
@@ -354,7 +385,8 @@ fn compile_float(b: &mut Builder, model: &Model, p: &Program) -> Result<([Head; 
     for (layer, n_in, n_out, relu, head) in layers.chain(heads) {
         let (w, suffix) = float_weights(model, layer);
         let y = b.slot(4 * n_out);
-        let args = vec![StepArg::Slot(x), b.constant(&w)?, b.floats(&bias(layer))?, StepArg::Slot(y), int(n_in), flag(relu)];
+        let args =
+            vec![StepArg::Slot(x), b.constant(&w)?, b.floats(&bias(layer))?, StepArg::Slot(y), int(n_in), flag(relu)];
         b.step(kernel("dense", suffix), args, vec![n_out])?;
         if head {
             out.push(Head { slot: y, width: n_out, acc: false });

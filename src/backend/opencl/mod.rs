@@ -60,7 +60,13 @@ fn backend_err(reason: String) -> Error {
 
 /// Every OpenCL device here, and whether `select` names a usable one.
 pub fn probe(select: &Selection) -> Probe {
-    let unusable = |reason: String, devices| Probe { backend: BackendKind::Opencl, usable: false, reason: Some(reason), devices, selected: None };
+    let unusable = |reason: String, devices| Probe {
+        backend: BackendKind::Opencl,
+        usable: false,
+        reason: Some(reason),
+        devices,
+        selected: None,
+    };
     let listed = match runtime::devices() {
         Ok(l) => l,
         Err(reason) => return unusable(reason, Vec::new()),
@@ -70,7 +76,11 @@ pub fn probe(select: &Selection) -> Probe {
         .map(|d| {
             let version = d.device.version().unwrap_or_default();
             let units = d.device.max_compute_units().unwrap_or(0);
-            Device { index: d.index, name: d.name(), detail: format!("{}; {}; {version}; {units} compute units", d.platform, d.kind()) }
+            Device {
+                index: d.index,
+                name: d.name(),
+                detail: format!("{}; {}; {version}; {units} compute units", d.platform, d.kind()),
+            }
         })
         .collect();
     match select.pick() {
@@ -90,7 +100,10 @@ impl Backend for OpenCl {
 
     fn supports(&self, model: &Model) -> std::result::Result<(), String> {
         if self.select.form == KernelForm::SingleWorkItem && model.precision() != Precision::Int8 {
-            return Err(format!("the single-work-item (FPGA) kernels are int8 only; this model is {}", model.precision()));
+            return Err(format!(
+                "the single-work-item (FPGA) kernels are int8 only; this model is {}",
+                model.precision()
+            ));
         }
         Program::compile(model.graph(), &model.shapes).map(|_| ())
     }
@@ -101,14 +114,20 @@ impl Backend for OpenCl {
         let runtime = runtime::Runtime::open(self.select.pick().map_err(backend_err)?).map_err(backend_err)?;
         // An FPGA has no OpenCL C compiler at run time: its kernels come compiled offline.
         if self.select.binary.is_none() && !runtime.device.compiler_available().unwrap_or(true) {
-            return Err(backend_err(format!("{} has no OpenCL C compiler (an FPGA runs offline-compiled kernels): pass --fpga-binary FILE", runtime.label)));
+            return Err(backend_err(format!(
+                "{} has no OpenCL C compiler (an FPGA runs offline-compiled kernels): pass --fpga-binary FILE",
+                runtime.label
+            )));
         }
         // The requantization is 64-bit; `long` is optional in the embedded profile.
         if model.precision() == Precision::Int8 {
             let profile = runtime.device.profile().unwrap_or_default();
             let extensions = runtime.device.extensions().unwrap_or_default();
             if profile.contains("EMBEDDED") && !extensions.contains("cles_khr_int64") {
-                return Err(backend_err(format!("{} has no 64-bit integers (embedded profile without cles_khr_int64), which int8 requantization needs", runtime.label)));
+                return Err(backend_err(format!(
+                    "{} has no 64-bit integers (embedded profile without cles_khr_int64), which int8 requantization needs",
+                    runtime.label
+                )));
             }
         }
         Ok(Box::new(plan::OpenclPlan::new(runtime, model, &program, self.select.binary.as_deref(), self.select.form)?))

@@ -11,7 +11,9 @@ use std::sync::Mutex;
 use opencl3::kernel::Kernel;
 use opencl3::memory::Buffer;
 
-use super::compile::{BUILD_OPTIONS, Boundary, Compiled, Encoding, Head, Input, SEQ_SLOT, Step, StepArg, compile, sources};
+use super::compile::{
+    BUILD_OPTIONS, Boundary, Compiled, Encoding, Head, Input, SEQ_SLOT, Step, StepArg, compile, sources,
+};
 use super::runtime::{Arg, Profile, Runtime};
 use super::{KernelForm, backend_err};
 use crate::backend::cpu::program::Program;
@@ -48,19 +50,30 @@ pub struct OpenclPlan {
 impl OpenclPlan {
     /// Builds the kernels for `runtime`'s device from source, or loads `binary` (refused when it was
     /// compiled for another model).
-    pub fn new(runtime: Runtime, model: &Model, p: &Program, binary: Option<&Path>, form: KernelForm) -> Result<OpenclPlan> {
+    pub fn new(
+        runtime: Runtime,
+        model: &Model,
+        p: &Program,
+        binary: Option<&Path>,
+        form: KernelForm,
+    ) -> Result<OpenclPlan> {
         let precision = model.precision();
         let program = match binary {
-            Some(path) => super::binary::load(&runtime, path)
-                .and_then(|prog| super::binary::check_model(&runtime, &prog, &path.display().to_string(), model).map(|()| prog)),
+            Some(path) => super::binary::load(&runtime, path).and_then(|prog| {
+                super::binary::check_model(&runtime, &prog, &path.display().to_string(), model).map(|()| prog)
+            }),
             None => {
                 let (what, sources) = sources(precision, form);
                 runtime.build(what, &sources, BUILD_OPTIONS)
             }
         }
         .map_err(backend_err)?;
-        let Compiled { kernels, consts, slots, steps, boundaries, heads, concat, encoding } = compile(&runtime, program, model, p)?;
-        let max_alloc = runtime.device.max_mem_alloc_size().map_err(|e| backend_err(format!("{}: CL_DEVICE_MAX_MEM_ALLOC_SIZE: {e}", runtime.label)))?;
+        let Compiled { kernels, consts, slots, steps, boundaries, heads, concat, encoding } =
+            compile(&runtime, program, model, p)?;
+        let max_alloc = runtime
+            .device
+            .max_mem_alloc_size()
+            .map_err(|e| backend_err(format!("{}: CL_DEVICE_MAX_MEM_ALLOC_SIZE: {e}", runtime.label)))?;
         let widest = slots.iter().copied().max().unwrap_or(1).max(1) as u64;
         Ok(OpenclPlan {
             chunk_rows: usize::try_from(max_alloc / widest).unwrap_or(usize::MAX).max(1),
@@ -86,11 +99,14 @@ impl OpenclPlan {
         }
         let mut joined: Option<HeadOutputs> = None;
         for start in (0..batch.len()).step_by(self.chunk_rows) {
-            let part = self.execute(&batch.slice(start..(start + self.chunk_rows).min(batch.len())), trace.as_deref_mut())?;
+            let part =
+                self.execute(&batch.slice(start..(start + self.chunk_rows).min(batch.len())), trace.as_deref_mut())?;
             match &mut joined {
                 None => joined = Some(part),
                 Some(all) => {
-                    for (into, more) in [(&mut all.ltv, part.ltv), (&mut all.churn, part.churn), (&mut all.segment, part.segment)] {
+                    for (into, more) in
+                        [(&mut all.ltv, part.ltv), (&mut all.churn, part.churn), (&mut all.segment, part.segment)]
+                    {
                         match (into, more) {
                             (HeadValues::Accumulators(a), HeadValues::Accumulators(b)) => a.extend(b),
                             (HeadValues::Logits(a), HeadValues::Logits(b)) => a.extend(b),
@@ -108,11 +124,18 @@ impl OpenclPlan {
     fn execute(&self, batch: &Batch, trace: Option<&mut BTreeMap<String, Vec<u8>>>) -> Result<HeadOutputs> {
         let rows = batch.len();
         let rt = &self.runtime;
-        let mut device = self.device.lock().map_err(|_| backend_err("an earlier run panicked while holding the device".into()))?;
+        let mut device =
+            self.device.lock().map_err(|_| backend_err("an earlier run panicked while holding the device".into()))?;
         let Device { kernels, profile } = &mut *device;
         let mut events = Vec::new();
-        let mut bufs = self.slots.iter().map(|&row| rt.scratch(rows * row)).collect::<std::result::Result<Vec<_>, _>>().map_err(backend_err)?;
-        rt.write(&mut bufs[SEQ_SLOT], &self.encoding.bytes(batch.seq(), Input::Seq), &mut events).map_err(backend_err)?;
+        let mut bufs = self
+            .slots
+            .iter()
+            .map(|&row| rt.scratch(rows * row))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(backend_err)?;
+        rt.write(&mut bufs[SEQ_SLOT], &self.encoding.bytes(batch.seq(), Input::Seq), &mut events)
+            .map_err(backend_err)?;
         if self.static_features > 0 {
             let (slot, width, offset) = self.concat;
             let e = self.encoding.width();
@@ -162,7 +185,11 @@ impl OpenclPlan {
             .map(|h| {
                 let bytes = fetch(h.slot, &mut events)?;
                 debug_assert_eq!(bytes.len(), rows * h.width * 4);
-                Ok(if h.acc { HeadValues::Accumulators(bytemuck::pod_collect_to_vec(&bytes)) } else { HeadValues::Logits(bytemuck::pod_collect_to_vec(&bytes)) })
+                Ok(if h.acc {
+                    HeadValues::Accumulators(bytemuck::pod_collect_to_vec(&bytes))
+                } else {
+                    HeadValues::Logits(bytemuck::pod_collect_to_vec(&bytes))
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         if let Some(out) = trace {
@@ -224,7 +251,14 @@ mod tests {
     #[test]
     fn batches_larger_than_an_allocation_run_in_parts() {
         let Some(rt) = crate::backend::opencl::tests::runtime() else { return };
-        let opts = InitOptions { preset: Preset::Tiny, precision: Precision::Int8, seed: 4, sparsity: 0.0, inputs: None, block: None };
+        let opts = InitOptions {
+            preset: Preset::Tiny,
+            precision: Precision::Int8,
+            seed: 4,
+            sparsity: 0.0,
+            inputs: None,
+            block: None,
+        };
         let model = init(&opts).unwrap().into_model().unwrap();
         let program = Program::compile(model.graph(), &model.shapes).unwrap();
         let mut plan = OpenclPlan::new(rt, &model, &program, None, KernelForm::NdRange).unwrap();

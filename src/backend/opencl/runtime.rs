@@ -104,9 +104,8 @@ impl Selection {
             names.dedup();
             names.join(", ")
         };
-        let on_platform = |d: &Listed| {
-            self.platform.as_ref().is_none_or(|p| d.platform.to_lowercase().contains(&p.to_lowercase()))
-        };
+        let on_platform =
+            |d: &Listed| self.platform.as_ref().is_none_or(|p| d.platform.to_lowercase().contains(&p.to_lowercase()));
         if let Some(p) = &self.platform
             && !all.iter().any(on_platform)
         {
@@ -115,9 +114,16 @@ impl Selection {
         let found = match self.device {
             Some(i) => {
                 let count = all.len();
-                let d = all.into_iter().nth(i).ok_or_else(|| format!("no OpenCL device {i}: {count} listed (see `ltvx devices`)"))?;
+                let d = all
+                    .into_iter()
+                    .nth(i)
+                    .ok_or_else(|| format!("no OpenCL device {i}: {count} listed (see `ltvx devices`)"))?;
                 if !on_platform(&d) {
-                    return Err(format!("OpenCL device {i} is on platform {:?}, not {:?}", d.platform, self.platform.as_deref().unwrap_or("")));
+                    return Err(format!(
+                        "OpenCL device {i} is on platform {:?}, not {:?}",
+                        d.platform,
+                        self.platform.as_deref().unwrap_or("")
+                    ));
                 }
                 d
             }
@@ -206,8 +212,15 @@ impl Runtime {
         let one = [0u8];
         let data = if bytes.is_empty() { &one[..] } else { bytes };
         // SAFETY: COPY_HOST_PTR only reads `data.len()` bytes from the pointer during the call.
-        unsafe { Buffer::<u8>::create(&self.context, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, data.len(), data.as_ptr() as *mut c_void) }
-            .map_err(|e| format!("OpenCL buffer of {} bytes: {e}", data.len()))
+        unsafe {
+            Buffer::<u8>::create(
+                &self.context,
+                CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
+                data.len(),
+                data.as_ptr() as *mut c_void,
+            )
+        }
+        .map_err(|e| format!("OpenCL buffer of {} bytes: {e}", data.len()))
     }
 
     /// An uninitialised device buffer of at least one byte.
@@ -222,7 +235,8 @@ impl Runtime {
             return Ok(());
         }
         // SAFETY: a blocking write of `data`, which outlives the call, into a buffer at least as large.
-        let e = unsafe { self.queue.enqueue_write_buffer(buf, CL_BLOCKING, 0, data, &[]) }.map_err(|e| format!("OpenCL write: {e}"))?;
+        let e = unsafe { self.queue.enqueue_write_buffer(buf, CL_BLOCKING, 0, data, &[]) }
+            .map_err(|e| format!("OpenCL write: {e}"))?;
         events.push((Work::Transfer, e));
         Ok(())
     }
@@ -232,14 +246,23 @@ impl Runtime {
             return Ok(());
         }
         // SAFETY: a blocking read into `data`; the in-order queue has finished every earlier command.
-        let e = unsafe { self.queue.enqueue_read_buffer(buf, CL_BLOCKING, 0, data, &[]) }.map_err(|e| format!("OpenCL read: {e}"))?;
+        let e = unsafe { self.queue.enqueue_read_buffer(buf, CL_BLOCKING, 0, data, &[]) }
+            .map_err(|e| format!("OpenCL read: {e}"))?;
         events.push((Work::Transfer, e));
         Ok(())
     }
 
     /// Sets `args` on `kernel` and enqueues it over `global` work-items (nothing when any is 0), in
     /// work-groups of `local` (`None`: the runtime's choice).
-    pub fn launch(&self, kernel: &Kernel, name: &str, args: &[Arg], global: &[usize], local: Option<&[usize]>, events: &mut Vec<(Work, Event)>) -> Result<(), String> {
+    pub fn launch(
+        &self,
+        kernel: &Kernel,
+        name: &str,
+        args: &[Arg],
+        global: &[usize],
+        local: Option<&[usize]>,
+        events: &mut Vec<(Work, Event)>,
+    ) -> Result<(), String> {
         for (i, a) in args.iter().enumerate() {
             // SAFETY: each argument is a live cl_mem or an i32, the types the kernels declare in this order.
             let set = unsafe {
@@ -258,8 +281,17 @@ impl Runtime {
         }
         let local = local.map_or(ptr::null(), |l| l.as_ptr());
         // SAFETY: every argument is set; `global` (and `local`, when given) have `global.len()` (≤ 3) entries.
-        let e = unsafe { self.queue.enqueue_nd_range_kernel(kernel.get(), global.len() as u32, ptr::null(), global.as_ptr(), local, &[]) }
-            .map_err(|e| format!("kernel {name} on {global:?} work-items: {e}"))?;
+        let e = unsafe {
+            self.queue.enqueue_nd_range_kernel(
+                kernel.get(),
+                global.len() as u32,
+                ptr::null(),
+                global.as_ptr(),
+                local,
+                &[],
+            )
+        }
+        .map_err(|e| format!("kernel {name} on {global:?} work-items: {e}"))?;
         events.push((Work::Kernel, e));
         Ok(())
     }

@@ -6,15 +6,15 @@
 use opencl3::program::Program as ClProgram;
 use serde_json::Value;
 
+use super::KernelForm;
 use super::OpenCl;
 use super::binary::model_hash;
-use super::KernelForm;
 use super::compile::{BUILD_OPTIONS, sources};
 use super::runtime::{Arg, Profile, Runtime, Selection};
 use crate::backend::Backend;
+use crate::backend::Plan;
 use crate::backend::cpu::int8::fold_zero_points;
 use crate::backend::reference::ReferencePlan;
-use crate::backend::Plan;
 use crate::data::synthetic;
 use crate::model::init::{InitOptions, init};
 use crate::model::{Model, Precision, Preset};
@@ -116,7 +116,20 @@ fn int8_kernels_reproduce_the_golden_vectors() {
         let w: Vec<i8> = ints(&c["w"]);
         let bias = fold_zero_points(&w, &ints::<i32>(&c["bias"]), &vec![int(&c["zero_in"]) as u8; n_in]);
         let weights = bytemuck::cast_slice(&w).to_vec();
-        let acc = call(&rt, &program, "head_acc", vec![A::Bytes(bytes(&c["x"])), A::Bytes(weights.clone()), A::Ints(bias.clone()), A::Out, A::Int(n_in as i32)], &[1, n_out], 4 * n_out);
+        let acc = call(
+            &rt,
+            &program,
+            "head_acc",
+            vec![
+                A::Bytes(bytes(&c["x"])),
+                A::Bytes(weights.clone()),
+                A::Ints(bias.clone()),
+                A::Out,
+                A::Int(n_in as i32),
+            ],
+            &[1, n_out],
+            4 * n_out,
+        );
         assert_eq!(bytemuck::pod_collect_to_vec::<u8, i32>(&acc), ints::<i32>(&c["acc"]), "dense {c}");
         let args = vec![
             A::Bytes(bytes(&c["x"])),
@@ -169,19 +182,32 @@ fn int8_kernels_reproduce_the_golden_vectors() {
             A::Int(int(&c["zero_in"]) as i32),
             A::Int(int(&c["zero_out"]) as i32),
         ];
-        assert_eq!(call(&rt, &program, "gap_u8", args, &[1, channels as usize], channels as usize), bytes(&c["q"]), "gap {c}");
+        assert_eq!(
+            call(&rt, &program, "gap_u8", args, &[1, channels as usize], channels as usize),
+            bytes(&c["q"]),
+            "gap {c}"
+        );
     }
 }
 
 #[test]
 fn a_failed_build_names_the_source_and_carries_the_log() {
     let Some(rt) = runtime() else { return };
-    let err = rt.build("broken.cl", &["__kernel void broken(__global int* x) { x[0] = no_such_name; }"], "").expect_err("a build error");
+    let err = rt
+        .build("broken.cl", &["__kernel void broken(__global int* x) { x[0] = no_such_name; }"], "")
+        .expect_err("a build error");
     assert!(err.contains("broken.cl") && err.contains("build log") && err.contains("no_such_name"), "{err}");
 }
 
 fn tiny_int8(seed: u64) -> Model {
-    let opts = InitOptions { preset: Preset::Tiny, precision: Precision::Int8, seed, sparsity: 0.0, inputs: None, block: None };
+    let opts = InitOptions {
+        preset: Preset::Tiny,
+        precision: Precision::Int8,
+        seed,
+        sparsity: 0.0,
+        inputs: None,
+        block: None,
+    };
     init(&opts).unwrap().into_model().unwrap()
 }
 
@@ -204,13 +230,17 @@ fn an_offline_binary_runs_its_model_and_refuses_others() {
     let batch = synthetic::customers(model.graph().inputs, 7, 3);
     let want = ReferencePlan::new(&model).trace(&batch).unwrap();
     for form in [KernelForm::NdRange, KernelForm::SingleWorkItem] {
-        let with_hash = binary_file(&rt, form, &format!("{BUILD_OPTIONS} -DLTVX_MODEL_HASH=0x{:016x}UL", model_hash(&model)));
-        let backend = |file: &tempfile::NamedTempFile| OpenCl { select: Selection { binary: Some(file.path().into()), form, ..Selection::default() } };
+        let with_hash =
+            binary_file(&rt, form, &format!("{BUILD_OPTIONS} -DLTVX_MODEL_HASH=0x{:016x}UL", model_hash(&model)));
+        let backend = |file: &tempfile::NamedTempFile| OpenCl {
+            select: Selection { binary: Some(file.path().into()), form, ..Selection::default() },
+        };
         let plan = backend(&with_hash).build(&model).unwrap();
         assert!(plan.trace(&batch).unwrap() == want, "{form}: the binary's results differ from the reference");
         let err = backend(&with_hash).build(&other).err().expect("another model refused").to_string();
         assert!(err.contains(&format!("compiled for model hash {:016x}", model_hash(&model))), "{form}: {err}");
-        let err = backend(&binary_file(&rt, form, BUILD_OPTIONS)).build(&model).err().expect("no hash refused").to_string();
+        let err =
+            backend(&binary_file(&rt, form, BUILD_OPTIONS)).build(&model).err().expect("no hash refused").to_string();
         assert!(err.contains("without a model hash"), "{form}: {err}");
     }
 }
