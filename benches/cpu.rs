@@ -35,7 +35,7 @@ fn engine(c: &mut Criterion) {
         let model = base(precision);
         let mut group = c.benchmark_group(format!("engine/{precision}"));
         for isa in Isa::available_all() {
-            let options = Options { threads: 1, cpu_isa: Some(isa) };
+            let options = Options { threads: 1, cpu_isa: Some(isa), ..Options::default() };
             let engine = Engine::build_with(&model, BackendChoice::Kind(BackendKind::Cpu), &options).unwrap();
             for n in [1usize, 256, 4096] {
                 let batch = synthetic::customers(model.graph().inputs, n, 2);

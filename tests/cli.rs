@@ -580,6 +580,28 @@ fn unavailable_backends_say_why() {
     }
 }
 
+/// `--backend opencl` prints exactly what the reference prints (int8 is bit-identical and the epilogue
+/// shared); a platform that is not here is one clean line. Without an OpenCL device: skipped, unless
+/// `LTVX_REQUIRE` names opencl.
+#[test]
+fn opencl_scores_equal_the_reference() {
+    const IDS: [&str; 6] = ["c001", "c002", "c003", "c004", "c005", "c006"];
+    let (_dir, f) = feature_file(&IDS.iter().enumerate().map(|(i, id)| valid(id, i)).collect::<Vec<_>>());
+    let args = |backend| ["score", s(base_int8()), "--features", s(&f), "--backend", backend];
+    let opencl = ltvx(&args("opencl"));
+    assert_no_crash(&args("opencl"), &opencl);
+    if opencl.code != Some(0) {
+        let required = std::env::var("LTVX_REQUIRE").unwrap_or_default().split(',').any(|b| b.trim() == "opencl");
+        assert!(!required, "opencl is required (LTVX_REQUIRE): {}", opencl.stderr);
+        eprintln!("skipped: score --backend opencl: {}", opencl.stderr.trim());
+        return;
+    }
+    assert_eq!(opencl.stdout, ok(&args("reference")).stdout);
+    let mut elsewhere = args("opencl").to_vec();
+    elsewhere.extend(["--opencl-platform", "no-such-platform"]);
+    assert_clean_error(&elsewhere, &["backend opencl: no OpenCL platform matches \"no-such-platform\""]);
+}
+
 /// Values clap rejects before ltvx runs: (arguments, the bad value).
 fn clap_rejections(out: &Path, features: &Path) -> Vec<(Vec<String>, &'static str)> {
     let model = s(base_int8()).to_string();

@@ -10,6 +10,7 @@ mod common;
 
 use common::{Variant, model, random_graph};
 use ltvx::backend::cpu::Isa;
+use ltvx::backend::opencl::{KernelForm, Selection};
 use ltvx::backend::{BackendChoice, BackendKind, Options, Trace};
 use ltvx::data::synthetic;
 use ltvx::engine::{Batch, Engine, HeadValues};
@@ -144,11 +145,19 @@ fn conformance(kind: BackendKind) {
 }
 
 fn conformance_with(kind: BackendKind, options: &Options) {
+    conformance_of(kind, options, &Variant::ALL);
+}
+
+/// The suite's cases of the given variants (a kernel family for some precisions only).
+fn conformance_of(kind: BackendKind, options: &Options, variants: &[Variant]) {
     let probe_model = model(Preset::Tiny.graph(Preset::Tiny.default_inputs()), Variant::Int8, 1, 0.0);
     if engine(&probe_model, kind, options).is_none() {
         return;
     }
     let run = |ctx: String, m: Model, variant: Variant, batch: Batch| {
+        if !variants.contains(&variant) {
+            return;
+        }
         let e = engine(&m, kind, options).unwrap_or_else(|| panic!("{ctx}: {kind} declined a model it should run"));
         check(&format!("{ctx} ({})", e.describe()), &e, &m, variant, &batch);
     };
@@ -204,7 +213,7 @@ fn cpu_conforms_on_every_isa_and_thread_count() {
             continue;
         }
         for threads in [1, 2] {
-            conformance_with(BackendKind::Cpu, &Options { threads, cpu_isa: Some(isa) });
+            conformance_with(BackendKind::Cpu, &Options { threads, cpu_isa: Some(isa), ..Options::default() });
         }
     }
 }
@@ -217,4 +226,12 @@ fn cuda_conforms() {
 #[test]
 fn opencl_conforms() {
     conformance(BackendKind::Opencl);
+}
+
+/// The single-work-item form of the OpenCL int8 kernels (the FPGA form, hw/fpga/int8_swi.cl) on
+/// every int8 case of the suite.
+#[test]
+fn opencl_single_work_item_conforms() {
+    let opencl = Selection { form: KernelForm::SingleWorkItem, ..Selection::default() };
+    conformance_of(BackendKind::Opencl, &Options { opencl, ..Options::default() }, &[Variant::Int8, Variant::Int8F32Heads]);
 }

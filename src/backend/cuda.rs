@@ -6,7 +6,7 @@ use cudarc::driver::CudaContext;
 use super::{BackendKind, Device, Probe};
 
 fn unusable(reason: String) -> Probe {
-    Probe { backend: BackendKind::Cuda, usable: false, reason: Some(reason), devices: Vec::new() }
+    Probe { backend: BackendKind::Cuda, usable: false, reason: Some(reason), devices: Vec::new(), selected: None }
 }
 
 pub fn probe() -> Probe {
@@ -33,5 +33,5 @@ pub fn probe() -> Probe {
             Err(e) => Device { index: i, name: "unavailable GPU".into(), detail: e.to_string() },
         })
         .collect();
-    Probe { backend: BackendKind::Cuda, usable: true, reason: None, devices }
+    Probe { backend: BackendKind::Cuda, usable: true, reason: None, devices, selected: None }
 }

@@ -83,6 +83,9 @@ pub struct Probe {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub devices: Vec<Device>,
+    /// The device plans would run on, where the backend has a choice (`--device`, `--opencl-platform`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selected: Option<usize>,
 }
 
 /// A model prepared for one backend.
@@ -115,17 +118,19 @@ pub trait Backend {
     fn build(&self, model: &Model) -> Result<Box<dyn Plan>>;
 }
 
-/// How plans are built: threads per batch and, for the CPU backend, a forced kernel family.
-#[derive(Debug, Clone, Copy)]
+/// How plans are built: threads per batch, for the CPU backend a forced kernel family, for the
+/// OpenCL backend the device.
+#[derive(Debug, Clone)]
 pub struct Options {
     pub threads: usize,
     /// `None`: `LTVX_CPU_ISA` if set, else the best the CPU has.
     pub cpu_isa: Option<cpu::Isa>,
+    pub opencl: opencl::Selection,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { threads: 1, cpu_isa: None }
+        Options { threads: 1, cpu_isa: None, opencl: opencl::Selection::default() }
     }
 }
 
@@ -134,20 +139,21 @@ fn implemented(kind: BackendKind, options: &Options) -> Option<Box<dyn Backend>>
     match kind {
         BackendKind::Reference => Some(Box::new(reference::Reference)),
         BackendKind::Cpu => Some(Box::new(cpu::Cpu { isa: options.cpu_isa, threads: options.threads })),
-        BackendKind::Cuda | BackendKind::Opencl => None,
+        BackendKind::Opencl => Some(Box::new(opencl::OpenCl { select: options.opencl.clone() })),
+        BackendKind::Cuda => None,
     }
 }
 
 const NO_KERNELS: &str = "this build has no ltvx kernels for it yet (devices are listed by the probe only)";
 
-pub fn probe(kind: BackendKind) -> Probe {
-    if let Some(b) = implemented(kind, &Options::default()) {
+/// What `kind` finds here, with the device `options` select.
+pub fn probe(kind: BackendKind, options: &Options) -> Probe {
+    if let Some(b) = implemented(kind, options) {
         return b.probe();
     }
     let mut p = match kind {
         BackendKind::Cuda => cuda::probe(),
-        BackendKind::Opencl => opencl::probe(),
-        BackendKind::Reference | BackendKind::Cpu => unreachable!("implemented backends probe themselves"),
+        BackendKind::Reference | BackendKind::Cpu | BackendKind::Opencl => unreachable!("implemented backends probe themselves"),
     };
     if p.usable {
         p.usable = false;
@@ -156,8 +162,8 @@ pub fn probe(kind: BackendKind) -> Probe {
     p
 }
 
-pub fn probe_all() -> Vec<Probe> {
-    BackendKind::ALL.into_iter().map(probe).collect()
+pub fn probe_all(options: &Options) -> Vec<Probe> {
+    BackendKind::ALL.into_iter().map(|k| probe(k, options)).collect()
 }
 
 /// A plan on the chosen backend, or a one-line reason why that backend cannot run this model here.
@@ -169,7 +175,7 @@ pub fn build_plan(model: &Model, choice: BackendChoice, options: &Options) -> Re
     let mut last = None;
     for kind in kinds {
         let Some(b) = implemented(kind, options) else {
-            let p = probe(kind);
+            let p = probe(kind, options);
             last = Some(Error::Backend {
                 backend: kind.to_string(),
                 reason: p.reason.unwrap_or_else(|| NO_KERNELS.into()),

@@ -24,7 +24,7 @@ impl Backend for Reference {
             name: "host CPU".into(),
             detail: "plain loops, one thread (the correctness oracle)".into(),
         };
-        Probe { backend: BackendKind::Reference, usable: true, reason: None, devices: vec![device] }
+        Probe { backend: BackendKind::Reference, usable: true, reason: None, devices: vec![device], selected: None }
     }
 
     fn supports(&self, _model: &Model) -> std::result::Result<(), String> {

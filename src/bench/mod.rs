@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::backend::cpu::Isa;
+use crate::backend::opencl::Selection;
 use crate::backend::{BackendChoice, BackendKind, Options};
 use crate::engine::{Batch, Engine};
 use crate::error::Result;
@@ -60,6 +61,8 @@ pub struct Row {
     pub peak_share: f64,
     /// The process's peak resident memory so far, MB.
     pub peak_rss_mb: f64,
+    /// The plan as the engine describes it after the runs (device and, for OpenCL, device time).
+    pub plan: String,
 }
 
 /// Multiply-adds one customer costs, dense and as the backend executes them.
@@ -70,8 +73,9 @@ pub struct Macs {
 }
 
 /// Measures one configuration for about `duration` after a warm-up.
-pub fn measure(model: &Model, batch: &Batch, config: Config, duration: Duration, peak_per_core: f64) -> Result<Row> {
-    let options = Options { threads: config.threads, cpu_isa: config.isa };
+/// `opencl` names the device of OpenCL configurations.
+pub fn measure(model: &Model, batch: &Batch, config: Config, opencl: &Selection, duration: Duration, peak_per_core: f64) -> Result<Row> {
+    let options = Options { threads: config.threads, cpu_isa: config.isa, opencl: opencl.clone() };
     let engine = Engine::build_with(model, BackendChoice::Kind(config.backend), &options)?;
     let macs = Macs { dense: model.macs(), executed: engine.executed_macs().unwrap_or(model.macs()) };
     let warm_until = Instant::now() + duration / 10;
@@ -119,6 +123,7 @@ pub fn measure(model: &Model, batch: &Batch, config: Config, duration: Duration,
         gmacs,
         peak_share: gmacs * 1e9 / (peak_per_core * config.threads as f64),
         peak_rss_mb: peak_rss_mb(),
+        plan: engine.describe(),
     })
 }
 

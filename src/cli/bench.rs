@@ -18,6 +18,7 @@ use ltvx::model::init::{InitOptions, init};
 use ltvx::model::{Model, Precision, Preset};
 use ltvx::{Error, Result};
 
+use super::device_args::OpenclArgs;
 use super::init::parse_precision;
 use super::log;
 
@@ -65,6 +66,8 @@ pub struct Args {
     /// One JSON document on stdout instead of the table.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    device: OpenclArgs,
 }
 
 #[derive(Serialize)]
@@ -127,7 +130,7 @@ pub fn run(mut a: Args) -> Result<ExitCode> {
             .or_insert_with(|| a.peak.unwrap_or_else(|| peak::per_core(family, model.precision()) / 1e9));
         let batch = batches.entry(c.batch).or_insert_with(|| synthetic::customers(model.graph().inputs, c.batch, 7));
         log::info(&format!("{} {} batch {} threads {}…", c.backend, c.isa.map_or(String::new(), |i| i.to_string()), c.batch, c.threads));
-        report.rows.push(bench::measure(&model, batch, c, duration, per_core * 1e9)?);
+        report.rows.push(bench::measure(&model, batch, c, &a.device.opencl(), duration, per_core * 1e9)?);
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report).map_err(|e| Error::Input(e.to_string()))?);
@@ -192,7 +195,7 @@ fn configs(a: &Args, model: &Model, skipped: &mut Vec<Skipped>) -> Result<Vec<Co
     for kind in kinds {
         let families: Vec<Option<Isa>> = if kind == BackendKind::Cpu { isas.iter().copied().map(Some).collect() } else { vec![None] };
         for isa in families {
-            let options = backend::Options { threads: 1, cpu_isa: isa };
+            let options = backend::Options { threads: 1, cpu_isa: isa, opencl: a.device.opencl() };
             if let Err(e) = ltvx::engine::Engine::build_with(model, backend::BackendChoice::Kind(kind), &options) {
                 let reason = match e {
                     Error::Backend { reason, .. } => reason,
@@ -201,8 +204,8 @@ fn configs(a: &Args, model: &Model, skipped: &mut Vec<Skipped>) -> Result<Vec<Co
                 skipped.push(Skipped { backend: kind, isa, reason });
                 continue;
             }
-            // The reference backend is one thread by definition.
-            let threads: Vec<usize> = if kind == BackendKind::Reference { vec![1] } else { a.threads.clone() };
+            // The reference backend is one thread by definition; an OpenCL device schedules its own.
+            let threads: Vec<usize> = if matches!(kind, BackendKind::Reference | BackendKind::Opencl) { vec![1] } else { a.threads.clone() };
             for &t in &threads {
                 for &b in &a.batch {
                     out.push(Config { backend: kind, isa, batch: b, threads: t });
@@ -258,6 +261,10 @@ fn print_table(r: &Report) {
             row.peak_share * 100.0,
             row.peak_rss_mb
         );
+    }
+    // Where the plan has more to say than its backend's name: the device and its kernel vs transfer time.
+    for row in r.rows.iter().filter(|row| row.backend == BackendKind::Opencl) {
+        println!("batch {}: {}", row.batch, row.plan);
     }
     for s in &r.skipped {
         println!("{:<10} {:<11} unavailable: {}", s.backend.to_string(), s.isa.map_or("-".to_string(), |i| i.to_string()), s.reason);

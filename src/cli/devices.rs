@@ -3,17 +3,22 @@
 use std::process::ExitCode;
 
 use ltvx::Result;
-use ltvx::backend::probe_all;
+use ltvx::backend::{Options, probe_all};
+
+use super::device_args::DeviceArgs;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Machine-readable JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Which device `--backend opencl` would take (marked `*`).
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let probes = probe_all();
+    let probes = probe_all(&Options { opencl: args.device.opencl(), ..Options::default() });
     if args.json {
         super::print_json(&serde_json::to_value(&probes).expect("probes serialize"))?;
         return Ok(ExitCode::SUCCESS);
@@ -27,7 +32,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 (None, false) => writeln!(w, "{backend:<10} unavailable")?,
             }
             for d in &p.devices {
-                writeln!(w, "    [{}] {}: {}", d.index, d.name, d.detail)?;
+                let mark = if p.selected == Some(d.index) { '*' } else { ' ' };
+                writeln!(w, "  {mark} [{}] {}: {}", d.index, d.name, d.detail)?;
             }
         }
         Ok(())

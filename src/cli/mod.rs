@@ -3,6 +3,7 @@
 mod bench;
 mod compress;
 mod demo;
+mod device_args;
 mod devices;
 pub mod eval;
 mod info;

@@ -20,6 +20,7 @@ use ltvx::engine::{Batch, Engine, Scores};
 use ltvx::eval::evaluate::feature_spec;
 use ltvx::{Error, Model, Result};
 
+use super::device_args::OpenclArgs;
 use super::log;
 use super::log_args::LogArgs;
 
@@ -50,6 +51,8 @@ pub struct Args {
     /// auto, reference, cpu, cuda or opencl.
     #[arg(long, default_value = "auto")]
     backend: BackendChoice,
+    #[command(flatten)]
+    device: OpenclArgs,
     /// Write here (atomically) instead of stdout.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -82,7 +85,8 @@ struct Output<'a> {
 
 pub fn run(a: Args) -> Result<ExitCode> {
     let model = Model::open(&a.model)?;
-    let engine = Engine::build_with(&model, a.backend, &super::engine_options(a.threads))?;
+    let options = ltvx::backend::Options { opencl: a.device.opencl(), ..super::engine_options(a.threads) };
+    let engine = Engine::build_with(&model, a.backend, &options)?;
     log::debug(&format!("backend: {}", engine.describe()));
     let start = Instant::now();
     let mut tally = Tally { scored: 0, rejected: 0 };

@@ -65,13 +65,7 @@ impl Layer {
         let k_real = zeros.len();
         assert_eq!(w.len(), n * k_real, "weights are [n][k]");
         let k = k_real.div_ceil(K_GROUP) * K_GROUP;
-        // bias′ = bias − Σ_k w·z, in wrapping i32 like every other partial sum (docs/NUMERICS.md D).
-        let folded: Vec<i32> = (0..n)
-            .map(|o| {
-                let row = &w[o * k_real..(o + 1) * k_real];
-                row.iter().zip(zeros).fold(bias[o], |a, (&w, &z)| a.wrapping_sub(w as i32 * z as i32))
-            })
-            .collect();
+        let folded = fold_zero_points(w, bias, zeros);
         let weight = |o: usize, kk: usize| if o < n && kk < k_real { w[o * k_real + kk] } else { 0 };
         // A 16-channel × 4-element group is the VNNI kernel's unit of work.
         let group_nonzero = |col0: usize, g: usize| (col0..col0 + 16).any(|o| (0..4).any(|i| weight(o, 4 * g + i) != 0));
@@ -174,6 +168,16 @@ impl Layer {
             _ => portable(a, lda, rows, self, out),
         }
     }
+}
+
+/// The biases with the zero-point terms folded in, for `w` `[n][k]` read with `zeros[k]`:
+/// bias′ = bias − Σ_k w·z, in wrapping i32 like every other partial sum (docs/NUMERICS.md D), so that
+/// kernels accumulate Σ w·x on raw u8.
+pub fn fold_zero_points(w: &[i8], bias: &[i32], zeros: &[u8]) -> Vec<i32> {
+    let k = zeros.len();
+    (0..bias.len())
+        .map(|o| w[o * k..(o + 1) * k].iter().zip(zeros).fold(bias[o], |a, (&w, &z)| a.wrapping_sub(w as i32 * z as i32)))
+        .collect()
 }
 
 /// Rows a kernel may read past the last real row (its register tile height, at most).

@@ -5,10 +5,10 @@
 
 mod avx2;
 mod float;
-mod int8;
+pub(crate) mod int8;
 pub mod isa;
 mod pipeline;
-mod program;
+pub(crate) mod program;
 mod vnni;
 
 use std::collections::BTreeMap;
@@ -51,7 +51,7 @@ pub fn isa_features() -> Vec<&'static str> {
 pub fn probe() -> Probe {
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let features = isa_features();
-    let mut p = Probe { backend: BackendKind::Cpu, usable: true, reason: None, devices: Vec::new() };
+    let mut p = Probe { backend: BackendKind::Cpu, usable: true, reason: None, devices: Vec::new(), selected: None };
     let kernels = match Isa::from_env() {
         Ok(forced) => forced.unwrap_or_else(Isa::best).to_string(),
         Err(reason) => {
