@@ -184,8 +184,17 @@ fn conformance_of(kind: BackendKind, options: &Options, variants: &[Variant]) {
     }
     // Block-sparse models (16×4 blocks: the VNNI kernels skip the zero ones) at batches that leave
     // partial tiles.
-    for (preset, precision, n) in [(Preset::Base, Precision::Int8, 53), (Preset::Tiny, Precision::Int8, 130), (Preset::Base, Precision::Fp32, 17)] {
-        let opts = InitOptions { preset, precision, seed: 3, sparsity: 0.75, inputs: None, block: Some(BlockShape { rows: 16, cols: 4 }) };
+    for (preset, precision, n) in
+        [(Preset::Base, Precision::Int8, 53), (Preset::Tiny, Precision::Int8, 130), (Preset::Base, Precision::Fp32, 17)]
+    {
+        let opts = InitOptions {
+            preset,
+            precision,
+            seed: 3,
+            sparsity: 0.75,
+            inputs: None,
+            block: Some(BlockShape { rows: 16, cols: 4 }),
+        };
         let m = init(&opts).unwrap().into_model().unwrap();
         let variant = if precision == Precision::Int8 { Variant::Int8 } else { Variant::Fp32 };
         let batch = synthetic::customers(m.graph().inputs, n, 9);
@@ -233,5 +242,9 @@ fn opencl_conforms() {
 #[test]
 fn opencl_single_work_item_conforms() {
     let opencl = Selection { form: KernelForm::SingleWorkItem, ..Selection::default() };
-    conformance_of(BackendKind::Opencl, &Options { opencl, ..Options::default() }, &[Variant::Int8, Variant::Int8F32Heads]);
+    conformance_of(
+        BackendKind::Opencl,
+        &Options { opencl, ..Options::default() },
+        &[Variant::Int8, Variant::Int8F32Heads],
+    );
 }

@@ -296,8 +296,15 @@ fn python_rebuilds_block_sparse_weights() {
     let Some(python) = python() else { return };
     let dir = tempfile::tempdir().unwrap();
     let float = |preset: Preset, pattern: Pattern, sparsity: f64| {
-        let mut f =
-            init(&InitOptions { preset, precision: Precision::Fp32, seed: 4, sparsity: 0.0, inputs: None, block: None }).unwrap();
+        let mut f = init(&InitOptions {
+            preset,
+            precision: Precision::Fp32,
+            seed: 4,
+            sparsity: 0.0,
+            inputs: None,
+            block: None,
+        })
+        .unwrap();
         prune(&mut f, pattern, sparsity).unwrap();
         f
     };

@@ -275,7 +275,11 @@ fn every_route_and_error_code() {
     // Metrics: requests by route and status, customers, histograms with backend and model version.
     let text = String::from_utf8(server.get("/metrics").body).unwrap();
     // `auto` serves on the fastest usable backend: the CPU kernels wherever they run.
-    let backend = if ltvx::backend::probe(ltvx::backend::BackendKind::Cpu, &Default::default()).usable { "cpu" } else { "reference" };
+    let backend = if ltvx::backend::probe(ltvx::backend::BackendKind::Cpu, &Default::default()).usable {
+        "cpu"
+    } else {
+        "reference"
+    };
     let labels = format!("backend=\"{backend}\",model_version=\"1\"");
     for needle in [
         "ltvx_requests_total{route=\"/v1/score\",status=\"200\"} 3".to_string(),

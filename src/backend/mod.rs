@@ -153,7 +153,9 @@ pub fn probe(kind: BackendKind, options: &Options) -> Probe {
     }
     let mut p = match kind {
         BackendKind::Cuda => cuda::probe(),
-        BackendKind::Reference | BackendKind::Cpu | BackendKind::Opencl => unreachable!("implemented backends probe themselves"),
+        BackendKind::Reference | BackendKind::Cpu | BackendKind::Opencl => {
+            unreachable!("implemented backends probe themselves")
+        }
     };
     if p.usable {
         p.usable = false;

@@ -74,7 +74,14 @@ pub struct Macs {
 
 /// Measures one configuration for about `duration` after a warm-up.
 /// `opencl` names the device of OpenCL configurations.
-pub fn measure(model: &Model, batch: &Batch, config: Config, opencl: &Selection, duration: Duration, peak_per_core: f64) -> Result<Row> {
+pub fn measure(
+    model: &Model,
+    batch: &Batch,
+    config: Config,
+    opencl: &Selection,
+    duration: Duration,
+    peak_per_core: f64,
+) -> Result<Row> {
     let options = Options { threads: config.threads, cpu_isa: config.isa, opencl: opencl.clone() };
     let engine = Engine::build_with(model, BackendChoice::Kind(config.backend), &options)?;
     let macs = Macs { dense: model.macs(), executed: engine.executed_macs().unwrap_or(model.macs()) };
@@ -142,7 +149,9 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 pub fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
@@ -161,7 +170,12 @@ impl Environment {
     pub fn here() -> Environment {
         let cpu = std::fs::read_to_string("/proc/cpuinfo")
             .ok()
-            .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|m| m.trim().to_string()))
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split(':').nth(1))
+                    .map(|m| m.trim().to_string())
+            })
             .unwrap_or_else(|| std::env::consts::ARCH.to_string());
         Environment {
             cpu,

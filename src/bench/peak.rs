@@ -84,9 +84,13 @@ mod x86 {
 
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn maddwd(iters: u64) -> i64 {
-        chains!(iters, _mm256_setzero_si256(), _mm256_set1_epi16(3), |a, x| _mm256_add_epi32(a, _mm256_madd_epi16(x, x)), |a| {
-            _mm256_extract_epi32::<0>(a) as i64
-        })
+        chains!(
+            iters,
+            _mm256_setzero_si256(),
+            _mm256_set1_epi16(3),
+            |a, x| _mm256_add_epi32(a, _mm256_madd_epi16(x, x)),
+            |a| { _mm256_extract_epi32::<0>(a) as i64 }
+        )
     }
 
     #[target_feature(enable = "avx2,fma")]

@@ -10,12 +10,12 @@ use serde::Serialize;
 
 use ltvx::backend::cpu::Isa;
 use ltvx::backend::{self, BackendChoice, BackendKind};
-use ltvx::serve::loadgen::{self, InProcess, LoadArgs};
 use ltvx::bench::{self, Config, Environment, Row, peak};
 use ltvx::data::synthetic;
 use ltvx::model::block_prune::BlockShape;
 use ltvx::model::init::{InitOptions, init};
 use ltvx::model::{Model, Precision, Preset};
+use ltvx::serve::loadgen::{self, InProcess, LoadArgs};
 use ltvx::{Error, Result};
 
 use super::device_args::OpenclArgs;
@@ -112,7 +112,12 @@ pub fn run(mut a: Args) -> Result<ExitCode> {
     let model = load_model(&a)?;
     let mut report = Report {
         environment: Environment::here(),
-        model: ModelInfo { name: model_name(&a, &model), precision: model.precision(), hash: model.hash(), macs: model.macs() },
+        model: ModelInfo {
+            name: model_name(&a, &model),
+            precision: model.precision(),
+            hash: model.hash(),
+            macs: model.macs(),
+        },
         peak_gmacs_per_core: HashMap::new(),
         rows: Vec::new(),
         skipped: Vec::new(),
@@ -129,7 +134,13 @@ pub fn run(mut a: Args) -> Result<ExitCode> {
             .entry(key)
             .or_insert_with(|| a.peak.unwrap_or_else(|| peak::per_core(family, model.precision()) / 1e9));
         let batch = batches.entry(c.batch).or_insert_with(|| synthetic::customers(model.graph().inputs, c.batch, 7));
-        log::info(&format!("{} {} batch {} threads {}…", c.backend, c.isa.map_or(String::new(), |i| i.to_string()), c.batch, c.threads));
+        log::info(&format!(
+            "{} {} batch {} threads {}…",
+            c.backend,
+            c.isa.map_or(String::new(), |i| i.to_string()),
+            c.batch,
+            c.threads
+        ));
         report.rows.push(bench::measure(&model, batch, c, &a.device.opencl(), duration, per_core * 1e9)?);
     }
     if a.json {
@@ -163,7 +174,8 @@ fn load_model(a: &Args) -> Result<Model> {
         return Err(Error::Input(format!("--sparsity {} is outside [0, 1)", a.sparsity)));
     }
     let block = (a.sparsity > 0.0).then_some(a.block);
-    let opts = InitOptions { preset: a.preset, precision: a.precision, seed: 7, sparsity: a.sparsity, inputs: None, block };
+    let opts =
+        InitOptions { preset: a.preset, precision: a.precision, seed: 7, sparsity: a.sparsity, inputs: None, block };
     init(&opts)?.into_model()
 }
 
@@ -171,7 +183,11 @@ fn model_name(a: &Args, model: &Model) -> String {
     match &a.model {
         Some(p) => p.display().to_string(),
         None => {
-            let sparse = if a.sparsity > 0.0 { format!(", {} of {}x{} blocks pruned", a.sparsity, a.block.rows, a.block.cols) } else { String::new() };
+            let sparse = if a.sparsity > 0.0 {
+                format!(", {} of {}x{} blocks pruned", a.sparsity, a.block.rows, a.block.cols)
+            } else {
+                String::new()
+            };
             format!("{} preset, random weights{sparse}", a.preset)
         }
     }
@@ -193,7 +209,8 @@ fn configs(a: &Args, model: &Model, skipped: &mut Vec<Skipped>) -> Result<Vec<Co
     };
     let mut out = Vec::new();
     for kind in kinds {
-        let families: Vec<Option<Isa>> = if kind == BackendKind::Cpu { isas.iter().copied().map(Some).collect() } else { vec![None] };
+        let families: Vec<Option<Isa>> =
+            if kind == BackendKind::Cpu { isas.iter().copied().map(Some).collect() } else { vec![None] };
         for isa in families {
             let options = backend::Options { threads: 1, cpu_isa: isa, opencl: a.device.opencl() };
             if let Err(e) = ltvx::engine::Engine::build_with(model, backend::BackendChoice::Kind(kind), &options) {
@@ -205,7 +222,8 @@ fn configs(a: &Args, model: &Model, skipped: &mut Vec<Skipped>) -> Result<Vec<Co
                 continue;
             }
             // The reference backend is one thread by definition; an OpenCL device schedules its own.
-            let threads: Vec<usize> = if matches!(kind, BackendKind::Reference | BackendKind::Opencl) { vec![1] } else { a.threads.clone() };
+            let threads: Vec<usize> =
+                if matches!(kind, BackendKind::Reference | BackendKind::Opencl) { vec![1] } else { a.threads.clone() };
             for &t in &threads {
                 for &b in &a.batch {
                     out.push(Config { backend: kind, isa, batch: b, threads: t });
@@ -233,8 +251,19 @@ fn parse_kind(s: &str) -> Result<BackendKind> {
 
 fn print_table(r: &Report) {
     let e = &r.environment;
-    println!("ltvx {} ({}), {}; {} · {} hardware threads · ISA {}", e.ltvx_version, e.commit, e.date, e.cpu, e.hardware_threads, e.isa.join(" "));
-    println!("model: {} · {} · {} MACs/customer · hash {}", r.model.name, r.model.precision, r.model.macs, r.model.hash);
+    println!(
+        "ltvx {} ({}), {}; {} · {} hardware threads · ISA {}",
+        e.ltvx_version,
+        e.commit,
+        e.date,
+        e.cpu,
+        e.hardware_threads,
+        e.isa.join(" ")
+    );
+    println!(
+        "model: {} · {} · {} MACs/customer · hash {}",
+        r.model.name, r.model.precision, r.model.macs, r.model.hash
+    );
     let mut peaks: Vec<_> = r.peak_gmacs_per_core.iter().collect();
     peaks.sort_by(|a, b| a.0.cmp(b.0));
     for (k, v) in peaks {
@@ -242,7 +271,19 @@ fn print_table(r: &Report) {
     }
     println!(
         "{:<10} {:<11} {:>6} {:>3} {:>12} {:>21} {:>9} {:>9} {:>9} {:>9} {:>8} {:>6} {:>7}",
-        "backend", "isa", "batch", "thr", "cust/s", "spread (min–max)", "p50 µs", "p99 µs", "p99.9 µs", "MACs run", "GMAC/s", "peak", "RSS MB"
+        "backend",
+        "isa",
+        "batch",
+        "thr",
+        "cust/s",
+        "spread (min–max)",
+        "p50 µs",
+        "p99 µs",
+        "p99.9 µs",
+        "MACs run",
+        "GMAC/s",
+        "peak",
+        "RSS MB"
     );
     for row in &r.rows {
         println!(
@@ -267,6 +308,11 @@ fn print_table(r: &Report) {
         println!("batch {}: {}", row.batch, row.plan);
     }
     for s in &r.skipped {
-        println!("{:<10} {:<11} unavailable: {}", s.backend.to_string(), s.isa.map_or("-".to_string(), |i| i.to_string()), s.reason);
+        println!(
+            "{:<10} {:<11} unavailable: {}",
+            s.backend.to_string(),
+            s.isa.map_or("-".to_string(), |i| i.to_string()),
+            s.reason
+        );
     }
 }

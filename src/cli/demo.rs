@@ -162,7 +162,13 @@ impl Judge<'_> {
         };
         let int8 = to_int8(file, &ranges, &opts)?.save(path)?;
         let no_side_data = SideData::default();
-        let e8 = evaluate(&int8, &Engine::build_with(&int8, self.backend, &super::engine_options(None))?, self.log, &no_side_data, Some(self.test))?;
+        let e8 = evaluate(
+            &int8,
+            &Engine::build_with(&int8, self.backend, &super::engine_options(None))?,
+            self.log,
+            &no_side_data,
+            Some(self.test),
+        )?;
         let (m, p) = (&e8.model, &self.parent_eval.model);
         println!(
             "\ncompress  {label} → {}: tensors {} → {} bytes, sparsity {:.1}%; Gini {:.4} ({:+.4}), churn AUC {:.4} ({:+.4}), decile MAPE {:.4} ({:+.4})",

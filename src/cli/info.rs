@@ -32,7 +32,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
 /// Multiply-adds per customer the CPU backend runs for this model here (`None` where it cannot run it).
 fn cpu_executed_macs(model: &Model) -> Option<u64> {
     use ltvx::backend::{BackendChoice, BackendKind, Options};
-    ltvx::engine::Engine::build_with(model, BackendChoice::Kind(BackendKind::Cpu), &Options::default()).ok()?.executed_macs()
+    ltvx::engine::Engine::build_with(model, BackendChoice::Kind(BackendKind::Cpu), &Options::default())
+        .ok()?
+        .executed_macs()
 }
 
 fn write_text(w: &mut dyn Write, path: &Path, model: &Model, s: &serde_json::Value) -> std::io::Result<()> {

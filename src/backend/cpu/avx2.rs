@@ -27,7 +27,14 @@ pub unsafe fn gemm(a: &[i16], lda: usize, rows: usize, layer: &Layer, out: &mut 
 }
 
 #[inline(always)]
-unsafe fn tiles<const NV: usize, const MR: usize>(a: *const i16, lda: usize, rows: usize, k: usize, b: &Block, out: &mut Out) {
+unsafe fn tiles<const NV: usize, const MR: usize>(
+    a: *const i16,
+    lda: usize,
+    rows: usize,
+    k: usize,
+    b: &Block,
+    out: &mut Out,
+) {
     const { assert!(MR % 2 == 0, "a fused max-pool needs whole row pairs in a tile") };
     // SAFETY (whole function): `Layer::pack` sizes `w16` as k/2 pairs × NV·16 values and every per-lane
     // array as NV·8; `a` reads stay inside the caller's checked buffer. A block of 3 vectors runs
@@ -56,7 +63,13 @@ unsafe fn tiles<const NV: usize, const MR: usize>(a: *const i16, lda: usize, row
 }
 
 #[inline(always)]
-unsafe fn store<const NV: usize, const MR: usize>(acc: &[[__m256i; NV]; MR], r0: usize, rows: usize, b: &Block, out: &mut Out) {
+unsafe fn store<const NV: usize, const MR: usize>(
+    acc: &[[__m256i; NV]; MR],
+    r0: usize,
+    rows: usize,
+    b: &Block,
+    out: &mut Out,
+) {
     let valid = |v: usize| b.width.saturating_sub(v * LANES).min(LANES);
     // SAFETY: every store is limited to real channels (through a lane buffer) and real rows.
     unsafe {

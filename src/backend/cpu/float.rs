@@ -47,9 +47,8 @@ impl Layer {
             let nv = (n - col0).div_ceil(LANES).min(max_nv);
             let width = (nv * LANES).min(n - col0);
             let lane = |l: usize| (l < width).then_some(col0 + l);
-            let w = (0..k)
-                .flat_map(|kk| (0..nv * LANES).map(move |l| lane(l).map_or(0.0, |o| w[o * k + kk])))
-                .collect();
+            let w =
+                (0..k).flat_map(|kk| (0..nv * LANES).map(move |l| lane(l).map_or(0.0, |o| w[o * k + kk]))).collect();
             let bias = (0..nv * LANES).map(|l| lane(l).map_or(0.0, |o| bias[o])).collect();
             blocks.push(Block { col0, width, nv, w, bias });
             col0 += width;
@@ -132,7 +131,14 @@ mod x86 {
     /// MR rows × NV vectors of 16 outputs in zmm registers; accumulators returned by value so they
     /// stay in registers.
     #[inline(always)]
-    pub unsafe fn tiles512<const NV: usize, const MR: usize>(a: &[f32], lda: usize, rows: usize, k: usize, b: &Block, out: &mut Out) {
+    pub unsafe fn tiles512<const NV: usize, const MR: usize>(
+        a: &[f32],
+        lda: usize,
+        rows: usize,
+        k: usize,
+        b: &Block,
+        out: &mut Out,
+    ) {
         const { assert!(MR % 2 == 0, "a fused max-pool needs whole row pairs in a tile") };
         // SAFETY: `Layer::run` checked that whole tiles of `a` are readable; `w` holds k × NV·16.
         unsafe {
@@ -148,7 +154,13 @@ mod x86 {
 
     /// ReLU and the pool's max in registers, then masked stores of the real channels and rows.
     #[inline(always)]
-    unsafe fn store512<const NV: usize, const MR: usize>(acc: [[__m512; NV]; MR], r0: usize, rows: usize, b: &Block, out: &mut Out) {
+    unsafe fn store512<const NV: usize, const MR: usize>(
+        acc: [[__m512; NV]; MR],
+        r0: usize,
+        rows: usize,
+        b: &Block,
+        out: &mut Out,
+    ) {
         let (step, out_rows, out0) = if out.pool { (2, rows / 2, r0 / 2) } else { (1, rows, r0) };
         // SAFETY: register operations, and stores masked to `valid` lanes inside `dst` (asserted).
         unsafe {
@@ -168,7 +180,13 @@ mod x86 {
     }
 
     #[inline(always)]
-    unsafe fn acc512<const NV: usize, const MR: usize>(bias: [__m512; NV], a: *const f32, lda: usize, k: usize, w: *const f32) -> [[__m512; NV]; MR] {
+    unsafe fn acc512<const NV: usize, const MR: usize>(
+        bias: [__m512; NV],
+        a: *const f32,
+        lda: usize,
+        k: usize,
+        w: *const f32,
+    ) -> [[__m512; NV]; MR] {
         // SAFETY: the caller's bounds.
         unsafe {
             let mut acc = [bias; MR];
@@ -187,7 +205,14 @@ mod x86 {
 
     /// As `tiles512` with 8-lane ymm registers: H halves of 8 per block (H = 2·NV).
     #[inline(always)]
-    pub unsafe fn tiles256<const H: usize, const MR: usize>(a: &[f32], lda: usize, rows: usize, k: usize, b: &Block, out: &mut Out) {
+    pub unsafe fn tiles256<const H: usize, const MR: usize>(
+        a: &[f32],
+        lda: usize,
+        rows: usize,
+        k: usize,
+        b: &Block,
+        out: &mut Out,
+    ) {
         const { assert!(MR % 2 == 0, "a fused max-pool needs whole row pairs in a tile") };
         // SAFETY: as in `tiles512`; a block of NV vectors holds 2·NV halves.
         unsafe {
@@ -208,7 +233,13 @@ mod x86 {
     }
 
     #[inline(always)]
-    unsafe fn acc256<const H: usize, const MR: usize>(bias: [__m256; H], a: *const f32, lda: usize, k: usize, w: *const f32) -> [[__m256; H]; MR] {
+    unsafe fn acc256<const H: usize, const MR: usize>(
+        bias: [__m256; H],
+        a: *const f32,
+        lda: usize,
+        k: usize,
+        w: *const f32,
+    ) -> [[__m256; H]; MR] {
         // SAFETY: the caller's bounds.
         unsafe {
             let mut acc = [bias; MR];
@@ -227,7 +258,13 @@ mod x86 {
 }
 
 #[inline(always)]
-fn store<const NV: usize, const MR: usize>(acc: &[[[f32; LANES]; NV]; MR], r0: usize, rows: usize, b: &Block, out: &mut Out) {
+fn store<const NV: usize, const MR: usize>(
+    acc: &[[[f32; LANES]; NV]; MR],
+    r0: usize,
+    rows: usize,
+    b: &Block,
+    out: &mut Out,
+) {
     let (step, out_rows, out0) = if out.pool { (2, rows / 2, r0 / 2) } else { (1, rows, r0) };
     for i in 0..(MR / step).min(out_rows.saturating_sub(out0)) {
         let at = (out0 + i) * out.ldd + b.col0;
@@ -323,7 +360,16 @@ impl Stages for FloatStages {
         }
     }
 
-    fn dense(&self, j: usize, src: &[f32], lda: usize, rows: usize, dst: &mut [f32], ldd: usize, _scratch: &mut KernelScratch) {
+    fn dense(
+        &self,
+        j: usize,
+        src: &[f32],
+        lda: usize,
+        rows: usize,
+        dst: &mut [f32],
+        ldd: usize,
+        _scratch: &mut KernelScratch,
+    ) {
         let (layer, relu) = &self.denses[j];
         layer.run(self.isa, src, lda, rows, &mut Out { dst, ldd, relu: *relu, pool: false });
     }
@@ -331,7 +377,13 @@ impl Stages for FloatStages {
     fn heads(&self, src: &[f32], lda: usize, rows: usize, out: &mut [HeadSlice; 3], scratch: &mut KernelScratch) {
         let n = self.heads.n;
         scratch.logits.resize(rows * n, 0.0);
-        self.heads.run(self.isa, src, lda, rows, &mut Out { dst: &mut scratch.logits, ldd: n, relu: false, pool: false });
+        self.heads.run(
+            self.isa,
+            src,
+            lda,
+            rows,
+            &mut Out { dst: &mut scratch.logits, ldd: n, relu: false, pool: false },
+        );
         for (h, slot) in out.iter_mut().enumerate() {
             let HeadSlice::Logits(dst) = slot else { unreachable!("float heads give logits") };
             split_columns(&scratch.logits, n, &self.head_widths, h, dst);

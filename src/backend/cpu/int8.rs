@@ -68,10 +68,13 @@ impl Layer {
         let folded = fold_zero_points(w, bias, zeros);
         let weight = |o: usize, kk: usize| if o < n && kk < k_real { w[o * k_real + kk] } else { 0 };
         // A 16-channel × 4-element group is the VNNI kernel's unit of work.
-        let group_nonzero = |col0: usize, g: usize| (col0..col0 + 16).any(|o| (0..4).any(|i| weight(o, 4 * g + i) != 0));
+        let group_nonzero =
+            |col0: usize, g: usize| (col0..col0 + 16).any(|o| (0..4).any(|i| weight(o, 4 * g + i) != 0));
         let all_groups = n.div_ceil(16) * (k / 4);
-        let nonzero = (0..n.div_ceil(16)).map(|b| (0..k / 4).filter(|&g| group_nonzero(16 * b, g)).count()).sum::<usize>();
-        let sparse = isa == Isa::Avx512Vnni && all_groups > 0 && 1.0 - nonzero as f64 / all_groups as f64 >= SPARSE_FROM;
+        let nonzero =
+            (0..n.div_ceil(16)).map(|b| (0..k / 4).filter(|&g| group_nonzero(16 * b, g)).count()).sum::<usize>();
+        let sparse =
+            isa == Isa::Avx512Vnni && all_groups > 0 && 1.0 - nonzero as f64 / all_groups as f64 >= SPARSE_FROM;
         let (lanes, max_nv) = match isa {
             Isa::Avx512Vnni if sparse => (16, 1),
             Isa::Avx512Vnni => (16, 4),
@@ -88,7 +91,9 @@ impl Layer {
             let width = (nv * lanes).min(n - col0);
             let cols = nv * lanes;
             let ch = |lane: usize| col0 + lane;
-            let lane_vals = |f: &dyn Fn(usize) -> i64| -> Vec<i64> { (0..cols).map(|l| if ch(l) < n { f(ch(l)) } else { 0 }).collect() };
+            let lane_vals = |f: &dyn Fn(usize) -> i64| -> Vec<i64> {
+                (0..cols).map(|l| if ch(l) < n { f(ch(l)) } else { 0 }).collect()
+            };
             let (mut w8, mut w16) = (Vec::new(), Vec::new());
             let mut groups = None;
             match isa {
@@ -176,7 +181,9 @@ impl Layer {
 pub fn fold_zero_points(w: &[i8], bias: &[i32], zeros: &[u8]) -> Vec<i32> {
     let k = zeros.len();
     (0..bias.len())
-        .map(|o| w[o * k..(o + 1) * k].iter().zip(zeros).fold(bias[o], |a, (&w, &z)| a.wrapping_sub(w as i32 * z as i32)))
+        .map(|o| {
+            w[o * k..(o + 1) * k].iter().zip(zeros).fold(bias[o], |a, (&w, &z)| a.wrapping_sub(w as i32 * z as i32))
+        })
         .collect()
 }
 
@@ -211,10 +218,10 @@ fn portable(a: &[u8], lda: usize, rows: usize, layer: &Layer, out: &mut Out) {
     }
 }
 
+use super::isa::per_isa;
 use super::pipeline::{HeadSlice, KernelScratch, Stages};
 use super::program::Program;
 use crate::backend::reference::dense_f32;
-use super::isa::per_isa;
 use crate::model::quant::ActQuant;
 use crate::model::{Model, Precision};
 
@@ -245,7 +252,11 @@ enum Heads {
 enum Head {
     Int8(Layer),
     /// A float head of an int8 model (`--f32-heads`): the reference's own loop on the dequantized input.
-    Float { w: Vec<f32>, b: Vec<f32>, input: Vec<ActQuant> },
+    Float {
+        w: Vec<f32>,
+        b: Vec<f32>,
+        input: Vec<ActQuant>,
+    },
 }
 
 /// The int8 model, packed for one instruction-set family.
@@ -342,8 +353,11 @@ impl Int8Stages {
         let segments = q.segment_map(g, shapes).expect("validated at open");
         let node = |layer: &str| g.node(layer).expect("compiled from this graph");
         let z_of = |tensor: &str| q.activations[tensor].zero_point;
-        let zeros_in = |layer: &str| -> Vec<ActQuant> { segments.per_element(&node(layer).inputs[0]).expect("u8 input") };
-        let weights = |layer: &str| (model.i8s(&format!("{layer}.weight")).into_owned(), model.i32s(&format!("{layer}.bias")).into_owned());
+        let zeros_in =
+            |layer: &str| -> Vec<ActQuant> { segments.per_element(&node(layer).inputs[0]).expect("u8 input") };
+        let weights = |layer: &str| {
+            (model.i8s(&format!("{layer}.weight")).into_owned(), model.i32s(&format!("{layer}.bias")).into_owned())
+        };
         let requants = |layer: &str| q.layers[layer].requants();
         let convs = p
             .convs
@@ -354,7 +368,15 @@ impl Int8Stages {
                 let w = conv_weights_kc(&w, c.in_c, c.kernel);
                 let layer = Layer::pack(isa, &w, &b, &vec![z_in; c.in_c * c.kernel], &requants(&c.layer));
                 let rows = if c.pool { c.t_conv / 2 * 2 } else { c.t_conv };
-                Conv { layer, in_c: c.in_c, rows, z_in, z_out: z_of(&node(&c.layer).output), relu: c.relu, pool: c.pool }
+                Conv {
+                    layer,
+                    in_c: c.in_c,
+                    rows,
+                    z_in,
+                    z_out: z_of(&node(&c.layer).output),
+                    relu: c.relu,
+                    pool: c.pool,
+                }
             })
             .collect();
         let denses = p
@@ -383,7 +405,11 @@ impl Int8Stages {
                     let (w, b) = weights(name);
                     Head::Int8(Layer::pack(isa, &w, &b, &zeros, &[]))
                 }
-                _ => Head::Float { w: model.weights_f32(name), b: model.f32s(&format!("{name}.bias")).into_owned(), input: input.clone() },
+                _ => Head::Float {
+                    w: model.weights_f32(name),
+                    b: model.f32s(&format!("{name}.bias")).into_owned(),
+                    input: input.clone(),
+                },
             };
             Heads::Each(p.heads.iter().map(|(name, _)| head(name)).collect())
         };
@@ -430,11 +456,26 @@ impl Stages for Int8Stages {
         let channels = dst.len();
         let sums = &mut scratch.sums;
         sums.resize(channels, 0);
-        column_sums_for(self.isa, &src[..steps * channels], channels, (steps as i32).wrapping_mul(-(z_in as i32)), sums);
+        column_sums_for(
+            self.isa,
+            &src[..steps * channels],
+            channels,
+            (steps as i32).wrapping_mul(-(z_in as i32)),
+            sums,
+        );
         requant_all_for(self.isa, sums, requant, z_out, dst);
     }
 
-    fn dense(&self, j: usize, src: &[u8], lda: usize, rows: usize, dst: &mut [u8], ldd: usize, scratch: &mut KernelScratch) {
+    fn dense(
+        &self,
+        j: usize,
+        src: &[u8],
+        lda: usize,
+        rows: usize,
+        dst: &mut [u8],
+        ldd: usize,
+        scratch: &mut KernelScratch,
+    ) {
         let d = &self.denses[j];
         let mut out = Out::Requant { dst, ldd, z_out: d.z_out, relu: d.relu, pool: false };
         d.layer.run(self.isa, src, lda, rows, &mut scratch.wide, &mut out);
@@ -444,7 +485,14 @@ impl Stages for Int8Stages {
         match &self.heads {
             Heads::Fused { layer, widths } => {
                 scratch.acc.resize(rows * layer.n, 0);
-                layer.run(self.isa, src, lda, rows, &mut scratch.wide, &mut Out::Acc { dst: &mut scratch.acc, ldd: layer.n });
+                layer.run(
+                    self.isa,
+                    src,
+                    lda,
+                    rows,
+                    &mut scratch.wide,
+                    &mut Out::Acc { dst: &mut scratch.acc, ldd: layer.n },
+                );
                 for (h, slot) in out.iter_mut().enumerate() {
                     let HeadSlice::Acc(dst) = slot else { unreachable!("int8 heads give accumulators") };
                     split_columns(&scratch.acc, layer.n, widths, h, dst);
@@ -483,7 +531,12 @@ impl Stages for Int8Stages {
             Heads::Fused { layer, .. } => vec![layer.density; 3],
             Heads::Each(heads) => heads.iter().map(|h| if let Head::Int8(l) = h { l.density } else { 1.0 }).collect(),
         };
-        self.convs.iter().map(|c| c.layer.density).chain(self.denses.iter().map(|d| d.layer.density)).chain(heads).collect()
+        self.convs
+            .iter()
+            .map(|c| c.layer.density)
+            .chain(self.denses.iter().map(|d| d.layer.density))
+            .chain(heads)
+            .collect()
     }
 
     fn to_u8(a: u8) -> Option<u8> {
@@ -498,7 +551,25 @@ mod tests {
 
     #[test]
     fn vectorized_quantization_matches_the_contract() {
-        let xs = [0.0, -0.0, 1.5, 2.5, -2.5, 3.5, 1e-40, -1e-40, 1e30, -1e30, f32::MAX, f32::MIN, 127.49, -300.2, 400.7, 0.5, -0.5];
+        let xs = [
+            0.0,
+            -0.0,
+            1.5,
+            2.5,
+            -2.5,
+            3.5,
+            1e-40,
+            -1e-40,
+            1e30,
+            -1e30,
+            f32::MAX,
+            f32::MIN,
+            127.49,
+            -300.2,
+            400.7,
+            0.5,
+            -0.5,
+        ];
         for (inv_scale, zero_point) in [(1.0, 0u8), (1.0, 128), (0.37, 255), (3.0e38, 10), (1e-3, 77)] {
             let q = ActQuant { scale: 1.0 / inv_scale, inv_scale, zero_point };
             let mut out = vec![0u8; xs.len()];

@@ -135,7 +135,9 @@ pub fn kernel_calls(model: &Model, isa: Isa) -> Result<Vec<pipeline::KernelCall>
     let isa = isa.require().map_err(backend_err)?;
     let program = std::sync::Arc::new(Program::compile(model.graph(), &model.shapes).map_err(backend_err)?);
     Ok(match model.precision() {
-        Precision::Int8 => pipeline::kernel_calls(std::sync::Arc::new(int8::Int8Stages::new(isa, model, &program)), program),
+        Precision::Int8 => {
+            pipeline::kernel_calls(std::sync::Arc::new(int8::Int8Stages::new(isa, model, &program)), program)
+        }
         _ => pipeline::kernel_calls(std::sync::Arc::new(float::FloatStages::new(isa, model, &program)), program),
     })
 }
@@ -153,7 +155,11 @@ impl<S: Stages> CpuPlan<S> {
     fn outputs(&self, rows: usize) -> [HeadValues; 3] {
         std::array::from_fn(|h| {
             let n = rows * self.program.heads[h].1;
-            if self.stages.head_is_acc(h) { HeadValues::Accumulators(vec![0; n]) } else { HeadValues::Logits(vec![0.0; n]) }
+            if self.stages.head_is_acc(h) {
+                HeadValues::Accumulators(vec![0; n])
+            } else {
+                HeadValues::Logits(vec![0.0; n])
+            }
         })
     }
 
@@ -176,7 +182,13 @@ impl<S: Stages> CpuPlan<S> {
 
     /// Splits the rows into `threads` contiguous parts, each scored on its own thread (the calling
     /// thread takes the first) into its own rows of the outputs; traces are joined in row order.
-    fn in_threads(&self, batch: &Batch, threads: usize, slices: [HeadSlice; 3], trace: Option<&mut BTreeMap<String, Vec<u8>>>) {
+    fn in_threads(
+        &self,
+        batch: &Batch,
+        threads: usize,
+        slices: [HeadSlice; 3],
+        trace: Option<&mut BTreeMap<String, Vec<u8>>>,
+    ) {
         let rows = batch.len();
         let widths = self.program.heads.clone().map(|h| h.1);
         let mut rest = slices.map(Some);
@@ -221,7 +233,13 @@ impl<S: Stages + Send> Plan for CpuPlan<S> {
     }
 
     fn describe(&self) -> String {
-        format!("cpu ({}; {} kernels, {} thread{})", self.precision, self.isa, self.threads, if self.threads == 1 { "" } else { "s" })
+        format!(
+            "cpu ({}; {} kernels, {} thread{})",
+            self.precision,
+            self.isa,
+            self.threads,
+            if self.threads == 1 { "" } else { "s" }
+        )
     }
 
     fn run(&self, batch: &Batch) -> Result<HeadOutputs> {
@@ -235,7 +253,14 @@ impl<S: Stages + Send> Plan for CpuPlan<S> {
     }
 
     fn executed_macs(&self) -> Option<u64> {
-        Some(self.program.layer_macs().iter().zip(self.stages.densities()).map(|(&m, d)| (m as f64 * d).round() as u64).sum())
+        Some(
+            self.program
+                .layer_macs()
+                .iter()
+                .zip(self.stages.densities())
+                .map(|(&m, d)| (m as f64 * d).round() as u64)
+                .sum(),
+        )
     }
 }
 
@@ -250,7 +275,14 @@ mod tests {
     #[test]
     fn block_sparse_layers_skip_their_zero_blocks_on_vnni() {
         let block = Some(BlockShape { rows: 16, cols: 4 });
-        let opts = InitOptions { preset: crate::model::Preset::Base, precision: Precision::Int8, seed: 1, sparsity: 0.75, inputs: None, block };
+        let opts = InitOptions {
+            preset: crate::model::Preset::Base,
+            precision: Precision::Int8,
+            seed: 1,
+            sparsity: 0.75,
+            inputs: None,
+            block,
+        };
         let model = init(&opts).unwrap().into_model().unwrap();
         for isa in Isa::available_all() {
             let plan = Cpu { isa: Some(isa), threads: 1 }.build(&model).unwrap();

@@ -66,7 +66,16 @@ pub trait Stages: Sync {
     fn gap(&self, src: &[Self::Act], steps: usize, dst: &mut [Self::Act], scratch: &mut KernelScratch);
     /// Dense layer `j` (+ ReLU) on `rows` rows.
     #[allow(clippy::too_many_arguments)]
-    fn dense(&self, j: usize, src: &[Self::Act], lda: usize, rows: usize, dst: &mut [Self::Act], ldd: usize, scratch: &mut KernelScratch);
+    fn dense(
+        &self,
+        j: usize,
+        src: &[Self::Act],
+        lda: usize,
+        rows: usize,
+        dst: &mut [Self::Act],
+        ldd: usize,
+        scratch: &mut KernelScratch,
+    );
     /// The three heads on `rows` rows in one pass over the trunk, into exactly those rows of `out`.
     fn heads(&self, src: &[Self::Act], lda: usize, rows: usize, out: &mut [HeadSlice; 3], scratch: &mut KernelScratch);
     /// Share of layer multiply-adds executed: convolutions, dense layers, heads in program order.
@@ -130,7 +139,15 @@ pub fn run_rows<S: Stages>(
         let n = TILE.min(rows.end - start);
         for r in 0..n {
             let row = &mut buf.tiles[0][r * concat_ld..(r + 1) * concat_ld];
-            sequence_path(s, p, batch.seq_row(start + r), &mut buf.conv_in, &mut buf.gap_in, &mut buf.scratch, trace.as_deref_mut());
+            sequence_path(
+                s,
+                p,
+                batch.seq_row(start + r),
+                &mut buf.conv_in,
+                &mut buf.gap_in,
+                &mut buf.scratch,
+                trace.as_deref_mut(),
+            );
             s.gap(&buf.gap_in, p.gap_steps, &mut row[gap_off..gap_off + p.gap_channels], &mut buf.scratch);
             s.load_static(batch.stat_row(start + r), &mut row[stat_off..stat_off + p.static_features]);
             if let Some(t) = trace.as_deref_mut() {
@@ -184,8 +201,10 @@ fn sequence_path<S: Stages>(
         };
         s.conv(i, &src[i], dst, scratch);
         if let Some(t) = trace.as_deref_mut() {
-            let channel_major: Vec<S::Act> =
-                (0..c.out_c).flat_map(|ch| (0..c.t_out()).map(move |step| (step, ch))).map(|(step, ch)| dst[step * c.out_c + ch]).collect();
+            let channel_major: Vec<S::Act> = (0..c.out_c)
+                .flat_map(|ch| (0..c.t_out()).map(move |step| (step, ch)))
+                .map(|(step, ch)| dst[step * c.out_c + ch])
+                .collect();
             record(t, &c.output, &channel_major, S::to_u8);
         }
     }
@@ -220,7 +239,11 @@ pub fn kernel_calls<S: Stages + Send + 'static>(s: std::sync::Arc<S>, p: std::sy
         let mut dst = vec![S::Act::default(); (TILE + SLACK_ROWS) * ldd + K_GROUP];
         let mut scratch = KernelScratch::default();
         let per_call = macs[p.convs.len() + j] * TILE as u64;
-        calls.push((d.layer.clone(), per_call, Box::new(move || s.dense(j, &src, lda, TILE, &mut dst, ldd, &mut scratch))));
+        calls.push((
+            d.layer.clone(),
+            per_call,
+            Box::new(move || s.dense(j, &src, lda, TILE, &mut dst, ldd, &mut scratch)),
+        ));
     }
     let (lda, widths) = (stride(p.trunk_width), p.heads.clone().map(|h| h.1));
     let src = vec![S::Act::default(); (TILE + SLACK_ROWS) * lda + K_GROUP];

@@ -102,7 +102,11 @@ impl Program {
             None if inputs.static_features == 0 => true,
             Some([a, b]) if *a == gap.output && *b == STATIC => true,
             Some([a, b]) if *a == STATIC && *b == gap.output => false,
-            _ => return Err("the pooled features must be concatenated with the static features, and only with them".into()),
+            _ => {
+                return Err(
+                    "the pooled features must be concatenated with the static features, and only with them".into()
+                );
+            }
         };
         let concat_output = concat.map(|c| c.output.clone());
         let (mut denses, mut x) = (Vec::new(), concat_output.clone().unwrap_or_else(|| gap.output.clone()));
@@ -114,7 +118,13 @@ impl Program {
             let Op::Dense { units } = d.op else { unreachable!("checked above") };
             expect_input(d, &x)?;
             let relu = g.nodes[1..].iter().any(|&i| node(i).op == Op::Relu);
-            denses.push(DenseStage { layer: d.name.clone(), n_in: shapes[&x][0], n_out: units, relu, output: g.output.clone() });
+            denses.push(DenseStage {
+                layer: d.name.clone(),
+                n_in: shapes[&x][0],
+                n_out: units,
+                relu,
+                output: g.output.clone(),
+            });
             x = g.output;
         }
         let heads = HeadKind::ALL.map(|h| graph.head_dense(h));
@@ -122,7 +132,10 @@ impl Program {
             expect_input(h, &x)?;
         }
         if let Some(g) = groups.find(|g| !heads.iter().any(|h| h.name == node(g.nodes[0]).name)) {
-            return Err(format!("layer {} is outside the conv → pool → concat → dense → heads shape", node(g.nodes[0]).name));
+            return Err(format!(
+                "layer {} is outside the conv → pool → concat → dense → heads shape",
+                node(g.nodes[0]).name
+            ));
         }
         Ok(Program {
             seq_channels: inputs.seq_channels,

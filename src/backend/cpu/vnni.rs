@@ -32,7 +32,14 @@ pub unsafe fn gemm(a: &[u8], lda: usize, rows: usize, layer: &Layer, out: &mut O
 }
 
 #[inline(always)]
-unsafe fn tiles<const NV: usize, const MR: usize>(a: *const u8, lda: usize, rows: usize, k: usize, b: &Block, out: &mut Out) {
+unsafe fn tiles<const NV: usize, const MR: usize>(
+    a: *const u8,
+    lda: usize,
+    rows: usize,
+    k: usize,
+    b: &Block,
+    out: &mut Out,
+) {
     const { assert!(MR % 2 == 0, "a fused max-pool needs whole row pairs in a tile") };
     // SAFETY (whole function): `Layer::pack` sizes `w8` as k/4 groups × NV·64 bytes and every per-lane
     // array as NV·16; `a` reads stay inside the caller's checked buffer.
@@ -55,7 +62,14 @@ unsafe fn tiles<const NV: usize, const MR: usize>(a: *const u8, lda: usize, rows
 
 /// A block-sparse block of 16 channels: only its non-zero k/4 groups are multiplied.
 #[inline(always)]
-unsafe fn sparse_tiles<const MR: usize>(a: *const u8, lda: usize, rows: usize, groups: &[u32], b: &Block, out: &mut Out) {
+unsafe fn sparse_tiles<const MR: usize>(
+    a: *const u8,
+    lda: usize,
+    rows: usize,
+    groups: &[u32],
+    b: &Block,
+    out: &mut Out,
+) {
     // SAFETY: `w8` holds one 64-byte vector per listed group; group offsets are inside the padded
     // reduction, which the caller's bounds cover.
     unsafe {
@@ -70,7 +84,13 @@ unsafe fn sparse_tiles<const MR: usize>(a: *const u8, lda: usize, rows: usize, g
 }
 
 #[inline(always)]
-unsafe fn accumulate_sparse<const MR: usize>(bias: [__m512i; 1], a: *const u8, lda: usize, groups: &[u32], w: *const i8) -> [[__m512i; 1]; MR] {
+unsafe fn accumulate_sparse<const MR: usize>(
+    bias: [__m512i; 1],
+    a: *const u8,
+    lda: usize,
+    groups: &[u32],
+    w: *const i8,
+) -> [[__m512i; 1]; MR] {
     // SAFETY: the caller's bounds (see `sparse_tiles`).
     unsafe {
         let mut acc = [bias; MR];
@@ -90,7 +110,13 @@ unsafe fn accumulate_sparse<const MR: usize>(bias: [__m512i; 1], a: *const u8, l
 /// by value so that the accumulators stay in registers (a borrowed array made LLVM store them to the
 /// stack on every step).
 #[inline(always)]
-unsafe fn accumulate<const NV: usize, const MR: usize>(bias: [__m512i; NV], a: *const u8, lda: usize, k: usize, w: *const i8) -> [[__m512i; NV]; MR] {
+unsafe fn accumulate<const NV: usize, const MR: usize>(
+    bias: [__m512i; NV],
+    a: *const u8,
+    lda: usize,
+    k: usize,
+    w: *const i8,
+) -> [[__m512i; NV]; MR] {
     // SAFETY: the caller's bounds (see `tiles`).
     unsafe {
         let mut acc = [bias; MR];
@@ -118,7 +144,13 @@ fn lane_mask(b: &Block, v: usize) -> u16 {
 }
 
 #[inline(always)]
-unsafe fn store<const NV: usize, const MR: usize>(acc: [[__m512i; NV]; MR], r0: usize, rows: usize, b: &Block, out: &mut Out) {
+unsafe fn store<const NV: usize, const MR: usize>(
+    acc: [[__m512i; NV]; MR],
+    r0: usize,
+    rows: usize,
+    b: &Block,
+    out: &mut Out,
+) {
     // SAFETY: stores are masked to real channels and limited to real rows of `dst`, whose length the
     // pipeline sizes as rows × ldd.
     unsafe {
