@@ -44,8 +44,11 @@ pub struct Row {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub isa: Option<Isa>,
     pub precision: Precision,
-    pub sparsity: f64,
+    /// Share of the model's multiply-adds this backend skips (zero weight blocks).
+    pub skipped_share: f64,
     pub batch: usize,
+    /// Threads the batch actually ran on: the CPU backend gives each thread at least
+    /// `MIN_ROWS_PER_THREAD` customers, so small batches run on fewer than asked.
     pub threads: usize,
     pub customers_per_s: f64,
     pub customers_per_s_min: f64,
@@ -57,8 +60,9 @@ pub struct Row {
     pub latency: Latency,
     /// G multiply-adds per second executed (skipped zero blocks not counted).
     pub gmacs: f64,
-    /// `gmacs` over the measured peak of `threads` cores for this precision.
-    pub peak_share: f64,
+    /// `gmacs` over the measured peak of `threads` cores for this precision (CPU backend only: other
+    /// devices have their own ceilings).
+    pub peak_share: Option<f64>,
     /// The process's peak resident memory so far, MB.
     pub peak_rss_mb: f64,
     /// The plan as the engine describes it after the runs (device and, for OpenCL, device time).
@@ -84,6 +88,10 @@ pub fn measure(
 ) -> Result<Row> {
     let options = Options { threads: config.threads, cpu_isa: config.isa, opencl: opencl.clone() };
     let engine = Engine::build_with(model, BackendChoice::Kind(config.backend), &options)?;
+    let threads = match config.backend {
+        BackendKind::Cpu => config.threads.min(batch.len() / crate::backend::cpu::MIN_ROWS_PER_THREAD).max(1),
+        _ => 1,
+    };
     let macs = Macs { dense: model.macs(), executed: engine.executed_macs().unwrap_or(model.macs()) };
     let warm_until = Instant::now() + duration / 10;
     while Instant::now() < warm_until {
@@ -113,9 +121,9 @@ pub fn measure(
         backend: config.backend,
         isa: config.isa,
         precision: model.precision(),
-        sparsity: 1.0 - macs.executed as f64 / macs.dense.max(1) as f64,
+        skipped_share: 1.0 - macs.executed as f64 / macs.dense.max(1) as f64,
         batch: batch.len(),
-        threads: config.threads,
+        threads,
         customers_per_s,
         customers_per_s_min: rates[0],
         customers_per_s_max: rates[rates.len() - 1],
@@ -128,7 +136,7 @@ pub fn measure(
             p999_us: percentile(&calls_us, 0.999),
         },
         gmacs,
-        peak_share: gmacs * 1e9 / (peak_per_core * config.threads as f64),
+        peak_share: (config.backend == BackendKind::Cpu).then(|| gmacs * 1e9 / (peak_per_core * threads as f64)),
         peak_rss_mb: peak_rss_mb(),
         plan: engine.describe(),
     })

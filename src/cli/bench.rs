@@ -283,11 +283,11 @@ fn print_table(r: &Report) {
         "MACs run",
         "GMAC/s",
         "peak",
-        "RSS MB"
+        "max RSS"
     );
     for row in &r.rows {
         println!(
-            "{:<10} {:<11} {:>6} {:>3} {:>12.0} {:>21} {:>9.1} {:>9.1} {:>9.1} {:>9} {:>8.1} {:>5.0}% {:>7.0}",
+            "{:<10} {:<11} {:>6} {:>3} {:>12.0} {:>21} {:>9.1} {:>9.1} {:>9.1} {:>9} {:>8.1} {:>6} {:>7.0}",
             row.backend.to_string(),
             row.isa.map_or("-".to_string(), |i| i.to_string()),
             row.batch,
@@ -299,7 +299,7 @@ fn print_table(r: &Report) {
             row.latency.p999_us,
             row.macs.executed,
             row.gmacs,
-            row.peak_share * 100.0,
+            row.peak_share.map_or("-".to_string(), |p| format!("{:.0}%", p * 100.0)),
             row.peak_rss_mb
         );
     }

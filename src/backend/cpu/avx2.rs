@@ -12,7 +12,7 @@ const LANES: usize = 8;
 /// # Safety
 /// The CPU must have AVX2, and `a` (the widened activations) must be readable for whole tiles past
 /// `rows` (`Layer::run` checks it).
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2")]
 pub unsafe fn gemm(a: &[i16], lda: usize, rows: usize, layer: &Layer, out: &mut Out) {
     for b in &layer.blocks {
         // SAFETY: forwarded from the caller.
@@ -35,7 +35,12 @@ unsafe fn tiles<const NV: usize, const MR: usize>(
     b: &Block,
     out: &mut Out,
 ) {
-    const { assert!(MR % 2 == 0, "a fused max-pool needs whole row pairs in a tile") };
+    const {
+        assert!(
+            MR % 2 == 0 && MR <= crate::backend::cpu::int8::SLACK_ROWS,
+            "a tile: whole row pairs (fused pool), within the slack rows"
+        )
+    };
     // SAFETY (whole function): `Layer::pack` sizes `w16` as k/2 pairs × NV·16 values and every per-lane
     // array as NV·8; `a` reads stay inside the caller's checked buffer. A block of 3 vectors runs
     // as 4: the packing pads it to whole vectors.

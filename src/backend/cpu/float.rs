@@ -1,6 +1,6 @@
-//! fp32 and fp16 on the CPU: one generic register-tiled kernel (MR rows × NV vectors of 16 output
-//! channels, one broadcast activation × one weight vector per FMA), compiled three times with
-//! different target features so LLVM emits AVX-512, AVX2 + FMA or baseline code from the same source.
+//! fp32 and fp16 on the CPU: register-tiled kernels (MR rows × NV vectors of 16 output channels, one
+//! broadcast activation × one weight vector per FMA) in AVX-512 and AVX2 + FMA intrinsics, and plain
+//! lane loops for the portable family.
 //! fp16 weights are widened to f32 exactly when the plan is built: the arithmetic is the same f32 an
 //! in-register F16C conversion would feed, and this model's weights fit in L2 either way.
 
@@ -139,7 +139,12 @@ mod x86 {
         b: &Block,
         out: &mut Out,
     ) {
-        const { assert!(MR % 2 == 0, "a fused max-pool needs whole row pairs in a tile") };
+        const {
+            assert!(
+                MR % 2 == 0 && MR <= crate::backend::cpu::int8::SLACK_ROWS,
+                "a tile: whole row pairs (fused pool), within the slack rows"
+            )
+        };
         // SAFETY: `Layer::run` checked that whole tiles of `a` are readable; `w` holds k × NV·16.
         unsafe {
             let bias: [__m512; NV] = std::array::from_fn(|v| _mm512_loadu_ps(b.bias.as_ptr().add(v * LANES)));
@@ -213,7 +218,12 @@ mod x86 {
         b: &Block,
         out: &mut Out,
     ) {
-        const { assert!(MR % 2 == 0, "a fused max-pool needs whole row pairs in a tile") };
+        const {
+            assert!(
+                MR % 2 == 0 && MR <= crate::backend::cpu::int8::SLACK_ROWS,
+                "a tile: whole row pairs (fused pool), within the slack rows"
+            )
+        };
         // SAFETY: as in `tiles512`; a block of NV vectors holds 2·NV halves.
         unsafe {
             let bias: [__m256; H] = std::array::from_fn(|h| _mm256_loadu_ps(b.bias.as_ptr().add(h * 8)));

@@ -36,8 +36,7 @@ pub struct Block {
     pub round_odd: Vec<i64>,
     /// Portable only: the stored (M, sh) per channel.
     pub requant: Vec<Requant>,
-    /// Every shift ≥ 31: then (acc·M + 2^(sh−1)) >> sh fits i32 for any i32 acc and M, so the
-    /// kernels may drop the i64 clamp and clamp in 32 bits.
+    /// Every channel's shift ≥ `NARROW_SHIFT`: the kernels may drop the i64 clamp and clamp in 32 bits.
     pub narrow: bool,
     /// Block-sparse layers (VNNI): the k/4 groups with any non-zero weight in this block, whose
     /// weights alone `w8` holds; all-zero groups are skipped.
@@ -53,6 +52,11 @@ pub struct Layer {
     /// Share of the multiply-adds executed (below 1 when zero blocks are skipped).
     pub density: f64,
 }
+
+/// With sh ≥ 32, |(acc·M + 2^(sh−1)) >> sh| ≤ 2^30 for any i32 acc and M ≤ 2^31 − 1, so adding a
+/// zero point (≤ 255) cannot overflow i32 either. (At sh = 31 the shifted value still fits, but adding
+/// the zero point can wrap: acc = M = 2^31 − 1 gives 2^31 − 2.)
+pub const NARROW_SHIFT: u8 = 32;
 
 /// Skipping zero blocks pays once at least this share of a layer's 16×4 groups is zero.
 const SPARSE_FROM: f64 = 0.125;
@@ -139,7 +143,7 @@ impl Layer {
                 w16,
                 bias: lane_vals(&|o| folded[o] as i64).into_iter().map(|b| b as i32).collect(),
                 mult: lane_vals(&|o| rq(o).multiplier as i64).into_iter().map(|m| m as i32).collect(),
-                narrow: shift.iter().all(|&s| s >= 31),
+                narrow: (col0..col0 + width).all(|o| rq(o).shift >= NARROW_SHIFT),
                 shift_even: even(&shift),
                 shift_odd: odd(&shift),
                 round_even: even(&round),
@@ -158,6 +162,12 @@ impl Layer {
     pub fn run(&self, isa: Isa, a: &[u8], lda: usize, rows: usize, wide: &mut Vec<i16>, out: &mut Out) {
         let needed = (rows + SLACK_ROWS - 1) * lda + self.k;
         assert!(a.len() >= needed, "activation buffer of {} bytes, kernel reads {needed}", a.len());
+        // The kernels store through raw pointers: every row they write must be inside `dst`.
+        let (written, ldd, dst_len) = match out {
+            Out::Requant { dst, ldd, pool, .. } => (if *pool { rows / 2 } else { rows }, *ldd, dst.len()),
+            Out::Acc { dst, ldd } => (rows, *ldd, dst.len()),
+        };
+        assert!(ldd >= self.n && (written == 0 || dst_len >= (written - 1) * ldd + self.n), "output buffer too small");
         match isa {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: the plan only picks a family the CPU has (`Isa::require`), and the assert above
@@ -576,6 +586,41 @@ mod tests {
             quantize_row(&xs, q, &mut out);
             let want: Vec<u8> = xs.iter().map(|&x| quantize_input(x, inv_scale, zero_point)).collect();
             assert_eq!(out, want, "inv_scale {inv_scale}, zero point {zero_point}");
+        }
+    }
+
+    /// Every family's register epilogue against `Requant::apply` on extreme accumulators and
+    /// multipliers: one channel per case, zero weights, the case's accumulator as the bias.
+    #[test]
+    fn every_family_requantizes_the_edge_cases_exactly() {
+        let accs = [i32::MAX, i32::MIN, 0, 1, -1, 12_345, -12_345, 1 << 30, -(1 << 30)];
+        let mixed =
+            [(i32::MAX, 31), (i32::MAX, 32), (1 << 30, 31), (1, 1), (i32::MAX, 62), (1_234_567, 40), (i32::MAX, 1)];
+        // A layer whose every shift is large takes the kernels' 32-bit clamp; at 31 it must not.
+        let large = [(i32::MAX, 32), (1 << 30, 33), (i32::MAX, 62), (1_234_567, 40)];
+        let at_31 = [(i32::MAX, 31), (1 << 30, 31), (1_500_000_000, 31)];
+        for rqs in [&mixed[..], &large[..], &at_31[..]] {
+            let (mut bias, mut requant) = (Vec::new(), Vec::new());
+            for &acc in &accs {
+                for &(multiplier, shift) in rqs {
+                    bias.push(acc);
+                    requant.push(Requant { multiplier, shift });
+                }
+            }
+            let n = bias.len();
+            let a = vec![7u8; (1 + SLACK_ROWS) * 4 + 4];
+            for isa in Isa::available_all() {
+                let layer = Layer::pack(isa, &vec![0i8; n], &bias, &[0], &requant);
+                for z_out in [0u8, 2, 128, 255] {
+                    for relu in [false, true] {
+                        let mut dst = vec![0u8; n];
+                        let mut out = Out::Requant { dst: &mut dst, ldd: n, z_out, relu, pool: false };
+                        layer.run(isa, &a, 4, 1, &mut Vec::new(), &mut out);
+                        let want: Vec<u8> = bias.iter().zip(&requant).map(|(&b, r)| r.apply(b, z_out, relu)).collect();
+                        assert_eq!(dst, want, "{isa}, shifts {rqs:?}, z_out {z_out}, relu {relu}");
+                    }
+                }
+            }
         }
     }
 

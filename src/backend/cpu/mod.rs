@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::model::{Model, Precision};
 
 /// Rows below which another thread costs more than it saves.
-const MIN_ROWS_PER_THREAD: usize = 64;
+pub const MIN_ROWS_PER_THREAD: usize = 64;
 
 /// The SIMD extensions the int8 / fp16 / fp32 kernels care about, as detected at run time.
 pub fn isa_features() -> Vec<&'static str> {

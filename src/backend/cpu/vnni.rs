@@ -40,7 +40,12 @@ unsafe fn tiles<const NV: usize, const MR: usize>(
     b: &Block,
     out: &mut Out,
 ) {
-    const { assert!(MR % 2 == 0, "a fused max-pool needs whole row pairs in a tile") };
+    const {
+        assert!(
+            MR % 2 == 0 && MR <= crate::backend::cpu::int8::SLACK_ROWS,
+            "a tile: whole row pairs (fused pool), within the slack rows"
+        )
+    };
     // SAFETY (whole function): `Layer::pack` sizes `w8` as k/4 groups × NV·64 bytes and every per-lane
     // array as NV·16; `a` reads stay inside the caller's checked buffer.
     unsafe {
