@@ -1,20 +1,29 @@
 //! fp32 and fp16 on the CPU: register-tiled kernels (MR rows × NV vectors of 16 output channels, one
 //! broadcast activation × one weight vector per FMA) in AVX-512 and AVX2 + FMA intrinsics, and plain
 //! lane loops for the portable family.
-//! fp16 weights are widened to f32 exactly when the plan is built: the arithmetic is the same f32 an
-//! in-register F16C conversion would feed, and this model's weights fit in L2 either way.
+//! fp16 weights stay f16 in the packed layout and are widened to f32 in the register that multiplies
+//! them (`vcvtph2ps`, AVX-512F / F16C): f16 semantics, half the weight bytes; the arithmetic is f32.
+//! The portable family, without F16C, packs them widened (exactly) instead.
 
 use super::isa::Isa;
 
 const LANES: usize = 16;
 
-/// Output channels `col0 .. col0 + width`, weights `[k][nv·16]` (zero in padding lanes).
+/// Output channels `col0 .. col0 + width`, weights `[k][nv·16]` (zero in padding lanes): `w` for
+/// fp32 layers, `w16` (IEEE binary16 bits) for fp16 ones; the other is empty.
 pub struct Block {
     col0: usize,
     width: usize,
     nv: usize,
     w: Vec<f32>,
+    w16: Vec<u16>,
     bias: Vec<f32>,
+}
+
+impl Block {
+    fn half(&self) -> bool {
+        !self.w16.is_empty()
+    }
 }
 
 pub struct Layer {
@@ -32,8 +41,9 @@ pub struct Out<'a> {
 }
 
 impl Layer {
-    /// `w` is `[n][k]` in the kernel's reduction order.
-    pub fn pack(isa: Isa, w: &[f32], bias: &[f32]) -> Layer {
+    /// `w` is `[n][k]` in the kernel's reduction order; with `half` every weight is an f16 value
+    /// (an fp16 layer's weights, widened), stored back as f16 bits exactly.
+    pub fn pack(isa: Isa, w: &[f32], bias: &[f32], half: bool) -> Layer {
         let n = bias.len();
         let k = w.len() / n.max(1);
         let max_nv = match isa {
@@ -47,10 +57,15 @@ impl Layer {
             let nv = (n - col0).div_ceil(LANES).min(max_nv);
             let width = (nv * LANES).min(n - col0);
             let lane = |l: usize| (l < width).then_some(col0 + l);
-            let w =
-                (0..k).flat_map(|kk| (0..nv * LANES).map(move |l| lane(l).map_or(0.0, |o| w[o * k + kk]))).collect();
+            let values = (0..k).flat_map(|kk| (0..nv * LANES).map(move |l| lane(l).map_or(0.0, |o| w[o * k + kk])));
+            // The portable family has no F16C: it gets the (exactly) widened weights.
+            let (w, w16) = if half && isa != Isa::Portable {
+                (Vec::new(), values.map(|x| half::f16::from_f32(x).to_bits()).collect())
+            } else {
+                (values.collect(), Vec::new())
+            };
             let bias = (0..nv * LANES).map(|l| lane(l).map_or(0.0, |o| bias[o])).collect();
-            blocks.push(Block { col0, width, nv, w, bias });
+            blocks.push(Block { col0, width, nv, w, w16, bias });
             col0 += width;
         }
         Layer { n, k, blocks }
@@ -90,7 +105,7 @@ unsafe fn avx512(a: &[f32], lda: usize, rows: usize, k: usize, b: &Block, out: &
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn avx2(a: &[f32], lda: usize, rows: usize, k: usize, b: &Block, out: &mut Out) {
     // SAFETY: the caller checked the reads; the CPU has AVX2 and FMA.
     unsafe {
@@ -150,7 +165,12 @@ mod x86 {
             let bias: [__m512; NV] = std::array::from_fn(|v| _mm512_loadu_ps(b.bias.as_ptr().add(v * LANES)));
             let mut r0 = 0;
             while r0 < rows {
-                let acc = acc512::<NV, MR>(bias, a.as_ptr().add(r0 * lda), lda, k, b.w.as_ptr());
+                let (ap, wf, wh) = (a.as_ptr().add(r0 * lda), b.w.as_ptr(), b.w16.as_ptr());
+                let acc = if b.half() {
+                    acc512::<NV, MR, true>(bias, ap, lda, k, wf, wh)
+                } else {
+                    acc512::<NV, MR, false>(bias, ap, lda, k, wf, wh)
+                };
                 store512(acc, r0, rows, b, out);
                 r0 += MR;
             }
@@ -184,19 +204,28 @@ mod x86 {
         }
     }
 
+    /// With `HALF` the weights are f16 bits at `wh`, widened in the register; else f32 at `wf`.
     #[inline(always)]
-    unsafe fn acc512<const NV: usize, const MR: usize>(
+    unsafe fn acc512<const NV: usize, const MR: usize, const HALF: bool>(
         bias: [__m512; NV],
         a: *const f32,
         lda: usize,
         k: usize,
-        w: *const f32,
+        wf: *const f32,
+        wh: *const u16,
     ) -> [[__m512; NV]; MR] {
-        // SAFETY: the caller's bounds.
+        // SAFETY: the caller's bounds; only the pointer `HALF` selects is read.
         unsafe {
             let mut acc = [bias; MR];
             for kk in 0..k {
-                let wv: [__m512; NV] = std::array::from_fn(|v| _mm512_loadu_ps(w.add((kk * NV + v) * LANES)));
+                let wv: [__m512; NV] = std::array::from_fn(|v| {
+                    let at = (kk * NV + v) * LANES;
+                    if HALF {
+                        _mm512_cvtph_ps(_mm256_loadu_si256(wh.add(at).cast()))
+                    } else {
+                        _mm512_loadu_ps(wf.add(at))
+                    }
+                });
                 for (r, acc_r) in acc.iter_mut().enumerate() {
                     let x = _mm512_set1_ps(*a.add(r * lda + kk));
                     for v in 0..NV {
@@ -229,7 +258,12 @@ mod x86 {
             let bias: [__m256; H] = std::array::from_fn(|h| _mm256_loadu_ps(b.bias.as_ptr().add(h * 8)));
             let mut r0 = 0;
             while r0 < rows {
-                let acc = acc256::<H, MR>(bias, a.as_ptr().add(r0 * lda), lda, k, b.w.as_ptr());
+                let (ap, wf, wh) = (a.as_ptr().add(r0 * lda), b.w.as_ptr(), b.w16.as_ptr());
+                let acc = if b.half() {
+                    acc256::<H, MR, true>(bias, ap, lda, k, wf, wh)
+                } else {
+                    acc256::<H, MR, false>(bias, ap, lda, k, wf, wh)
+                };
                 let mut lanes = [[[0f32; LANES]; 2]; MR];
                 for (r, row) in acc.iter().enumerate() {
                     for (h, &x) in row.iter().enumerate() {
@@ -243,18 +277,22 @@ mod x86 {
     }
 
     #[inline(always)]
-    unsafe fn acc256<const H: usize, const MR: usize>(
+    unsafe fn acc256<const H: usize, const MR: usize, const HALF: bool>(
         bias: [__m256; H],
         a: *const f32,
         lda: usize,
         k: usize,
-        w: *const f32,
+        wf: *const f32,
+        wh: *const u16,
     ) -> [[__m256; H]; MR] {
-        // SAFETY: the caller's bounds.
+        // SAFETY: the caller's bounds; only the pointer `HALF` selects is read.
         unsafe {
             let mut acc = [bias; MR];
             for kk in 0..k {
-                let wv: [__m256; H] = std::array::from_fn(|h| _mm256_loadu_ps(w.add(kk * H * 8 + h * 8)));
+                let wv: [__m256; H] = std::array::from_fn(|h| {
+                    let at = kk * H * 8 + h * 8;
+                    if HALF { _mm256_cvtph_ps(_mm_loadu_si128(wh.add(at).cast())) } else { _mm256_loadu_ps(wf.add(at)) }
+                });
                 for (r, acc_r) in acc.iter_mut().enumerate() {
                     let x = _mm256_set1_ps(*a.add(r * lda + kk));
                     for h in 0..H {
@@ -315,16 +353,18 @@ pub struct FloatStages {
 impl FloatStages {
     pub fn new(isa: Isa, model: &Model, p: &Program) -> FloatStages {
         let bias = |layer: &str| -> Vec<f32> { model.f32s(&format!("{layer}.bias")).into_owned() };
+        let half = |layer: &str| model.layer_precision(layer) == crate::model::Precision::Fp16;
         let convs = p
             .convs
             .iter()
             .map(|c| {
                 let w = conv_weights_kc(&model.weights_f32(&c.layer), c.in_c, c.kernel);
                 let rows = if c.pool { c.t_conv / 2 * 2 } else { c.t_conv };
-                Conv { layer: Layer::pack(isa, &w, &bias(&c.layer)), in_c: c.in_c, rows, relu: c.relu, pool: c.pool }
+                let layer = Layer::pack(isa, &w, &bias(&c.layer), half(&c.layer));
+                Conv { layer, in_c: c.in_c, rows, relu: c.relu, pool: c.pool }
             })
             .collect();
-        let dense = |layer: &str| Layer::pack(isa, &model.weights_f32(layer), &bias(layer));
+        let dense = |layer: &str| Layer::pack(isa, &model.weights_f32(layer), &bias(layer), half(layer));
         FloatStages {
             isa,
             convs,
@@ -335,7 +375,7 @@ impl FloatStages {
                     w.extend(model.weights_f32(name));
                     b.extend(bias(name));
                 }
-                Layer::pack(isa, &w, &b)
+                Layer::pack(isa, &w, &b, p.heads.iter().all(|(name, _)| half(name)))
             },
             head_widths: p.heads.clone().map(|h| h.1),
         }

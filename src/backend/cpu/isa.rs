@@ -15,7 +15,7 @@ pub const ISA_ENV: &str = "LTVX_CPU_ISA";
 pub enum Isa {
     /// AVX-512 with VNNI: `vpdpbusd` (u8 × s8 → i32, 4 per lane) for int8, 16-lane FMA for floats.
     Avx512Vnni,
-    /// AVX2 + FMA: widened i16 `vpmaddwd` for int8 (exact; `vpmaddubsw` would saturate), 8-lane FMA.
+    /// AVX2 + FMA + F16C: widened i16 `vpmaddwd` for int8 (exact; `vpmaddubsw` would saturate), 8-lane FMA.
     Avx2,
     /// Plain Rust, any CPU.
     Portable,
@@ -38,7 +38,7 @@ impl Isa {
                         && has!("avx512vnni")
                         && has!("fma")
                 }
-                Isa::Avx2 => has!("avx2") && has!("fma"),
+                Isa::Avx2 => has!("avx2") && has!("fma") && has!("f16c"),
                 Isa::Portable => true,
             }
         }
