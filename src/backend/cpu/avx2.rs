@@ -37,7 +37,7 @@ unsafe fn tiles<const NV: usize, const MR: usize>(
 ) {
     const {
         assert!(
-            MR % 2 == 0 && MR <= crate::backend::cpu::int8::SLACK_ROWS,
+            MR.is_multiple_of(2) && MR <= crate::backend::cpu::int8::SLACK_ROWS,
             "a tile: whole row pairs (fused pool), within the slack rows"
         )
     };

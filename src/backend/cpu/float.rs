@@ -156,7 +156,7 @@ mod x86 {
     ) {
         const {
             assert!(
-                MR % 2 == 0 && MR <= crate::backend::cpu::int8::SLACK_ROWS,
+                MR.is_multiple_of(2) && MR <= crate::backend::cpu::int8::SLACK_ROWS,
                 "a tile: whole row pairs (fused pool), within the slack rows"
             )
         };
@@ -190,6 +190,7 @@ mod x86 {
         // SAFETY: register operations, and stores masked to `valid` lanes inside `dst` (asserted).
         unsafe {
             for i in 0..(MR / step).min(out_rows.saturating_sub(out0)) {
+                #[allow(clippy::needless_range_loop)] // `v` indexes the accumulators, the block and the output alike
                 for v in 0..NV {
                     let valid = b.width.saturating_sub(v * LANES).min(LANES);
                     let mut x = if out.pool { _mm512_max_ps(acc[2 * i][v], acc[2 * i + 1][v]) } else { acc[i][v] };
@@ -249,7 +250,7 @@ mod x86 {
     ) {
         const {
             assert!(
-                MR % 2 == 0 && MR <= crate::backend::cpu::int8::SLACK_ROWS,
+                MR.is_multiple_of(2) && MR <= crate::backend::cpu::int8::SLACK_ROWS,
                 "a tile: whole row pairs (fused pool), within the slack rows"
             )
         };

@@ -287,6 +287,7 @@ per_isa!(fn requant_all_for(sums: &[i32], requant: Requant, z_out: u8, dst: &mut
 /// `quantize_input` over a row, written so that it vectorizes: the float clamp (max/min ignore a NaN
 /// operand, so the result is always inside [−256, 512]) makes the conversion a plain truncation.
 #[inline(always)]
+#[allow(clippy::manual_clamp)] // `clamp` would pass a NaN through; max/min cannot return one
 fn quantize_row(x: &[f32], q: ActQuant, out: &mut [u8]) {
     for (o, &x) in out.iter_mut().zip(x) {
         let r = (x * q.inv_scale).round_ties_even().max(-256.0).min(512.0);

@@ -42,7 +42,7 @@ unsafe fn tiles<const NV: usize, const MR: usize>(
 ) {
     const {
         assert!(
-            MR % 2 == 0 && MR <= crate::backend::cpu::int8::SLACK_ROWS,
+            MR.is_multiple_of(2) && MR <= crate::backend::cpu::int8::SLACK_ROWS,
             "a tile: whole row pairs (fused pool), within the slack rows"
         )
     };
@@ -205,6 +205,7 @@ unsafe fn requant_rows<const NV: usize, const MR: usize, const POOL: bool, const
         let zv = _mm512_set1_epi32(z as i32);
         let lo32 = _mm512_set1_epi32(if relu { z as i32 } else { 0 });
         // Channel vectors outermost: each loads its requantization parameters once per tile.
+        #[allow(clippy::needless_range_loop)] // `v` indexes the accumulators, the block and the output alike
         for v in 0..NV {
             let params = Params::load(b, v);
             let mask = lane_mask(b, v);
