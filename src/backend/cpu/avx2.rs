@@ -17,6 +17,10 @@ pub unsafe fn gemm(a: &[i16], lda: usize, rows: usize, layer: &Layer, out: &mut 
     for b in &layer.blocks {
         // SAFETY: forwarded from the caller.
         unsafe {
+            if let Some(groups) = &b.groups {
+                sparse_tiles::<6>(a.as_ptr(), lda, rows, groups, b, out);
+                continue;
+            }
             match b.nv {
                 1 => tiles::<1, 6>(a.as_ptr(), lda, rows, layer.k, b, out),
                 2 => tiles::<2, 4>(a.as_ptr(), lda, rows, layer.k, b, out),
@@ -48,20 +52,69 @@ unsafe fn tiles<const NV: usize, const MR: usize>(
         let bias: [__m256i; NV] = std::array::from_fn(|v| _mm256_loadu_si256(b.bias.as_ptr().add(v * LANES).cast()));
         let mut r0 = 0;
         while r0 < rows {
-            let mut acc = [bias; MR];
-            let (mut ap, mut wp) = (a.add(r0 * lda), b.w16.as_ptr());
-            for _ in 0..k / 2 {
-                let w: [__m256i; NV] = std::array::from_fn(|v| _mm256_loadu_si256(wp.add(v * 16).cast()));
-                for (r, acc_r) in acc.iter_mut().enumerate() {
-                    let x = _mm256_set1_epi32(ap.add(r * lda).cast::<i32>().read_unaligned());
-                    for v in 0..NV {
-                        acc_r[v] = _mm256_add_epi32(acc_r[v], _mm256_madd_epi16(x, w[v]));
-                    }
-                }
-                ap = ap.add(2);
-                wp = wp.add(NV * 16);
-            }
+            let acc = accumulate::<NV, MR>(bias, a.add(r0 * lda), lda, k, b.w16.as_ptr());
             store::<NV, MR>(&acc, r0, rows, b, out);
+            r0 += MR;
+        }
+    }
+}
+
+/// One register tile of `MR` rows against `k/2` packed weight pairs, returned by value so that the
+/// accumulators stay in registers.
+#[inline(always)]
+unsafe fn accumulate<const NV: usize, const MR: usize>(
+    bias: [__m256i; NV],
+    a: *const i16,
+    lda: usize,
+    k: usize,
+    w: *const i16,
+) -> [[__m256i; NV]; MR] {
+    // SAFETY: the caller's bounds (see `tiles`).
+    unsafe {
+        let mut acc = [bias; MR];
+        let (mut ap, mut wp) = (a, w);
+        for _ in 0..k / 2 {
+            let w: [__m256i; NV] = std::array::from_fn(|v| _mm256_loadu_si256(wp.add(v * 16).cast()));
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let x = _mm256_set1_epi32(ap.add(r * lda).cast::<i32>().read_unaligned());
+                for v in 0..NV {
+                    acc_r[v] = _mm256_add_epi32(acc_r[v], _mm256_madd_epi16(x, w[v]));
+                }
+            }
+            ap = ap.add(2);
+            wp = wp.add(NV * 16);
+        }
+        acc
+    }
+}
+
+/// A block-sparse block of 8 channels: only its non-zero pairs of reduction elements are multiplied.
+#[inline(always)]
+unsafe fn sparse_tiles<const MR: usize>(
+    a: *const i16,
+    lda: usize,
+    rows: usize,
+    groups: &[u32],
+    b: &Block,
+    out: &mut Out,
+) {
+    // SAFETY: `w16` holds one 8-lane pair vector per listed group; group offsets are inside the padded
+    // reduction, which the caller's bounds cover.
+    unsafe {
+        let bias = [_mm256_loadu_si256(b.bias.as_ptr().cast())];
+        let mut r0 = 0;
+        while r0 < rows {
+            let mut acc = [bias; MR];
+            let ap = a.add(r0 * lda);
+            for (i, &g) in groups.iter().enumerate() {
+                let w = _mm256_loadu_si256(b.w16.as_ptr().add(i * 16).cast());
+                let gp = ap.add(2 * g as usize);
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let x = _mm256_set1_epi32(gp.add(r * lda).cast::<i32>().read_unaligned());
+                    acc_r[0] = _mm256_add_epi32(acc_r[0], _mm256_madd_epi16(x, w));
+                }
+            }
+            store::<1, MR>(&acc, r0, rows, b, out);
             r0 += MR;
         }
     }

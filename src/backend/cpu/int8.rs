@@ -38,8 +38,8 @@ pub struct Block {
     pub requant: Vec<Requant>,
     /// Every channel's shift ≥ `NARROW_SHIFT`: the kernels may drop the i64 clamp and clamp in 32 bits.
     pub narrow: bool,
-    /// Block-sparse layers (VNNI): the k/4 groups with any non-zero weight in this block, whose
-    /// weights alone `w8` holds; all-zero groups are skipped.
+    /// Block-sparse layers: the groups (VNNI: k/4, AVX2: k/2) with any non-zero weight in this block,
+    /// whose weights alone `w8` / `w16` hold; all-zero groups are skipped.
     pub groups: Option<Vec<u32>>,
 }
 
@@ -58,7 +58,7 @@ pub struct Layer {
 /// the zero point can wrap: acc = M = 2^31 − 1 gives 2^31 − 2.)
 pub const NARROW_SHIFT: u8 = 32;
 
-/// Skipping zero blocks pays once at least this share of a layer's 16×4 groups is zero.
+/// Skipping zero blocks pays once at least this share of a layer's weight groups is zero.
 const SPARSE_FROM: f64 = 0.125;
 
 impl Layer {
@@ -71,17 +71,18 @@ impl Layer {
         let k = k_real.div_ceil(K_GROUP) * K_GROUP;
         let folded = fold_zero_points(w, bias, zeros);
         let weight = |o: usize, kk: usize| if o < n && kk < k_real { w[o * k_real + kk] } else { 0 };
-        // A 16-channel × 4-element group is the VNNI kernel's unit of work.
+        // The unit of work of one weight vector: 16 channels × 4 elements (VNNI), 8 × 2 (AVX2).
+        let (gc, gk) = if isa == Isa::Avx2 { (8, 2) } else { (16, 4) };
         let group_nonzero =
-            |col0: usize, g: usize| (col0..col0 + 16).any(|o| (0..4).any(|i| weight(o, 4 * g + i) != 0));
-        let all_groups = n.div_ceil(16) * (k / 4);
+            |col0: usize, g: usize| (col0..col0 + gc).any(|o| (0..gk).any(|i| weight(o, gk * g + i) != 0));
+        let all_groups = n.div_ceil(gc) * (k / gk);
         let nonzero =
-            (0..n.div_ceil(16)).map(|b| (0..k / 4).filter(|&g| group_nonzero(16 * b, g)).count()).sum::<usize>();
-        let sparse =
-            isa == Isa::Avx512Vnni && all_groups > 0 && 1.0 - nonzero as f64 / all_groups as f64 >= SPARSE_FROM;
+            (0..n.div_ceil(gc)).map(|b| (0..k / gk).filter(|&g| group_nonzero(gc * b, g)).count()).sum::<usize>();
+        let sparse = isa != Isa::Portable && all_groups > 0 && 1.0 - nonzero as f64 / all_groups as f64 >= SPARSE_FROM;
         let (lanes, max_nv) = match isa {
             Isa::Avx512Vnni if sparse => (16, 1),
             Isa::Avx512Vnni => (16, 4),
+            Isa::Avx2 if sparse => (8, 1),
             Isa::Avx2 => (8, 4),
             Isa::Portable => (n.max(1), 1),
         };
@@ -116,6 +117,15 @@ impl Layer {
                             w8.extend((0..4).map(|i| weight(ch(l), 4 * g + i)));
                         }
                     }
+                }
+                Isa::Avx2 if sparse => {
+                    let kept: Vec<u32> = (0..k / 2).filter(|&g| group_nonzero(col0, g)).map(|g| g as u32).collect();
+                    for &g in &kept {
+                        for l in 0..cols {
+                            w16.extend((0..2).map(|i| weight(ch(l), 2 * g as usize + i) as i16));
+                        }
+                    }
+                    groups = Some(kept);
                 }
                 Isa::Avx2 => {
                     for g in 0..k / 2 {

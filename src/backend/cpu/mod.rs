@@ -270,8 +270,8 @@ mod tests {
     use crate::model::block_prune::BlockShape;
     use crate::model::init::{InitOptions, init};
 
-    /// 75 % of 16×4 blocks pruned: the VNNI plan skips them (only the heads stay dense); other
-    /// families execute every multiply-add.
+    /// 75 % of 16×4 blocks pruned: the VNNI and AVX2 plans skip them (only the heads stay dense); the
+    /// portable family executes every multiply-add.
     #[test]
     fn block_sparse_layers_skip_their_zero_blocks_on_vnni() {
         let block = Some(BlockShape { rows: 16, cols: 4 });
@@ -287,7 +287,7 @@ mod tests {
         for isa in Isa::available_all() {
             let plan = Cpu { isa: Some(isa), threads: 1 }.build(&model).unwrap();
             let executed = plan.executed_macs().unwrap();
-            if isa == Isa::Avx512Vnni {
+            if isa != Isa::Portable {
                 let share = executed as f64 / model.macs() as f64;
                 assert!((0.24..0.26).contains(&share), "{isa}: executes {share} of the multiply-adds");
             } else {
