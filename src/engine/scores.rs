@@ -93,23 +93,40 @@ pub struct Epilogue {
 }
 
 impl Epilogue {
-    fn logits(values: &HeadValues, scales: &Option<Vec<f32>>) -> Vec<f32> {
+    /// Head values of rows `range` (`width` per row) as float logits.
+    fn logits(
+        values: &HeadValues,
+        scales: &Option<Vec<f32>>,
+        range: &std::ops::Range<usize>,
+        width: usize,
+    ) -> Vec<f32> {
+        let span = range.start * width..range.end * width;
         match (values, scales) {
-            (HeadValues::Logits(v), _) => v.clone(),
+            (HeadValues::Logits(v), _) => v[span].to_vec(),
             (HeadValues::Accumulators(acc), Some(s)) => {
-                acc.iter().enumerate().map(|(i, &a)| s[i % s.len()] * a as f32).collect()
+                acc[span].iter().enumerate().map(|(i, &a)| s[i % s.len()] * a as f32).collect()
             }
             (HeadValues::Accumulators(_), None) => unreachable!("an int8 head without scales is rejected at open"),
         }
     }
 
     pub fn apply(&self, heads: &HeadOutputs, segments: usize) -> Scores {
-        let ltv = Self::logits(&heads.ltv, &self.ltv);
-        let churn = Self::logits(&heads.churn, &self.churn);
-        let seg = Self::logits(&heads.segment, &self.segment);
+        let rows = match &heads.churn {
+            HeadValues::Logits(v) => v.len(),
+            HeadValues::Accumulators(v) => v.len(),
+        };
+        self.apply_rows(heads, segments, 0..rows)
+    }
+
+    /// The scores of rows `range` only (threads take one range each).
+    pub fn apply_rows(&self, heads: &HeadOutputs, segments: usize, range: std::ops::Range<usize>) -> Scores {
+        let ltv = Self::logits(&heads.ltv, &self.ltv, &range, 3);
+        let churn = Self::logits(&heads.churn, &self.churn, &range, 1);
+        let seg = Self::logits(&heads.segment, &self.segment, &range, segments);
         let rows = churn.len();
         let mut s = Scores { segments, ..Default::default() };
         s.p_segment.reserve(rows * segments);
+        let mut exps: Vec<f64> = Vec::with_capacity(segments);
         for i in 0..rows {
             let (logit_p, mu, raw_sigma) = (ltv[3 * i] as f64, ltv[3 * i + 1] as f64, ltv[3 * i + 2] as f64);
             let sigma = ziln_sigma(raw_sigma);
@@ -120,7 +137,8 @@ impl Epilogue {
             s.churn_probability.push(sigmoid(churn[i] as f64) as f32);
             let row = &seg[i * segments..(i + 1) * segments];
             let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
-            let exps: Vec<f64> = row.iter().map(|&x| (x as f64 - max).exp()).collect();
+            exps.clear();
+            exps.extend(row.iter().map(|&x| (x as f64 - max).exp()));
             let total: f64 = exps.iter().sum();
             let mut best = 0;
             for (k, e) in exps.iter().enumerate() {
