@@ -42,7 +42,7 @@ pub enum Command {
     Bench(bench::Args),
     /// The main job on the bundled CDNOW log: train, evaluate beside BG/NBD, chart, score, report.
     Demo(demo::Args),
-    /// Compress a float model to int8 (calibrated) or fp16.
+    /// Compress a float model: prune (with fine-tuning), then int8 (calibrated) or fp16.
     Compress(compress::Args),
     /// A trained model's metrics on a transaction log, beside the BG/NBD + Gamma-Gamma baseline.
     Eval(eval::Args),
