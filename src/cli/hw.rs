@@ -1,0 +1,141 @@
+//! `ltvx hw`: the FPGA path — `export` writes a model's kernel source with its weights baked in and
+//! the host config; `estimate` prints what that kernel would cost on a board profile.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use ltvx::hw::board::{BOARDS_DIR, Board};
+use ltvx::hw::estimate::{Estimate, checked};
+use ltvx::hw::export;
+use ltvx::hw::net::Net;
+use ltvx::{Model, Result};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Generate the FPGA kernel source (weights baked in) and its host config into a directory.
+    Export(Export),
+    /// Per-layer and total DSPs, block RAM, cycles, latency and customers/s on a board (an estimate).
+    Estimate(EstimateArgs),
+}
+
+#[derive(clap::Args)]
+struct Target {
+    /// The int8 model file.
+    model: PathBuf,
+    /// A board profile: a name in hw/fpga/boards (u55c, u250, agilex7_agf014) or a .toml file.
+    #[arg(long)]
+    board: String,
+    /// Cycles each layer's multipliers are reused per output vector (capped at a layer's outputs).
+    #[arg(long, default_value_t = 1)]
+    reuse_factor: usize,
+}
+
+#[derive(clap::Args)]
+struct Export {
+    #[command(flatten)]
+    target: Target,
+    /// Directory to write ltvx_model.cl and ltvx_model.json into (created).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct EstimateArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Machine-readable JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The model, its network, the board and the estimate, refused when the model does not fit.
+fn open(t: &Target) -> Result<(Model, Net, Board, Estimate)> {
+    let board = Board::find(&t.board, Path::new(BOARDS_DIR))?;
+    let model = Model::open(&t.model)?;
+    let net = Net::of(&model, t.reuse_factor)?;
+    let estimate = checked(&net, &board, |r| Net::of(&model, r))?;
+    Ok((model, net, board, estimate))
+}
+
+pub fn run(a: Args) -> Result<ExitCode> {
+    match a.command {
+        Command::Export(e) => {
+            let (model, net, board, estimate) = open(&e.target)?;
+            let [src, cfg] = export::write(&e.out, &model, &net, &board)?;
+            super::with_stdout(|w| {
+                writeln!(w, "wrote {} and {}", src.display(), cfg.display())?;
+                writeln!(
+                    w,
+                    "{}: estimated {} DSPs, {} {}, {:.2} µs per customer at {} MHz (ltvx hw estimate for the detail)",
+                    board.name,
+                    estimate.dsp,
+                    estimate.ram_blocks,
+                    board.ram_name,
+                    estimate.latency_us(),
+                    board.clock_mhz
+                )
+            })?;
+        }
+        Command::Estimate(e) => {
+            let (_, _, board, estimate) = open(&e.target)?;
+            if e.json {
+                super::print_json(&estimate.to_json(&board))?;
+            } else {
+                super::with_stdout(|w| write_text(w, &estimate, &board))?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_text(w: &mut dyn Write, e: &Estimate, b: &Board) -> std::io::Result<()> {
+    writeln!(
+        w,
+        "{} ({}): {} DSPs x {} int8 multiplies, {} {} blocks, {} MHz (profile {})",
+        b.name,
+        b.part,
+        b.dsp,
+        b.int8_per_dsp,
+        b.ram_blocks,
+        b.ram_name,
+        b.clock_mhz,
+        b.file.display()
+    )?;
+    writeln!(
+        w,
+        "{:<14} {:>6} {:>8} {:>8} {:>6} {:>6} {:>8} {:>8} {:>8}",
+        "layer", "reuse", "weights", "nonzero", "mults", "DSP", b.ram_name, "II", "latency"
+    )?;
+    for l in &e.layers {
+        writeln!(
+            w,
+            "{:<14} {:>6} {:>8} {:>8} {:>6} {:>6} {:>8} {:>8} {:>8}",
+            l.name, l.reuse, l.weights, l.nonzero, l.multipliers, l.dsp, l.ram_blocks, l.interval, l.latency
+        )?;
+    }
+    writeln!(w, "{:<14} {:>67}", "pool, copies", e.other_cycles)?;
+    writeln!(
+        w,
+        "total          {} DSPs ({:.1}%), {} {} ({:.1}%); {} cycles = {:.2} µs per customer; {:.0} customers/s; binds: {}",
+        e.dsp,
+        e.dsp as f64 * 100.0 / b.dsp as f64,
+        e.ram_blocks,
+        b.ram_name,
+        e.ram_blocks as f64 * 100.0 / b.ram_blocks as f64,
+        e.latency_cycles,
+        e.latency_us(),
+        e.customers_per_s(),
+        e.binding(b)
+    )?;
+    writeln!(
+        w,
+        "an estimate from the network and the profile, not synthesis (hw/fpga/README.md: the model and its limits)"
+    )
+}
