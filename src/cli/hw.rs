@@ -5,11 +5,16 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use ltvx::backend::opencl::runtime::Runtime;
+use ltvx::data::synthetic;
 use ltvx::hw::board::{BOARDS_DIR, Board};
 use ltvx::hw::estimate::{Estimate, checked};
 use ltvx::hw::export;
 use ltvx::hw::net::Net;
-use ltvx::{Model, Result};
+use ltvx::hw::verify;
+use ltvx::{Error, Model, Result};
+
+use super::device_args::DeviceArgs;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -21,6 +26,9 @@ pub struct Args {
 enum Command {
     /// Generate the FPGA kernel source (weights baked in) and its host config into a directory.
     Export(Export),
+    /// Run an exported kernel on an OpenCL device (PoCL, an emulator, a board) against the reference,
+    /// bit for bit.
+    Verify(Verify),
     /// Per-layer and total DSPs, block RAM, cycles, latency and customers/s on a board (an estimate).
     Estimate(EstimateArgs),
 }
@@ -44,6 +52,20 @@ struct Export {
     /// Directory to write ltvx_model.cl and ltvx_model.json into (created).
     #[arg(long)]
     out: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct Verify {
+    /// The int8 model the kernel was exported for.
+    model: PathBuf,
+    /// The directory `ltvx hw export` wrote (its ltvx_model.cl is built from source).
+    #[arg(long)]
+    dir: PathBuf,
+    /// Synthetic customers to score.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    customers: u32,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 #[derive(clap::Args)]
@@ -81,6 +103,24 @@ pub fn run(a: Args) -> Result<ExitCode> {
                     estimate.latency_us(),
                     board.clock_mhz
                 )
+            })?;
+        }
+        Command::Verify(v) => {
+            let model = Model::open(&v.model)?;
+            let file = v.dir.join(export::SOURCE_FILE);
+            let source = std::fs::read_to_string(&file).map_err(|e| Error::io(&file, e))?;
+            let net = Net::of(&model, 1)?;
+            let opencl = |reason: String| Error::Backend { backend: "opencl".into(), reason };
+            let rt = v.device.opencl().pick().and_then(Runtime::open).map_err(opencl)?;
+            let batch = synthetic::customers(model.graph().inputs, v.customers as usize, 1);
+            let what = file.display().to_string();
+            let got = verify::run(&rt, &what, &source, &model, &net, &batch).map_err(opencl)?;
+            let want = verify::reference(&model, &batch).map_err(opencl)?;
+            if let Some(d) = verify::first_difference(&net, &got, &want) {
+                return Err(opencl(format!("{what} differs from the reference on {}: {d}", rt.label)));
+            }
+            super::with_stdout(|w| {
+                writeln!(w, "{what} on {}: {} customers bit-identical to the reference", rt.label, v.customers)
             })?;
         }
         Command::Estimate(e) => {
