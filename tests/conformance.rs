@@ -277,7 +277,7 @@ fn opencl_hw_export_conforms() {
         let src = export::source(&m, &net);
         for rows in [1, 3, 1000] {
             let batch = synthetic::customers(m.graph().inputs, rows, 7);
-            let got = verify::run(&rt, export::SOURCE_FILE, &src, &m, &net, &batch).unwrap();
+            let got = verify::run(&rt, export::SOURCE_FILE, verify::Kernel::Source(&src), &m, &net, &batch).unwrap();
             let want = verify::reference(&m, &batch).unwrap();
             assert_eq!(verify::first_difference(&net, &got, &want), None, "sparsity {sparsity}, {rows} customers");
         }

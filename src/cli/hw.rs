@@ -59,8 +59,11 @@ struct Verify {
     /// The int8 model the kernel was exported for.
     model: PathBuf,
     /// The directory `ltvx hw export` wrote (its ltvx_model.cl is built from source).
-    #[arg(long)]
-    dir: PathBuf,
+    #[arg(long, required_unless_present = "binary")]
+    dir: Option<PathBuf>,
+    /// An offline-compiled binary of the export (hw/fpga/Makefile: .aocx, .xclbin) instead.
+    #[arg(long, value_name = "FILE", conflicts_with = "dir")]
+    binary: Option<PathBuf>,
     /// Synthetic customers to score.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     customers: u32,
@@ -107,14 +110,25 @@ pub fn run(a: Args) -> Result<ExitCode> {
         }
         Command::Verify(v) => {
             let model = Model::open(&v.model)?;
-            let file = v.dir.join(export::SOURCE_FILE);
-            let source = std::fs::read_to_string(&file).map_err(|e| Error::io(&file, e))?;
+            let (file, source) = match (&v.dir, &v.binary) {
+                (_, Some(binary)) => (binary.clone(), None),
+                (Some(dir), None) => {
+                    let file = dir.join(export::SOURCE_FILE);
+                    let text = std::fs::read_to_string(&file).map_err(|e| Error::io(&file, e))?;
+                    (file, Some(text))
+                }
+                (None, None) => unreachable!("clap requires --dir or --binary"),
+            };
             let net = Net::of(&model, 1)?;
             let opencl = |reason: String| Error::Backend { backend: "opencl".into(), reason };
             let rt = v.device.opencl().pick().and_then(Runtime::open).map_err(opencl)?;
             let batch = synthetic::customers(model.graph().inputs, v.customers as usize, 1);
             let what = file.display().to_string();
-            let got = verify::run(&rt, &what, &source, &model, &net, &batch).map_err(opencl)?;
+            let kernel = match &source {
+                Some(text) => verify::Kernel::Source(text),
+                None => verify::Kernel::Binary(&file),
+            };
+            let got = verify::run(&rt, &what, kernel, &model, &net, &batch).map_err(opencl)?;
             let want = verify::reference(&model, &batch).map_err(opencl)?;
             if let Some(d) = verify::first_difference(&net, &got, &want) {
                 return Err(opencl(format!("{what} differs from the reference on {}: {d}", rt.label)));

@@ -4,7 +4,9 @@
 //! hours of synthesis are spent on it (`ltvx hw verify`, and the tests).
 
 use crate::backend::Plan;
-use crate::backend::opencl::binary::check_model;
+use std::path::Path;
+
+use crate::backend::opencl::binary::{check_model, load};
 use crate::backend::opencl::runtime::{Arg, Profile, Runtime};
 use crate::backend::reference::ReferencePlan;
 use crate::engine::{Batch, HeadValues};
@@ -16,9 +18,20 @@ use super::net::Net;
 /// The three heads' i32 accumulators, `[customer][output]` each.
 pub type Heads = [Vec<i32>; 3];
 
-/// Builds `source` on `rt`'s device (refused unless it carries `model`'s hash) and scores `batch`.
-pub fn run(rt: &Runtime, what: &str, source: &str, model: &Model, net: &Net, batch: &Batch) -> Result<Heads, String> {
-    let program = rt.build(what, &[source], "-cl-std=CL1.2")?;
+/// Where the kernel comes from: the exported source, built for the device, or an offline-compiled
+/// binary of it (aoc, v++), loaded as `--fpga-binary` loads one.
+pub enum Kernel<'a> {
+    Source(&'a str),
+    Binary(&'a Path),
+}
+
+/// Builds or loads the kernel on `rt`'s device (refused unless it carries `model`'s hash) and
+/// scores `batch`.
+pub fn run(rt: &Runtime, what: &str, kernel: Kernel, model: &Model, net: &Net, batch: &Batch) -> Result<Heads, String> {
+    let program = match kernel {
+        Kernel::Source(source) => rt.build(what, &[source], "-cl-std=CL1.2")?,
+        Kernel::Binary(path) => load(rt, path)?,
+    };
     check_model(rt, &program, what, model)?;
     let kernel = rt.kernel(&program, KERNEL)?;
     let rows = batch.len();
@@ -84,7 +97,6 @@ mod tests {
     use crate::hw::export::source;
     use crate::model::init::{InitOptions, init};
     use crate::model::{Precision, Preset};
-    use std::path::Path;
 
     fn runtime() -> Option<Runtime> {
         crate::backend::opencl::tests::runtime()
@@ -113,7 +125,7 @@ mod tests {
                 let src = source(&m, &net);
                 for rows in [1, 3, 1000] {
                     let batch = synthetic::customers(m.graph().inputs, rows, rows as u64);
-                    let got = run(&rt, "ltvx_model.cl", &src, &m, &net, &batch).unwrap();
+                    let got = run(&rt, "ltvx_model.cl", Kernel::Source(&src), &m, &net, &batch).unwrap();
                     let want = reference(&m, &batch).unwrap();
                     assert_eq!(first_difference(&net, &got, &want), None, "{what}, reuse {reuse}, {rows} customers");
                     assert!(got == want);
@@ -143,7 +155,7 @@ mod tests {
         let (a, b) = (model(0.0), model(0.6));
         let src = source(&a, &Net::of(&a, 1).unwrap());
         let batch = synthetic::customers(b.graph().inputs, 2, 1);
-        let e = run(&rt, "a.cl", &src, &b, &Net::of(&b, 1).unwrap(), &batch).unwrap_err();
+        let e = run(&rt, "a.cl", Kernel::Source(&src), &b, &Net::of(&b, 1).unwrap(), &batch).unwrap_err();
         assert!(e.contains("compiled for model hash"), "{e}");
     }
 }
