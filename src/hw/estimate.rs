@@ -200,3 +200,79 @@ pub fn checked(net: &Net, board: &Board, rebuild: impl Fn(usize) -> Result<Net>)
         );
     Err(Error::Input(format!("the model does not fit {}: {over}; {hint}", board.name)))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::hw::board::BOARDS_DIR;
+    use crate::model::init::{InitOptions, init};
+    use crate::model::{Model, Precision, Preset};
+
+    fn model(preset: Preset, sparsity: f64) -> Model {
+        let opts = InitOptions { preset, precision: Precision::Int8, seed: 3, sparsity, inputs: None, block: None };
+        init(&opts).unwrap().into_model().unwrap()
+    }
+
+    fn board(name: &str) -> Board {
+        Board::find(name, Path::new(BOARDS_DIR)).unwrap()
+    }
+
+    /// Reuse trades multipliers for cycles: a dense layer at reuse r has about 1/r of the
+    /// multipliers and r cycles per customer; groups cover every output once.
+    #[test]
+    fn reuse_trades_dsps_for_cycles() {
+        let m = model(Preset::Tiny, 0.0);
+        let b = board("u55c");
+        let (one, four) = (Net::of(&m, 1).unwrap(), Net::of(&m, 4).unwrap());
+        let (e1, e4) = (Estimate::of(&one, &b), Estimate::of(&four, &b));
+        for (l1, l4) in one.layers().zip(four.layers()) {
+            let groups = l4.groups();
+            assert_eq!(groups.iter().map(|g| g.len()).sum::<usize>(), l4.outputs(), "{}", l4.name);
+            assert!(groups.windows(2).all(|w| w[0].end == w[1].start));
+            assert_eq!(l1.multipliers(), l1.nonzero());
+            assert!(l4.multipliers() * l4.reuse >= l1.multipliers(), "{}", l4.name);
+            assert!(l4.multipliers() <= l4.outputs().div_ceil(l4.reuse) * l4.reduction(), "{}", l4.name);
+        }
+        assert!(e4.dsp * 3 < e1.dsp && e4.latency_cycles > e1.latency_cycles);
+        let fc1 = |e: &Estimate| e.layers.iter().find(|l| l.name == "fc1").unwrap().interval;
+        assert_eq!((fc1(&e1), fc1(&e4)), (1, 4));
+        // Same weights, same memory.
+        assert_eq!(e1.ram_blocks, e4.ram_blocks);
+    }
+
+    #[test]
+    fn pruned_layers_need_fewer_dsps_on_every_board() {
+        let (dense, pruned) = (model(Preset::Tiny, 0.0), model(Preset::Tiny, 0.5));
+        for name in Board::names(Path::new(BOARDS_DIR)) {
+            let b = board(&name);
+            let (d, p) =
+                (Estimate::of(&Net::of(&dense, 1).unwrap(), &b), Estimate::of(&Net::of(&pruned, 1).unwrap(), &b));
+            assert!(p.dsp < d.dsp, "{name}");
+            assert!(d.layers.iter().zip(&p.layers).all(|(d, p)| p.dsp <= d.dsp && p.nonzero < d.nonzero));
+            let j = d.to_json(&b);
+            assert_eq!(j["total"]["dsp"].as_u64(), Some(d.dsp));
+            assert!((j["total"]["latency_us"].as_f64().unwrap() * b.clock_mhz - d.latency_cycles as f64).abs() < 1e-6);
+        }
+    }
+
+    /// The base preset at reuse 1 overflows every profile's DSPs; the error says by how much and
+    /// which reuse factor fits, and that factor does.
+    #[test]
+    fn a_model_that_does_not_fit_is_refused_with_a_reuse_factor_that_fits() {
+        let m = model(Preset::Base, 0.0);
+        for name in Board::names(Path::new(BOARDS_DIR)) {
+            let b = board(&name);
+            let e = checked(&Net::of(&m, 1).unwrap(), &b, |r| Net::of(&m, r)).unwrap_err().to_string();
+            assert!(e.contains("DSPs needed") && e.contains("over by"), "{e}");
+            let r: usize = e.split("--reuse-factor ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+            let fits = checked(&Net::of(&m, r).unwrap(), &b, |r| Net::of(&m, r)).unwrap();
+            assert!(fits.dsp as f64 <= b.dsp as f64 * USABLE, "{name}");
+            assert!(
+                checked(&Net::of(&m, r - 1).unwrap(), &b, |r| Net::of(&m, r)).is_err(),
+                "{name}: {r} is the smallest"
+            );
+        }
+    }
+}
