@@ -134,6 +134,22 @@ mod tests {
         }
     }
 
+    /// The vendor branches of the macros parse too: the source with aoc's or the Makefile's v++
+    /// define still builds on PoCL (their pragmas and attributes are ignored or honoured there) and
+    /// still computes the reference's bits.
+    #[test]
+    fn vendor_branches_build_and_conform() {
+        let Some(rt) = runtime() else { return };
+        let m = model(0.5);
+        let net = Net::of(&m, 2).unwrap();
+        let batch = synthetic::customers(m.graph().inputs, 5, 2);
+        for define in ["INTELFPGA_CL", "LTVX_XILINX"] {
+            let src = format!("#define {define}\n{}", source(&m, &net));
+            let got = run(&rt, define, Kernel::Source(&src), &m, &net, &batch).unwrap();
+            assert!(got == reference(&m, &batch).unwrap(), "{define}");
+        }
+    }
+
     /// A pruned model's source holds fewer multiplies, and its estimate fewer DSPs.
     #[test]
     fn pruned_weights_emit_no_multiply() {
