@@ -728,6 +728,13 @@ fn hw_refuses_what_does_not_fit_or_cannot_be_exported() {
     );
     assert!(!out.exists(), "nothing written for a model that does not fit");
     assert_clean_error(&["hw", "estimate", base, "--board", "nope"], &["no board profile \"nope\"", "u55c"]);
+    // $LTVX_BOARDS moves the profile directory (an installed binary far from its checkout).
+    let r = Command::new(env!("CARGO_BIN_EXE_ltvx"))
+        .args(["hw", "estimate", base, "--board", "u55c"])
+        .env("LTVX_BOARDS", dir.path())
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&r.stderr).contains(&format!("in {} (known: )", dir.path().display())));
     let float = dir.path().join("f.ltvx");
     init_model(&float, &["--preset", "tiny"]);
     assert_clean_error(&["hw", "estimate", s(&float), "--board", "u55c"], &["int8 model", "fp32"]);

@@ -2,12 +2,12 @@
 //! the host config; `estimate` prints what that kernel would cost on a board profile.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ltvx::backend::opencl::runtime::Runtime;
 use ltvx::data::synthetic;
-use ltvx::hw::board::{BOARDS_DIR, Board};
+use ltvx::hw::board::{Board, boards_dir};
 use ltvx::hw::estimate::{Estimate, checked};
 use ltvx::hw::export;
 use ltvx::hw::net::Net;
@@ -37,7 +37,8 @@ enum Command {
 struct Target {
     /// The int8 model file.
     model: PathBuf,
-    /// A board profile: a name in hw/fpga/boards (u55c, u250, agilex7_agf014) or a .toml file.
+    /// A board profile: a name in hw/fpga/boards or $LTVX_BOARDS (u55c, u250, agilex7_agf014), or a
+    /// .toml file.
     #[arg(long)]
     board: String,
     /// Cycles each layer's multipliers are reused per output vector (capped at a layer's outputs).
@@ -82,7 +83,7 @@ struct EstimateArgs {
 
 /// The model, its network, the board and the estimate, refused when the model does not fit.
 fn open(t: &Target) -> Result<(Model, Net, Board, Estimate)> {
-    let board = Board::find(&t.board, Path::new(BOARDS_DIR))?;
+    let board = Board::find(&t.board, &boards_dir())?;
     let model = Model::open(&t.model)?;
     let net = Net::of(&model, t.reuse_factor)?;
     let estimate = checked(&net, &board, |r| Net::of(&model, r))?;

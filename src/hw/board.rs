@@ -8,8 +8,13 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
-/// Where `--board NAME` profiles live, relative to the repository (or `$LTVX_BOARDS`).
+/// The repository's profiles, where `--board NAME` looks unless `$LTVX_BOARDS` names another
+/// directory (an installed binary far from its checkout).
 pub const BOARDS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/hw/fpga/boards");
+
+pub fn boards_dir() -> PathBuf {
+    std::env::var_os("LTVX_BOARDS").map_or_else(|| PathBuf::from(BOARDS_DIR), PathBuf::from)
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Board {
