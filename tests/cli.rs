@@ -738,6 +738,9 @@ fn hw_refuses_what_does_not_fit_or_cannot_be_exported() {
     let float = dir.path().join("f.ltvx");
     init_model(&float, &["--preset", "tiny"]);
     assert_clean_error(&["hw", "estimate", s(&float), "--board", "u55c"], &["int8 model", "fp32"]);
+    let heads = dir.path().join("f32-heads.ltvx");
+    ok(&["compress", s(&float), "--to", "int8", "--f32-heads", "--synthetic-calibration", "--out", s(&heads)]);
+    assert_clean_error(&["hw", "estimate", s(&heads), "--board", "u55c"], &["int8 heads", "--f32-heads"]);
     let board = dir.path().join("bad.toml");
     std::fs::write(&board, "name = \"x\"\ndsp = many\n").unwrap();
     assert_clean_error(&["hw", "estimate", base, "--board", s(&board)], &["bad.toml:2", "dsp"]);

@@ -147,7 +147,7 @@ impl Net {
         let layer = |name: &str, shape: Shape, relu: Option<bool>| -> Result<Layer> {
             if model.layer_precision(name) != Precision::Int8 {
                 return Err(unsupported(format!(
-                    "int8 heads; {name} is {} (compress without f32 heads)",
+                    "int8 heads; {name} is {} (compress without --f32-heads)",
                     model.layer_precision(name)
                 )));
             }
