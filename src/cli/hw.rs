@@ -175,7 +175,11 @@ fn write_text(w: &mut dyn Write, e: &Estimate, b: &Board) -> std::io::Result<()>
             l.name, l.reuse, l.weights, l.nonzero, l.multipliers, l.dsp, l.ram_blocks, l.interval, l.latency
         )?;
     }
-    writeln!(w, "{:<14} {:>67}", "pool, copies", e.other_cycles)?;
+    writeln!(
+        w,
+        "{:<14} {:>6} {:>8} {:>8} {:>6} {:>6} {:>8} {:>8} {:>8}",
+        "pool, copies", "", "", "", "", e.other_dsp, "", "", e.other_cycles
+    )?;
     writeln!(
         w,
         "total          {} DSPs ({:.1}%), {} {} ({:.1}%); {} cycles = {:.2} µs per customer; {:.0} customers/s; binds: {}",

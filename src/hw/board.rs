@@ -26,6 +26,8 @@ pub struct Board {
     /// int8 multiplies one DSP block performs per cycle (two for a DSP48E2/DSP58 with a shared
     /// operand, two 18×19 multipliers in an Agilex block).
     pub int8_per_dsp: u64,
+    /// DSP blocks of one requantization multiply (32-bit accumulator × 31-bit multiplier).
+    pub requant_dsp: u64,
     pub luts: u64,
     /// The block RAM the estimate maps buffers to: BRAM36 (36 Kbit) or M20K (20 Kbit).
     pub ram_name: String,
@@ -138,6 +140,7 @@ impl Board {
             part: f.text("part")?,
             dsp: positive("dsp")?,
             int8_per_dsp: positive("int8_per_dsp")?,
+            requant_dsp: positive("requant_dsp")?,
             luts: positive("luts")?,
             ram_name: f.text("ram_name")?,
             ram_blocks: positive("ram_blocks")?,

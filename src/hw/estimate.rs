@@ -4,8 +4,10 @@
 //!
 //! - **DSPs**: a layer needs one multiplier per non-zero weight of its largest reuse group (the groups
 //!   take turns, one per cycle); zero weights are absent from the source and cost none. DSPs are
-//!   multipliers / the board's int8 multiplies per DSP, rounded up per layer. Multiplies the tools
-//!   map to LUTs instead (small constants often are) are not modelled.
+//!   multipliers / the board's int8 multiplies per DSP, rounded up per layer, plus its requantization
+//!   multiplies (32 × 31 bits, the profile's `requant_dsp` each): one for a convolution's requantize
+//!   loop and for the pool, one per output of a dense layer's group. Multiplies the tools map to
+//!   LUTs instead (small constants often are) are not modelled.
 //! - **On-chip memory**: per layer its weights (8 bits per non-zero weight, as a ROM), its input
 //!   buffer (a convolution's padded window `in_c × (t_conv + k − 1)` bytes; a dense layer's input row)
 //!   and a convolution's i32 accumulators; each buffer is rounded up to whole blocks of the board's
@@ -49,8 +51,10 @@ pub struct LayerCost {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Estimate {
     pub layers: Vec<LayerCost>,
-    /// The global average pool and the input copies: no multipliers, a value per cycle.
+    /// The global average pool and the input copies: a value per cycle.
     pub other_cycles: u64,
+    /// The pool's one requantization multiply.
+    pub other_dsp: u64,
     pub dsp: u64,
     pub ram_blocks: u64,
     pub latency_cycles: u64,
@@ -84,7 +88,7 @@ fn layer_cost(l: &Layer, board: &Board) -> LayerCost {
         weights: l.weights.len(),
         nonzero: l.nonzero(),
         multipliers,
-        dsp: (multipliers as u64).div_ceil(board.int8_per_dsp),
+        dsp: (multipliers as u64).div_ceil(board.int8_per_dsp) + l.requant_units() as u64 * board.requant_dsp,
         ram_bits,
         ram_blocks,
         interval,
@@ -110,7 +114,8 @@ impl Estimate {
         let other_cycles =
             (net.seq_channels * net.seq_len + conv_loops + net.gap.channels + net.static_features) as u64;
         Estimate {
-            dsp: layers.iter().map(|l| l.dsp).sum(),
+            dsp: layers.iter().map(|l| l.dsp).sum::<u64>() + board.requant_dsp,
+            other_dsp: board.requant_dsp,
             ram_blocks: layers.iter().map(|l| l.ram_blocks).sum(),
             latency_cycles: layers.iter().map(|l| l.latency).sum::<u64>() + other_cycles,
             other_cycles,
@@ -167,6 +172,7 @@ impl Estimate {
             "board_file": board.file.display().to_string(),
             "clock_mhz": self.clock_mhz,
             "int8_multiplies_per_dsp": board.int8_per_dsp,
+            "dsp_per_requantization": board.requant_dsp,
             "usable_share": USABLE,
             "layers": self.layers.iter().map(|l| json!({
                 "name": l.name, "reuse_factor": l.reuse, "weights": l.weights, "nonzero": l.nonzero,
@@ -174,6 +180,7 @@ impl Estimate {
                 "initiation_interval_cycles": l.interval, "latency_cycles": l.latency,
             })).collect::<Vec<_>>(),
             "other_cycles": self.other_cycles,
+            "other_dsp": self.other_dsp,
             "total": {
                 "dsp": self.dsp, "dsp_available": board.dsp, "ram_blocks": self.ram_blocks,
                 "ram_block": board.ram_name, "ram_blocks_available": board.ram_blocks,

@@ -115,6 +115,16 @@ impl Layer {
             .unwrap_or(0)
     }
 
+    /// Requantization multiplies in flight: a convolution requantizes in its own loop, one value per
+    /// cycle; a dense layer requantizes every output of a group in the same cycle; heads do not.
+    pub fn requant_units(&self) -> usize {
+        match (&self.requant, self.shape) {
+            (None, _) => 0,
+            (Some(_), Shape::Conv { .. }) => 1,
+            (Some(_), Shape::Dense { .. }) => self.groups().iter().map(|g| g.len()).max().unwrap_or(0),
+        }
+    }
+
     /// Most non-zero terms of one output (the depth of its adder tree).
     pub fn widest_sum(&self) -> usize {
         self.weights.chunks(self.reduction().max(1)).map(|r| r.iter().filter(|&&w| w != 0).count()).max().unwrap_or(0)
