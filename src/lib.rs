@@ -15,6 +15,7 @@ pub mod data;
 pub mod engine;
 pub mod error;
 pub mod eval;
+pub mod hw;
 pub mod model;
 pub mod rng;
 pub mod serve;

@@ -683,3 +683,103 @@ fn info_and_devices_into_a_closed_pipe_do_not_panic() {
         assert_no_crash(args, &r);
     }
 }
+
+// ------------------------------------------------------------------------------------------------
+// ltvx hw: FPGA export and estimates.
+
+const BOARDS: [&str; 3] = ["u55c", "u250", "agilex7_agf014"];
+
+/// Per-layer estimates for tiny and base on every board profile; a pruned model needs fewer DSPs.
+#[test]
+fn hw_estimate_tiny_and_base_on_every_board() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tiny, pruned) = (dir.path().join("tiny.ltvx"), dir.path().join("pruned.ltvx"));
+    init_model(&tiny, &["--preset", "tiny", "--precision", "int8"]);
+    init_model(&pruned, &["--preset", "tiny", "--precision", "int8", "--sparsity", "0.7"]);
+    for board in BOARDS {
+        for (model, reuse) in [(tiny.as_path(), "1"), (base_int8(), "16")] {
+            let e = json_stdout(&["hw", "estimate", s(model), "--board", board, "--reuse-factor", reuse, "--json"]);
+            let layers = e["layers"].as_array().unwrap();
+            assert!(layers.len() >= 5, "{e}");
+            let dsp: u64 = layers.iter().map(|l| l["dsp"].as_u64().unwrap()).sum();
+            assert_eq!(e["total"]["dsp"].as_u64(), Some(dsp + e["other_dsp"].as_u64().unwrap()));
+            assert!(e["total"]["fits"].as_bool().unwrap() && e["total"]["customers_per_s"].as_f64().unwrap() > 0.0);
+            let text = ok(&["hw", "estimate", s(model), "--board", board, "--reuse-factor", reuse]).stdout;
+            assert!(text.contains("fc1") && text.contains("customers/s") && text.contains("binds:"), "{text}");
+        }
+        let dsp =
+            |m: &Path| json_stdout(&["hw", "estimate", s(m), "--board", board, "--json"])["total"]["dsp"].as_u64();
+        assert!(dsp(&pruned) < dsp(&tiny), "{board}");
+    }
+}
+
+#[test]
+fn hw_refuses_what_does_not_fit_or_cannot_be_exported() {
+    let base = s(base_int8());
+    assert_clean_error(
+        &["hw", "estimate", base, "--board", "u55c"],
+        &["does not fit Alveo U55C", "DSPs needed", "over by", "--reuse-factor ", " fits"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("k");
+    assert_clean_error(
+        &["hw", "export", base, "--board", "u250", "--out", s(&out)],
+        &["does not fit", "--reuse-factor"],
+    );
+    assert!(!out.exists(), "nothing written for a model that does not fit");
+    assert_clean_error(&["hw", "estimate", base, "--board", "nope"], &["no board profile \"nope\"", "u55c"]);
+    // $LTVX_BOARDS moves the profile directory (an installed binary far from its checkout).
+    let r = Command::new(env!("CARGO_BIN_EXE_ltvx"))
+        .args(["hw", "estimate", base, "--board", "u55c"])
+        .env("LTVX_BOARDS", dir.path())
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&r.stderr).contains(&format!("in {} (known: )", dir.path().display())));
+    let float = dir.path().join("f.ltvx");
+    init_model(&float, &["--preset", "tiny"]);
+    assert_clean_error(&["hw", "estimate", s(&float), "--board", "u55c"], &["int8 model", "fp32"]);
+    let heads = dir.path().join("f32-heads.ltvx");
+    ok(&["compress", s(&float), "--to", "int8", "--f32-heads", "--synthetic-calibration", "--out", s(&heads)]);
+    assert_clean_error(&["hw", "estimate", s(&heads), "--board", "u55c"], &["int8 heads", "--f32-heads"]);
+    let board = dir.path().join("bad.toml");
+    std::fs::write(&board, "name = \"x\"\ndsp = many\n").unwrap();
+    assert_clean_error(&["hw", "estimate", base, "--board", s(&board)], &["bad.toml:2", "dsp"]);
+}
+
+/// Export writes the source and the host config; verify runs it on OpenCL where there is a device.
+#[test]
+fn hw_export_writes_source_and_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, out) = (dir.path().join("tiny.ltvx"), dir.path().join("fpga"));
+    init_model(&model, &["--preset", "tiny", "--precision", "int8", "--sparsity", "0.5"]);
+    let r = ok(&["hw", "export", s(&model), "--board", "u55c", "--reuse-factor", "4", "--out", s(&out)]);
+    assert!(r.stdout.contains("ltvx_model.cl") && r.stdout.contains("DSPs"), "{}", r.stdout);
+    let source = std::fs::read_to_string(out.join("ltvx_model.cl")).unwrap();
+    assert!(source.contains("__kernel void ltvx_model(") && source.contains("#if defined(INTELFPGA_CL)"));
+    let config: Value = serde_json::from_str(&std::fs::read_to_string(out.join("ltvx_model.json")).unwrap()).unwrap();
+    let hash = json_stdout(&["info", s(&model), "--json"])["hash"].clone();
+    assert_eq!(config["model_hash"], hash);
+    assert_eq!(config["board"], "Alveo U55C");
+    assert!(config["layers"].as_array().unwrap().iter().all(|l| l["reuse_factor"].as_u64().unwrap() <= 4));
+    assert!(source.contains(&format!("0x{}UL", hash.as_str().unwrap())));
+    // Bit-identical on the OpenCL device, when this machine has one (the conformance suite requires it in CI).
+    let v = ltvx(&["hw", "verify", s(&model), "--dir", s(&out), "--customers", "50"]);
+    assert_no_crash(&[], &v);
+    if v.code == Some(0) {
+        assert!(v.stdout.contains("50 customers bit-identical"), "{}", v.stdout);
+    } else {
+        let required = std::env::var("LTVX_REQUIRE").unwrap_or_default().split(',').any(|b| b.trim() == "opencl");
+        assert!(!required && v.stderr.contains("backend opencl"), "{}", v.stderr);
+        eprintln!("skipped: hw verify: {}", v.stderr.trim());
+    }
+    // A kernel exported for another model is refused by its compiled-in hash (where OpenCL runs).
+    let other = dir.path().join("other.ltvx");
+    init_model(&other, &["--preset", "tiny", "--precision", "int8", "--seed", "9"]);
+    let w = ltvx(&["hw", "verify", s(&other), "--dir", s(&out)]);
+    assert!(
+        w.code != Some(0)
+            && w.stderr.contains(if v.code == Some(0) { "compiled for model hash" } else { "backend opencl" }),
+        "{}",
+        w.stderr
+    );
+}

@@ -248,3 +248,38 @@ fn opencl_single_work_item_conforms() {
         &[Variant::Int8, Variant::Int8F32Heads],
     );
 }
+
+/// The kernel `ltvx hw export` generates (int8 weights baked in as literals, zero weights left out)
+/// run on the OpenCL device against the reference: dense and pruned tiny models, batches 1, 3, 1000.
+#[test]
+fn opencl_hw_export_conforms() {
+    use ltvx::backend::opencl::runtime::Runtime;
+    use ltvx::hw::{export, net::Net, verify};
+    let rt = match Selection::default().pick().and_then(Runtime::open) {
+        Ok(rt) => rt,
+        Err(reason) if !required(BackendKind::Opencl) => {
+            let _ = writeln!(std::io::stderr(), "skipped: opencl hw export conformance: {reason}");
+            return;
+        }
+        Err(reason) => panic!("backend opencl is required (LTVX_REQUIRE) but cannot run: {reason}"),
+    };
+    for sparsity in [0.0, 0.7] {
+        let opts = InitOptions {
+            preset: Preset::Tiny,
+            precision: Precision::Int8,
+            seed: 23,
+            sparsity,
+            inputs: None,
+            block: None,
+        };
+        let m = init(&opts).unwrap().into_model().unwrap();
+        let net = Net::of(&m, 2).unwrap();
+        let src = export::source(&m, &net);
+        for rows in [1, 3, 1000] {
+            let batch = synthetic::customers(m.graph().inputs, rows, 7);
+            let got = verify::run(&rt, export::SOURCE_FILE, verify::Kernel::Source(&src), &m, &net, &batch).unwrap();
+            let want = verify::reference(&m, &batch).unwrap();
+            assert_eq!(verify::first_difference(&net, &got, &want), None, "sparsity {sparsity}, {rows} customers");
+        }
+    }
+}

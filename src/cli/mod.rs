@@ -6,6 +6,7 @@ mod demo;
 mod device_args;
 mod devices;
 pub mod eval;
+mod hw;
 mod info;
 pub mod init;
 pub mod log;
@@ -48,6 +49,8 @@ pub enum Command {
     Eval(eval::Args),
     /// Create a model with random weights from an architecture preset.
     Init(init::Args),
+    /// The FPGA path: export kernel source with the weights baked in, estimate resources on a board.
+    Hw(hw::Args),
     /// Show a model's graph, shapes, sizes, precision, sparsity and metadata.
     Info(info::Args),
     /// Score customers from a JSON Lines feature file.
@@ -73,6 +76,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
         Command::Demo(a) => demo::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Init(a) => init::run(a),
+        Command::Hw(a) => hw::run(a),
         Command::Info(a) => info::run(a),
         Command::Score(a) => score::run(a),
         Command::Serve(a) => serve::run(a),

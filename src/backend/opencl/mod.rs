@@ -135,4 +135,4 @@ impl Backend for OpenCl {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

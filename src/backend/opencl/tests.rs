@@ -29,7 +29,7 @@ __kernel void requant_cases(__global const int* acc, __global const int* m, __gl
 
 /// This machine's default OpenCL device, or `None` after reporting it skipped (a failure when
 /// `LTVX_REQUIRE` names opencl).
-pub(super) fn runtime() -> Option<Runtime> {
+pub(crate) fn runtime() -> Option<Runtime> {
     match Selection::default().pick().and_then(Runtime::open) {
         Ok(rt) => Some(rt),
         Err(reason) if !std::env::var("LTVX_REQUIRE").unwrap_or_default().split(',').any(|s| s.trim() == "opencl") => {
