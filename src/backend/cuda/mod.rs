@@ -1,5 +1,8 @@
-//! CUDA device discovery through cudarc's dynamically loaded driver API. cudarc panics when libcuda
-//! is missing, so presence is checked first and absence becomes one line.
+//! CUDA: device discovery through cudarc's dynamically loaded driver API, and the kernels of
+//! kernels/cuda compiled by NVRTC ([`nvrtc`]). cudarc panics when libcuda or libnvrtc is missing, so
+//! presence is checked first and absence becomes one line.
+
+pub mod nvrtc;
 
 use cudarc::driver::CudaContext;
 
