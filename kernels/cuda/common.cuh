@@ -2,7 +2,8 @@
 // (src/backend/cuda/nvrtc.rs), since the programs are compiled from strings, with no include path.
 //
 // Threads are numbered over one flat 64-bit index, customer outermost, so a batch of any size needs
-// no second grid dimension (gridDim.y and z stop at 65535).
+// no second grid dimension (gridDim.y and z stop at 65535). Every kernel takes the number of output
+// values, `total`, as its first parameter; the threads of the last block beyond it do nothing.
 
 __device__ __forceinline__ long long flat_index() {
     return (long long)blockIdx.x * blockDim.x + threadIdx.x;

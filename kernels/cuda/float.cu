@@ -29,8 +29,8 @@ __device__ float conv_sum(const float* __restrict__ xb, const W* __restrict__ w,
 
 // Conv1d + bias (+ ReLU) (+ max-pool of window 2, stride 2). Threads: (customer, channel, step).
 template <typename W>
-__device__ void conv(const float* __restrict__ x, const W* __restrict__ w, const float* __restrict__ bias,
-                     float* __restrict__ y, long long total, int cin, int t_in, int cout, int t_out, int k, int left,
+__device__ void conv(long long total, const float* __restrict__ x, const W* __restrict__ w,
+                     const float* __restrict__ bias, float* __restrict__ y, int cin, int t_in, int cout, int t_out, int k, int left,
                      int relu, int pool) {
     long long i = flat_index();
     if (i >= total) return;
@@ -45,8 +45,8 @@ __device__ void conv(const float* __restrict__ x, const W* __restrict__ w, const
 
 // Dense + bias (+ ReLU); the heads are the same kernel without ReLU. Threads: (customer, output).
 template <typename W>
-__device__ void dense(const float* __restrict__ x, const W* __restrict__ w, const float* __restrict__ bias,
-                      float* __restrict__ y, long long total, int n_in, int n_out, int relu) {
+__device__ void dense(long long total, const float* __restrict__ x, const W* __restrict__ w,
+                      const float* __restrict__ bias, float* __restrict__ y, int n_in, int n_out, int relu) {
     long long i = flat_index();
     if (i >= total) return;
     int o = (int)(i % n_out);
@@ -58,17 +58,17 @@ __device__ void dense(const float* __restrict__ x, const W* __restrict__ w, cons
 }
 
 // The kernels by weight type: _w32 and _w16 suffixes (extern "C" names cannot be templates).
-#define WEIGHT_KERNELS(W, SUFFIX)                                                                              \
-    extern "C" __global__ void conv_f32##SUFFIX(const float* __restrict__ x, const W* __restrict__ w,           \
-                                                const float* __restrict__ bias, float* __restrict__ y,          \
-                                                long long total, int cin, int t_in, int cout, int t_out, int k, \
-                                                int left, int relu, int pool) {                                 \
-        conv(x, w, bias, y, total, cin, t_in, cout, t_out, k, left, relu, pool);                                \
-    }                                                                                                           \
-    extern "C" __global__ void dense_f32##SUFFIX(const float* __restrict__ x, const W* __restrict__ w,          \
-                                                 const float* __restrict__ bias, float* __restrict__ y,         \
-                                                 long long total, int n_in, int n_out, int relu) {              \
-        dense(x, w, bias, y, total, n_in, n_out, relu);                                                         \
+#define WEIGHT_KERNELS(W, SUFFIX)                                                                      \
+    extern "C" __global__ void conv_f32##SUFFIX(long long total, const float* __restrict__ x,           \
+                                                const W* __restrict__ w, const float* __restrict__ bias, \
+                                                float* __restrict__ y, int cin, int t_in, int cout,     \
+                                                int t_out, int k, int left, int relu, int pool) {       \
+        conv(total, x, w, bias, y, cin, t_in, cout, t_out, k, left, relu, pool);                        \
+    }                                                                                                   \
+    extern "C" __global__ void dense_f32##SUFFIX(long long total, const float* __restrict__ x,          \
+                                                 const W* __restrict__ w, const float* __restrict__ bias, \
+                                                 float* __restrict__ y, int n_in, int n_out, int relu) { \
+        dense(total, x, w, bias, y, n_in, n_out, relu);                                                 \
     }
 
 WEIGHT_KERNELS(float, _w32)
@@ -76,7 +76,7 @@ WEIGHT_KERNELS(unsigned short, _w16)
 
 // The float global average pool: the mean over steps of each channel, written into a row of `ld`
 // floats at `off` (the pooled part of the concatenated features). Threads: (customer, channel).
-extern "C" __global__ void gap_f32(const float* __restrict__ x, float* __restrict__ y, long long total,
+extern "C" __global__ void gap_f32(long long total, const float* __restrict__ x, float* __restrict__ y,
                                    int channels, int steps, int ld, int off) {
     long long i = flat_index();
     if (i >= total) return;

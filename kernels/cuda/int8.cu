@@ -62,9 +62,9 @@ __device__ int conv_acc(const u8* __restrict__ xb, const int* __restrict__ w4, i
 // Conv1d (stride 1) + bias + requantization (+ ReLU), with the max-pool (window 2, stride 2) fused:
 // the pool takes the max of two accumulators and requantizes once, the same bits since
 // requantization is monotone. w4: [cout][r4] words; t_out counts the (pooled) output steps.
-extern "C" __global__ void conv_u8(const u8* __restrict__ x, const int* __restrict__ w4,
+extern "C" __global__ void conv_u8(long long total, const u8* __restrict__ x, const int* __restrict__ w4,
                                    const int* __restrict__ bias, const int* __restrict__ mult,
-                                   const int* __restrict__ shift, u8* __restrict__ y, long long total, int cin,
+                                   const int* __restrict__ shift, u8* __restrict__ y, int cin,
                                    int t_in, int cout, int t_out, int k, int left, int r4, int z_in, int z_out,
                                    int relu, int pool) {
     long long i = flat_index();
@@ -86,7 +86,7 @@ extern "C" __global__ void conv_u8(const u8* __restrict__ x, const int* __restri
 // Global average pool: sum (q - z_in) over the steps of one channel, one (M, sh) for the layer,
 // written into a row of `ld` bytes at `off` (the pooled part of the concatenated features).
 // Threads: (customer, channel).
-extern "C" __global__ void gap_u8(const u8* __restrict__ x, u8* __restrict__ y, long long total, int channels,
+extern "C" __global__ void gap_u8(long long total, const u8* __restrict__ x, u8* __restrict__ y, int channels,
                                   int steps, int ld, int off, int m, int sh, int z_in, int z_out) {
     long long i = flat_index();
     if (i >= total) return;
@@ -122,9 +122,9 @@ __device__ int dense_acc(const u8* __restrict__ x, const int* __restrict__ w4, i
 }
 
 // Dense + bias + requantization (+ ReLU). Threads: (customer, output).
-extern "C" __global__ void dense_u8(const u8* __restrict__ x, const int* __restrict__ w4,
+extern "C" __global__ void dense_u8(long long total, const u8* __restrict__ x, const int* __restrict__ w4,
                                     const int* __restrict__ bias, const int* __restrict__ mult,
-                                    const int* __restrict__ shift, u8* __restrict__ y, long long total, int n_in,
+                                    const int* __restrict__ shift, u8* __restrict__ y, int n_in,
                                     int n4, int n_out, int z_out, int relu) {
     long long i = flat_index();
     if (i >= total) return;
@@ -136,8 +136,8 @@ extern "C" __global__ void dense_u8(const u8* __restrict__ x, const int* __restr
 
 // An int8 head: its i32 accumulators end the integer pipeline; the host epilogue takes them.
 // Threads: (customer, output).
-extern "C" __global__ void head_acc(const u8* __restrict__ x, const int* __restrict__ w4,
-                                    const int* __restrict__ bias, int* __restrict__ y, long long total, int n_in,
+extern "C" __global__ void head_acc(long long total, const u8* __restrict__ x, const int* __restrict__ w4,
+                                    const int* __restrict__ bias, int* __restrict__ y, int n_in,
                                     int n4, int n_out) {
     long long i = flat_index();
     if (i >= total) return;
@@ -149,10 +149,10 @@ extern "C" __global__ void head_acc(const u8* __restrict__ x, const int* __restr
 // A float head of an int8 model: f32 weights on the dequantized input, real = s*(q - z) with each
 // input element's own (s, z) (Concat parts differ). Within docs/NUMERICS.md's float tolerance, not
 // bit-exact. Threads: (customer, output).
-extern "C" __global__ void head_dequant_f32(const u8* __restrict__ x, const float* __restrict__ scale,
-                                            const int* __restrict__ zero, const float* __restrict__ w,
-                                            const float* __restrict__ bias, float* __restrict__ y, long long total,
-                                            int n_in, int n_out) {
+extern "C" __global__ void head_dequant_f32(long long total, const u8* __restrict__ x,
+                                            const float* __restrict__ scale, const int* __restrict__ zero,
+                                            const float* __restrict__ w, const float* __restrict__ bias,
+                                            float* __restrict__ y, int n_in, int n_out) {
     long long i = flat_index();
     if (i >= total) return;
     int o = (int)(i % n_out);

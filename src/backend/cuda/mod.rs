@@ -2,17 +2,27 @@
 //! kernels/cuda compiled by NVRTC ([`nvrtc`]). cudarc panics when libcuda or libnvrtc is missing, so
 //! presence is checked first and absence becomes one line.
 
+mod compile;
 pub mod nvrtc;
+mod plan;
 
 use cudarc::driver::CudaContext;
 
-use super::{BackendKind, Device, Probe};
+use super::cpu::program::Program;
+use super::{Backend, BackendKind, Device, Plan, Probe};
+use crate::error::{Error, Result};
+use crate::model::Model;
+
+fn backend_err(reason: String) -> Error {
+    Error::Backend { backend: "cuda".into(), reason }
+}
 
 fn unusable(reason: String) -> Probe {
     Probe { backend: BackendKind::Cuda, usable: false, reason: Some(reason), devices: Vec::new(), selected: None }
 }
 
-pub fn probe() -> Probe {
+/// Every GPU the driver finds, with `device` (`--device N`, default 0) selected when it exists.
+pub fn probe(device: usize) -> Probe {
     // SAFETY: only tries to dlopen the driver library; no CUDA call is made if it is absent.
     if !unsafe { cudarc::driver::sys::is_culib_present() } {
         return unusable("no CUDA driver library (libcuda.so) found".into());
@@ -36,5 +46,47 @@ pub fn probe() -> Probe {
             Err(e) => Device { index: i, name: "unavailable GPU".into(), detail: e.to_string() },
         })
         .collect();
-    Probe { backend: BackendKind::Cuda, usable: true, reason: None, devices, selected: None }
+    if device >= count {
+        return Probe {
+            reason: Some(format!("no GPU {device}: the CUDA driver found {count}")),
+            ..unusable_with(devices)
+        };
+    }
+    // Plans compile their kernels with NVRTC; without it nothing can run, whatever the GPUs.
+    if let Err(reason) = nvrtc::available() {
+        return Probe { reason: Some(reason), ..unusable_with(devices) };
+    }
+    Probe { backend: BackendKind::Cuda, usable: true, reason: None, devices, selected: Some(device) }
+}
+
+fn unusable_with(devices: Vec<Device>) -> Probe {
+    Probe { devices, ..unusable(String::new()) }
+}
+
+/// The CUDA backend on GPU `device`.
+#[derive(Debug, Clone, Default)]
+pub struct Cuda {
+    pub device: usize,
+}
+
+impl Backend for Cuda {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Cuda
+    }
+
+    fn probe(&self) -> Probe {
+        probe(self.device)
+    }
+
+    fn supports(&self, model: &Model) -> std::result::Result<(), String> {
+        Program::compile(model.graph(), &model.shapes).map(|_| ())
+    }
+
+    fn build(&self, model: &Model) -> Result<Box<dyn Plan>> {
+        if let Some(reason) = self.probe().reason {
+            return Err(backend_err(reason));
+        }
+        let program = Program::compile(model.graph(), &model.shapes).map_err(backend_err)?;
+        Ok(Box::new(plan::CudaPlan::new(self.device, model, &program)?))
+    }
 }

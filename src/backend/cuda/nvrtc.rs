@@ -91,20 +91,22 @@ fn find_cuda13() -> Option<PathBuf> {
 }
 
 /// NVRTC options: IEEE f32 arithmetic (no fast math, no flush to zero), as docs/NUMERICS.md asks of
-/// the float kernels and of the input quantization; the int8 kernels are integer-only either way.
-pub fn options(arch: &'static str, name: &str) -> CompileOptions {
+/// the float kernels; the int8 kernels are integer-only either way. The architecture goes in as an
+/// option string because cudarc's `arch` field takes only a `&'static str` and a device's is known
+/// at run time.
+pub fn options(arch: &str, name: &str) -> CompileOptions {
     CompileOptions {
         ftz: Some(false),
         prec_div: Some(true),
         prec_sqrt: Some(true),
-        arch: Some(arch),
+        options: vec![format!("--gpu-architecture={arch}")],
         name: Some(name.to_string()),
         ..CompileOptions::default()
     }
 }
 
 /// PTX of `source` for `arch` (e.g. "sm_90"), or one line with NVRTC's log on failure.
-pub fn compile(source: &Source, arch: &'static str) -> Result<String, String> {
+pub fn compile(source: &Source, arch: &str) -> Result<String, String> {
     available()?;
     cudarc::nvrtc::compile_ptx_with_opts(source.text, options(arch, source.name)).map(|p| p.to_src()).map_err(|e| {
         match e {
@@ -114,4 +116,71 @@ pub fn compile(source: &Source, arch: &'static str) -> Result<String, String> {
             other => format!("{} for {arch}: {other}", source.name),
         }
     })
+}
+
+/// Where compiled PTX is kept between runs: `LTVX_CACHE_DIR`, else `$XDG_CACHE_HOME/ltvx`, else
+/// `~/.cache/ltvx`, with `ptx/` below; `None` when none of them is set.
+fn cache_dir() -> Option<PathBuf> {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let base = var("LTVX_CACHE_DIR")
+        .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("ltvx")))
+        .or_else(|| var("HOME").map(|d| d.join(".cache/ltvx")))?;
+    Some(base.join("ptx"))
+}
+
+/// The cache file of `source` for `arch`: named by an FNV-1a 64 hash of the source text, the NVRTC
+/// options and version, and the architecture, so any change of those compiles afresh.
+fn cache_path(dir: &Path, source: &Source, arch: &str, nvrtc_version: &str) -> PathBuf {
+    let key = format!("{}\0{:?}\0{nvrtc_version}\0{arch}", source.text, options(arch, source.name));
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in key.as_bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    dir.join(format!("{}-{arch}-{h:016x}.ptx", source.name.trim_end_matches(".cu")))
+}
+
+/// [`compile`] through the on-disk cache ([`cache_dir`]).
+pub fn compile_cached(source: &Source, arch: &str) -> Result<String, String> {
+    match cache_dir() {
+        Some(dir) => compile_cached_in(&dir, source, arch),
+        None => compile(source, arch),
+    }
+}
+
+/// [`compile`] through the cache in `dir`. A cache that cannot be read or written only costs a
+/// compilation, so its errors are not the caller's: the PTX is returned regardless.
+fn compile_cached_in(dir: &Path, source: &Source, arch: &str) -> Result<String, String> {
+    let path = cache_path(dir, source, arch, &version()?);
+    if let Ok(ptx) = std::fs::read_to_string(&path) {
+        return Ok(ptx);
+    }
+    let ptx = compile(source, arch)?;
+    if std::fs::create_dir_all(dir).is_ok() {
+        let _ = crate::atomic_file::write(&path, |w| w.write_all(ptx.as_bytes()));
+    }
+    Ok(ptx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first compilation writes the cache file, the next one reads it (shown by editing the
+    /// file in between), and another architecture is another file. Skipped without libnvrtc.
+    #[test]
+    fn ptx_is_cached_per_source_and_architecture() {
+        if let Err(reason) = available() {
+            println!("skipped: {reason}");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let ptx = compile_cached_in(dir.path(), &SOURCES[0], "sm_80").unwrap();
+        let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+        assert_eq!(files.len(), 1);
+        assert_eq!(std::fs::read_to_string(&files[0]).unwrap(), ptx);
+        std::fs::write(&files[0], "// from the cache").unwrap();
+        assert_eq!(compile_cached_in(dir.path(), &SOURCES[0], "sm_80").unwrap(), "// from the cache");
+        compile_cached_in(dir.path(), &SOURCES[0], "sm_90").unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
 }
