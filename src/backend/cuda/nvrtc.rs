@@ -8,8 +8,9 @@
 //! `libnvrtc.so.13`, and offers no way to pass a path. glibc only matches an already loaded library
 //! by its file name or soname, so preloading CUDA 13's `libnvrtc.so.13` ourselves would not satisfy
 //! cudarc's `dlopen("libnvrtc.so")` either. What does work on a CUDA 13 system: a folder holding a
-//! link named `libnvrtc.so` to the CUDA 13 library, on `LD_LIBRARY_PATH` when the process starts (a
-//! toolkit's `lib64` folder already has that link). The symbols cudarc resolves are looked up one by
+//! link named `libnvrtc.so` to the CUDA 13 library, on `LD_LIBRARY_PATH` when the process starts,
+//! with the library's own folder (libnvrtc loads its `libnvrtc-builtins.so.<version>` by name); a
+//! toolkit's `lib64` folder is both, having that link already. The symbols cudarc resolves are looked up one by
 //! one when first called, and those used here (create, compile, log, PTX, destroy, version) are
 //! the same in CUDA 12 and 13. When no name loads, [`available`] looks for a CUDA 13 library in the
 //! usual places and says exactly that in its one line; scripts/gpu-check.sh makes the link itself.
@@ -50,7 +51,8 @@ pub fn available() -> Result<(), String> {
     Err(match find_cuda13() {
         Some(path) => format!(
             "no NVRTC library that cudarc (built for CUDA 12.8) loads: it looks for libnvrtc.so and libnvrtc.so.12, \
-             but this machine has {}; put a folder holding a link named libnvrtc.so to it on LD_LIBRARY_PATH",
+             but this machine has {}; put a folder holding a link named libnvrtc.so to it, and that file's folder, on \
+             LD_LIBRARY_PATH",
             path.display()
         ),
         None => "no NVRTC library (libnvrtc.so or libnvrtc.so.12) on the library path: install the CUDA toolkit, or \
