@@ -87,6 +87,13 @@ impl Backend for Cuda {
             return Err(backend_err(reason));
         }
         let program = Program::compile(model.graph(), &model.shapes).map_err(backend_err)?;
-        Ok(Box::new(plan::CudaPlan::new(self.device, model, &program)?))
+        // cudarc resolves each driver and NVRTC function when first called and panics when the
+        // loaded library lacks it (a driver older than the CUDA 12.8 API it binds); that is a reason
+        // to refuse the backend, not to crash.
+        let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            plan::CudaPlan::new(self.device, model, &program)
+        }))
+        .map_err(|_| backend_err("the CUDA driver or NVRTC library lacks a function ltvx needs (too old?)".into()))??;
+        Ok(Box::new(built))
     }
 }
