@@ -5,6 +5,7 @@
 
 pub mod cpu;
 pub mod cuda;
+mod launch;
 pub mod opencl;
 pub mod reference;
 
@@ -135,33 +136,19 @@ impl Default for Options {
 }
 
 /// The backends this build can run models on.
-fn implemented(kind: BackendKind, options: &Options) -> Option<Box<dyn Backend>> {
+fn implemented(kind: BackendKind, options: &Options) -> Box<dyn Backend> {
     match kind {
-        BackendKind::Reference => Some(Box::new(reference::Reference)),
-        BackendKind::Cpu => Some(Box::new(cpu::Cpu { isa: options.cpu_isa, threads: options.threads })),
-        BackendKind::Opencl => Some(Box::new(opencl::OpenCl { select: options.opencl.clone() })),
-        BackendKind::Cuda => None,
+        BackendKind::Reference => Box::new(reference::Reference),
+        BackendKind::Cpu => Box::new(cpu::Cpu { isa: options.cpu_isa, threads: options.threads }),
+        BackendKind::Opencl => Box::new(opencl::OpenCl { select: options.opencl.clone() }),
+        // `--device N` is one option for both device backends; it is carried in the OpenCL selection.
+        BackendKind::Cuda => Box::new(cuda::Cuda { device: options.opencl.device.unwrap_or(0) }),
     }
 }
 
-const NO_KERNELS: &str = "this build has no ltvx kernels for it yet (devices are listed by the probe only)";
-
 /// What `kind` finds here, with the device `options` select.
 pub fn probe(kind: BackendKind, options: &Options) -> Probe {
-    if let Some(b) = implemented(kind, options) {
-        return b.probe();
-    }
-    let mut p = match kind {
-        BackendKind::Cuda => cuda::probe(),
-        BackendKind::Reference | BackendKind::Cpu | BackendKind::Opencl => {
-            unreachable!("implemented backends probe themselves")
-        }
-    };
-    if p.usable {
-        p.usable = false;
-        p.reason = Some(NO_KERNELS.into());
-    }
-    p
+    implemented(kind, options).probe()
 }
 
 pub fn probe_all(options: &Options) -> Vec<Probe> {
@@ -176,14 +163,7 @@ pub fn build_plan(model: &Model, choice: BackendChoice, options: &Options) -> Re
     };
     let mut last = None;
     for kind in kinds {
-        let Some(b) = implemented(kind, options) else {
-            let p = probe(kind, options);
-            last = Some(Error::Backend {
-                backend: kind.to_string(),
-                reason: p.reason.unwrap_or_else(|| NO_KERNELS.into()),
-            });
-            continue;
-        };
+        let b = implemented(kind, options);
         let p = b.probe();
         if !p.usable {
             last = Some(Error::Backend { backend: kind.to_string(), reason: p.reason.unwrap_or_default() });

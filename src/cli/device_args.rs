@@ -5,10 +5,11 @@ use std::path::PathBuf;
 
 use ltvx::backend::opencl::{KernelForm, Selection};
 
-/// Which device: what `ltvx devices` shows and `--backend opencl` takes.
+/// Which device: what `ltvx devices` shows and `--backend opencl` or `--backend cuda` takes.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct DeviceArgs {
-    /// OpenCL device: its index in `ltvx devices` (default: the first of the platform).
+    /// Device: its index in `ltvx devices` (OpenCL: default the first of the platform; CUDA: the GPU,
+    /// default 0).
     #[arg(long, value_name = "N")]
     pub device: Option<usize>,
     /// OpenCL platform: a case-insensitive part of its name (e.g. pocl).

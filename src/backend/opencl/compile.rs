@@ -1,7 +1,8 @@
 //! A model compiled into OpenCL launches: the network shape the CPU backend recognises
 //! ([`Program`]) turned into a fixed list of kernel launches over per-batch buffers ("slots", one per
 //! fusion boundary, `[customer][…]`), the weights uploaded once (int8: zero points folded into the
-//! biases, as the CPU backend folds them), and how the host encodes the inputs. `OpenclPlan` runs it.
+//! biases, as the CPU backend folds them). `OpenclPlan` runs it. The launch types are shared with the
+//! CUDA backend (crate::backend::launch).
 
 use std::ops::Range;
 
@@ -12,11 +13,10 @@ use opencl3::program::Program as ClProgram;
 use super::binary::MODEL_HASH_CL;
 use super::runtime::Runtime;
 use super::{KernelForm, backend_err};
-use crate::backend::cpu::int8::fold_zero_points;
 use crate::backend::cpu::program::Program;
+use crate::backend::launch::{Boundary, Encoding, Head, Int8Params, Step, StepArg, flag, float_weights, int};
 use crate::error::Result;
 use crate::model::graph::{SEQ, STATIC};
-use crate::model::quant::{ActQuant, Quantization, SegmentMap};
 use crate::model::{Model, Precision};
 
 const INT8_MATH_CL: &str = include_str!("../../../kernels/opencl/int8_math.cl");
@@ -48,74 +48,6 @@ pub(super) fn sources(precision: Precision, form: KernelForm) -> (&'static str, 
 
 /// Strict IEEE arithmetic: no fast-math, denormals kept (the float tolerance assumes it).
 pub(super) const BUILD_OPTIONS: &str = "-cl-std=CL1.2";
-
-/// The slot the host writes the sequence into.
-pub(super) const SEQ_SLOT: usize = 0;
-
-/// A kernel argument as the plan stores it.
-pub(super) enum StepArg {
-    /// A per-batch buffer.
-    Slot(usize),
-    /// A buffer uploaded when the plan was built.
-    Const(usize),
-    Int(i32),
-}
-
-/// One kernel launch over `[customers, per_row…]` work-items.
-pub(super) struct Step {
-    pub(super) kernel: usize,
-    pub(super) args: Vec<StepArg>,
-    pub(super) per_row: Vec<usize>,
-}
-
-/// A fusion-boundary tensor: bytes `range` of each customer's row of `slot`.
-pub(super) struct Boundary {
-    pub(super) tensor: String,
-    pub(super) slot: usize,
-    pub(super) range: Range<usize>,
-}
-
-pub(super) struct Head {
-    pub(super) slot: usize,
-    pub(super) width: usize,
-    /// i32 accumulators (int8 heads) or f32 logits.
-    pub(super) acc: bool,
-}
-
-/// The model input values belong to.
-#[derive(Clone, Copy)]
-pub(super) enum Input {
-    Seq,
-    Static,
-}
-
-/// How the host encodes inputs for the device.
-pub(super) enum Encoding {
-    /// u8, quantized with the model's input parameters.
-    U8 {
-        seq: ActQuant,
-        stat: ActQuant,
-    },
-    F32,
-}
-
-impl Encoding {
-    pub(super) fn bytes(&self, x: &[f32], input: Input) -> Vec<u8> {
-        match (self, input) {
-            (Encoding::U8 { seq: q, .. }, Input::Seq) | (Encoding::U8 { stat: q, .. }, Input::Static) => {
-                x.iter().map(|&v| q.quantize(v)).collect()
-            }
-            (Encoding::F32, _) => bytemuck::cast_slice(x).to_vec(),
-        }
-    }
-
-    pub(super) fn width(&self) -> usize {
-        match self {
-            Encoding::U8 { .. } => 1,
-            Encoding::F32 => 4,
-        }
-    }
-}
 
 /// What a model compiles into.
 pub(super) struct Compiled {
@@ -206,51 +138,6 @@ impl Builder<'_> {
     }
 }
 
-/// What the int8 layers need from the model's quantization entry.
-struct Int8Params<'a> {
-    model: &'a Model,
-    q: &'a Quantization,
-    segments: SegmentMap,
-}
-
-impl Int8Params<'_> {
-    fn z(&self, tensor: &str) -> i32 {
-        self.q.activations[tensor].zero_point as i32
-    }
-
-    /// The parameters of each element of a layer's input.
-    fn input(&self, layer: &str) -> Vec<ActQuant> {
-        let node = self.model.graph().node(layer).expect("compiled from this graph");
-        self.segments.per_element(&node.inputs[0]).expect("a u8 input of a validated int8 model")
-    }
-
-    fn output_z(&self, layer: &str) -> i32 {
-        self.z(&self.model.graph().node(layer).expect("compiled from this graph").output)
-    }
-
-    /// Weights, and the bias with the zero-point terms folded in (`zeros` per reduction element).
-    fn folded(&self, layer: &str, zeros: &[u8]) -> (Vec<u8>, Vec<i32>) {
-        let w = self.model.i8s(&format!("{layer}.weight"));
-        let b = self.model.i32s(&format!("{layer}.bias"));
-        let reduction = w.len() / b.len();
-        let zeros: Vec<u8> = zeros.iter().copied().cycle().take(reduction).collect();
-        (bytemuck::cast_slice(&w).to_vec(), fold_zero_points(&w, &b, &zeros))
-    }
-
-    fn requant(&self, layer: &str) -> (Vec<i32>, Vec<i32>) {
-        let r = self.q.layers[layer].requants();
-        (r.iter().map(|r| r.multiplier).collect(), r.iter().map(|r| r.shift as i32).collect())
-    }
-}
-
-fn flag(b: bool) -> StepArg {
-    StepArg::Int(b as i32)
-}
-
-fn int(v: usize) -> StepArg {
-    StepArg::Int(i32::try_from(v).expect("layer sizes are validated far below i32::MAX"))
-}
-
 /// The int8 launches; returns the heads and the concatenated-features slot.
 fn compile_int8(b: &mut Builder, m: &Int8Params, p: &Program) -> Result<([Head; 3], usize)> {
     let mut x = b.slot(p.seq_channels * p.seq_len);
@@ -338,15 +225,6 @@ fn compile_int8(b: &mut Builder, m: &Int8Params, p: &Program) -> Result<([Head; 
         }
     }
     Ok((heads.try_into().ok().expect("three heads"), concat))
-}
-
-/// A float layer's weights as uploaded, with the suffix of the kernels that read them.
-fn float_weights(model: &Model, layer: &str) -> (Vec<u8>, &'static str) {
-    let name = format!("{layer}.weight");
-    match model.layer_precision(layer) {
-        Precision::Fp16 => (bytemuck::cast_slice(&model.f16s(&name)).to_vec(), "w16"),
-        _ => (bytemuck::cast_slice(&model.f32s(&name)).to_vec(), "w32"),
-    }
 }
 
 /// The float launches; returns the heads and the concatenated-features slot.

@@ -4,21 +4,20 @@
 //! the concatenated row, and the heads' outputs (i32 accumulators or f32 logits) read back for the
 //! shared host epilogue; the queue's events add up to the device time `describe()` reports.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
 
 use opencl3::kernel::Kernel;
 use opencl3::memory::Buffer;
 
-use super::compile::{
-    BUILD_OPTIONS, Boundary, Compiled, Encoding, Head, Input, SEQ_SLOT, Step, StepArg, compile, sources,
-};
+use super::compile::{BUILD_OPTIONS, Compiled, compile, sources};
 use super::runtime::{Arg, Profile, Runtime};
 use super::{KernelForm, backend_err};
 use crate::backend::cpu::program::Program;
+use crate::backend::launch::{Boundary, Encoding, Head, Input, SEQ_SLOT, Step, StepArg, in_parts, read_outputs};
 use crate::backend::{BackendKind, Plan, Trace};
-use crate::engine::{Batch, HeadOutputs, HeadValues};
+use crate::engine::{Batch, HeadOutputs};
 use crate::error::Result;
 use crate::model::{Model, Precision};
 
@@ -93,30 +92,8 @@ impl OpenclPlan {
     }
 
     /// Scores `batch` in parts of at most `chunk_rows` customers, joined in order.
-    fn scored(&self, batch: &Batch, mut trace: Option<&mut BTreeMap<String, Vec<u8>>>) -> Result<HeadOutputs> {
-        if batch.len() <= self.chunk_rows {
-            return self.execute(batch, trace);
-        }
-        let mut joined: Option<HeadOutputs> = None;
-        for start in (0..batch.len()).step_by(self.chunk_rows) {
-            let part =
-                self.execute(&batch.slice(start..(start + self.chunk_rows).min(batch.len())), trace.as_deref_mut())?;
-            match &mut joined {
-                None => joined = Some(part),
-                Some(all) => {
-                    for (into, more) in
-                        [(&mut all.ltv, part.ltv), (&mut all.churn, part.churn), (&mut all.segment, part.segment)]
-                    {
-                        match (into, more) {
-                            (HeadValues::Accumulators(a), HeadValues::Accumulators(b)) => a.extend(b),
-                            (HeadValues::Logits(a), HeadValues::Logits(b)) => a.extend(b),
-                            _ => unreachable!("a head keeps its kind across parts"),
-                        }
-                    }
-                }
-            }
-        }
-        Ok(joined.expect("a batch longer than one part has parts"))
+    fn scored(&self, batch: &Batch, trace: Option<&mut BTreeMap<String, Vec<u8>>>) -> Result<HeadOutputs> {
+        in_parts(batch, self.chunk_rows, trace, |part, trace| self.execute(part, trace))
     }
 
     /// One launch sequence over `batch` (at most `chunk_rows` customers); `trace` gets its boundaries
@@ -138,12 +115,7 @@ impl OpenclPlan {
             .map_err(backend_err)?;
         if self.static_features > 0 {
             let (slot, width, offset) = self.concat;
-            let e = self.encoding.width();
-            let stat = self.encoding.bytes(batch.stat(), Input::Static);
-            let mut rows_bytes = vec![0u8; rows * width * e];
-            for (row, s) in rows_bytes.chunks_exact_mut(width * e).zip(stat.chunks_exact(self.static_features * e)) {
-                row[offset * e..(offset + self.static_features) * e].copy_from_slice(s);
-            }
+            let rows_bytes = self.encoding.concat_rows(batch, width, offset, self.static_features);
             rt.write(&mut bufs[slot], &rows_bytes, &mut events).map_err(backend_err)?;
         }
         for step in &self.steps {
@@ -169,41 +141,13 @@ impl OpenclPlan {
             let (name, kernel) = &kernels[step.kernel];
             rt.launch(kernel, name, &args, &global, local, &mut events).map_err(backend_err)?;
         }
-        let mut read = HashMap::new();
-        let mut fetch = |slot: usize, events: &mut Vec<_>| -> Result<Vec<u8>> {
-            if let Some(v) = read.get(&slot) {
-                return Ok(Vec::clone(v));
-            }
+        let out = read_outputs(&self.heads, &self.boundaries, &self.slots, trace, |slot| {
             let mut v = vec![0u8; rows * self.slots[slot]];
-            rt.read(&bufs[slot], &mut v, events).map_err(backend_err)?;
-            read.insert(slot, v.clone());
+            rt.read(&bufs[slot], &mut v, &mut events).map_err(backend_err)?;
             Ok(v)
-        };
-        let heads = self
-            .heads
-            .iter()
-            .map(|h| {
-                let bytes = fetch(h.slot, &mut events)?;
-                debug_assert_eq!(bytes.len(), rows * h.width * 4);
-                Ok(if h.acc {
-                    HeadValues::Accumulators(bytemuck::pod_collect_to_vec(&bytes))
-                } else {
-                    HeadValues::Logits(bytemuck::pod_collect_to_vec(&bytes))
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        if let Some(out) = trace {
-            for bd in &self.boundaries {
-                let bytes = fetch(bd.slot, &mut events)?;
-                let values = out.entry(bd.tensor.clone()).or_default();
-                for row in bytes.chunks_exact(self.slots[bd.slot]) {
-                    values.extend_from_slice(&row[bd.range.clone()]);
-                }
-            }
-        }
+        })?;
         rt.settle(events, profile).map_err(backend_err)?;
-        let [ltv, churn, segment]: [HeadValues; 3] = heads.try_into().expect("three heads");
-        Ok(HeadOutputs { ltv, churn, segment })
+        Ok(out)
     }
 }
 

@@ -1,0 +1,99 @@
+//! CUDA: device discovery through cudarc's dynamically loaded driver API, and the kernels of
+//! kernels/cuda compiled by NVRTC ([`nvrtc`]). cudarc panics when libcuda or libnvrtc is missing, so
+//! presence is checked first and absence becomes one line.
+
+mod compile;
+pub mod nvrtc;
+mod plan;
+
+use cudarc::driver::CudaContext;
+
+use super::cpu::program::Program;
+use super::{Backend, BackendKind, Device, Plan, Probe};
+use crate::error::{Error, Result};
+use crate::model::Model;
+
+fn backend_err(reason: String) -> Error {
+    Error::Backend { backend: "cuda".into(), reason }
+}
+
+fn unusable(reason: String) -> Probe {
+    Probe { backend: BackendKind::Cuda, usable: false, reason: Some(reason), devices: Vec::new(), selected: None }
+}
+
+/// Every GPU the driver finds, with `device` (`--device N`, default 0) selected when it exists.
+pub fn probe(device: usize) -> Probe {
+    // SAFETY: only tries to dlopen the driver library; no CUDA call is made if it is absent.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return unusable("no CUDA driver library (libcuda.so) found".into());
+    }
+    let count = match std::panic::catch_unwind(CudaContext::device_count) {
+        Ok(Ok(n)) => n.max(0) as usize,
+        Ok(Err(e)) => return unusable(format!("the CUDA driver reports: {e}")),
+        Err(_) => return unusable("the CUDA driver library could not be loaded".into()),
+    };
+    if count == 0 {
+        return unusable("the CUDA driver found no GPU".into());
+    }
+    let devices = (0..count)
+        .map(|i| match CudaContext::new(i) {
+            Ok(ctx) => {
+                let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
+                let (major, minor) = ctx.compute_capability().unwrap_or((0, 0));
+                let mem = ctx.total_mem().map(|b| b as f64 / (1u64 << 30) as f64).unwrap_or(0.0);
+                Device { index: i, name, detail: format!("compute capability {major}.{minor}, {mem:.1} GiB") }
+            }
+            Err(e) => Device { index: i, name: "unavailable GPU".into(), detail: e.to_string() },
+        })
+        .collect();
+    if device >= count {
+        return Probe {
+            reason: Some(format!("no GPU {device}: the CUDA driver found {count}")),
+            ..unusable_with(devices)
+        };
+    }
+    // Plans compile their kernels with NVRTC; without it nothing can run, whatever the GPUs.
+    if let Err(reason) = nvrtc::available() {
+        return Probe { reason: Some(reason), ..unusable_with(devices) };
+    }
+    Probe { backend: BackendKind::Cuda, usable: true, reason: None, devices, selected: Some(device) }
+}
+
+fn unusable_with(devices: Vec<Device>) -> Probe {
+    Probe { devices, ..unusable(String::new()) }
+}
+
+/// The CUDA backend on GPU `device`.
+#[derive(Debug, Clone, Default)]
+pub struct Cuda {
+    pub device: usize,
+}
+
+impl Backend for Cuda {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Cuda
+    }
+
+    fn probe(&self) -> Probe {
+        probe(self.device)
+    }
+
+    fn supports(&self, model: &Model) -> std::result::Result<(), String> {
+        Program::compile(model.graph(), &model.shapes).map(|_| ())
+    }
+
+    fn build(&self, model: &Model) -> Result<Box<dyn Plan>> {
+        if let Some(reason) = self.probe().reason {
+            return Err(backend_err(reason));
+        }
+        let program = Program::compile(model.graph(), &model.shapes).map_err(backend_err)?;
+        // cudarc resolves each driver and NVRTC function when first called and panics when the
+        // loaded library lacks it (a driver older than the CUDA 12.8 API it binds); that is a reason
+        // to refuse the backend, not to crash.
+        let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            plan::CudaPlan::new(self.device, model, &program)
+        }))
+        .map_err(|_| backend_err("the CUDA driver or NVRTC library lacks a function ltvx needs (too old?)".into()))??;
+        Ok(Box::new(built))
+    }
+}

@@ -1,0 +1,227 @@
+//! A model as a fixed list of kernel launches, shared by the device backends (OpenCL, CUDA): the
+//! network shape the CPU backend recognises turned into launches over per-batch buffers ("slots",
+//! one per fusion boundary, `[customer][…]`), the weights and requantization parameters they take,
+//! which bytes of which slot are the trace's fusion-boundary tensors, and how the host encodes the
+//! inputs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+
+use crate::backend::cpu::int8::fold_zero_points;
+use crate::engine::{Batch, HeadOutputs, HeadValues};
+use crate::error::Result;
+use crate::model::quant::{ActQuant, Quantization, SegmentMap};
+use crate::model::{Model, Precision};
+
+/// The slot the host writes the sequence into.
+pub(crate) const SEQ_SLOT: usize = 0;
+
+/// A kernel argument as the plan stores it.
+pub(crate) enum StepArg {
+    /// A per-batch buffer.
+    Slot(usize),
+    /// A buffer uploaded when the plan was built.
+    Const(usize),
+    Int(i32),
+}
+
+/// One kernel launch over `[customers, per_row…]` work-items.
+pub(crate) struct Step {
+    pub(crate) kernel: usize,
+    pub(crate) args: Vec<StepArg>,
+    pub(crate) per_row: Vec<usize>,
+}
+
+/// A fusion-boundary tensor: bytes `range` of each customer's row of `slot`.
+pub(crate) struct Boundary {
+    pub(crate) tensor: String,
+    pub(crate) slot: usize,
+    pub(crate) range: Range<usize>,
+}
+
+pub(crate) struct Head {
+    pub(crate) slot: usize,
+    pub(crate) width: usize,
+    /// i32 accumulators (int8 heads) or f32 logits.
+    pub(crate) acc: bool,
+}
+
+/// The model input values belong to.
+#[derive(Clone, Copy)]
+pub(crate) enum Input {
+    Seq,
+    Static,
+}
+
+/// How the host encodes inputs for the device.
+pub(crate) enum Encoding {
+    /// u8, quantized with the model's input parameters.
+    U8 {
+        seq: ActQuant,
+        stat: ActQuant,
+    },
+    F32,
+}
+
+impl Encoding {
+    pub(crate) fn bytes(&self, x: &[f32], input: Input) -> Vec<u8> {
+        match (self, input) {
+            (Encoding::U8 { seq: q, .. }, Input::Seq) | (Encoding::U8 { stat: q, .. }, Input::Static) => {
+                x.iter().map(|&v| q.quantize(v)).collect()
+            }
+            (Encoding::F32, _) => bytemuck::cast_slice(x).to_vec(),
+        }
+    }
+
+    /// The concatenated-features rows of `batch` as the host sends them: its static features
+    /// encoded at `offset` of rows `width` elements wide, the rest zero (the pooled part is the
+    /// device's to write).
+    pub(crate) fn concat_rows(&self, batch: &Batch, width: usize, offset: usize, static_features: usize) -> Vec<u8> {
+        let e = self.width();
+        let stat = self.bytes(batch.stat(), Input::Static);
+        let mut rows = vec![0u8; batch.len() * width * e];
+        for (row, s) in rows.chunks_exact_mut(width * e).zip(stat.chunks_exact(static_features * e)) {
+            row[offset * e..(offset + static_features) * e].copy_from_slice(s);
+        }
+        rows
+    }
+
+    pub(crate) fn width(&self) -> usize {
+        match self {
+            Encoding::U8 { .. } => 1,
+            Encoding::F32 => 4,
+        }
+    }
+}
+
+/// What the int8 layers need from the model's quantization entry.
+pub(crate) struct Int8Params<'a> {
+    pub(crate) model: &'a Model,
+    pub(crate) q: &'a Quantization,
+    pub(crate) segments: SegmentMap,
+}
+
+impl Int8Params<'_> {
+    pub(crate) fn z(&self, tensor: &str) -> i32 {
+        self.q.activations[tensor].zero_point as i32
+    }
+
+    /// The parameters of each element of a layer's input.
+    pub(crate) fn input(&self, layer: &str) -> Vec<ActQuant> {
+        let node = self.model.graph().node(layer).expect("compiled from this graph");
+        self.segments.per_element(&node.inputs[0]).expect("a u8 input of a validated int8 model")
+    }
+
+    pub(crate) fn output_z(&self, layer: &str) -> i32 {
+        self.z(&self.model.graph().node(layer).expect("compiled from this graph").output)
+    }
+
+    /// Weights, and the bias with the zero-point terms folded in (`zeros` per reduction element).
+    pub(crate) fn folded(&self, layer: &str, zeros: &[u8]) -> (Vec<u8>, Vec<i32>) {
+        let w = self.model.i8s(&format!("{layer}.weight"));
+        let b = self.model.i32s(&format!("{layer}.bias"));
+        let reduction = w.len() / b.len();
+        let zeros: Vec<u8> = zeros.iter().copied().cycle().take(reduction).collect();
+        (bytemuck::cast_slice(&w).to_vec(), fold_zero_points(&w, &b, &zeros))
+    }
+
+    pub(crate) fn requant(&self, layer: &str) -> (Vec<i32>, Vec<i32>) {
+        let r = self.q.layers[layer].requants();
+        (r.iter().map(|r| r.multiplier).collect(), r.iter().map(|r| r.shift as i32).collect())
+    }
+}
+
+pub(crate) fn flag(b: bool) -> StepArg {
+    StepArg::Int(b as i32)
+}
+
+pub(crate) fn int(v: usize) -> StepArg {
+    StepArg::Int(i32::try_from(v).expect("layer sizes are validated far below i32::MAX"))
+}
+
+/// A float layer's weights as uploaded, with the suffix of the kernels that read them.
+pub(crate) fn float_weights(model: &Model, layer: &str) -> (Vec<u8>, &'static str) {
+    let name = format!("{layer}.weight");
+    match model.layer_precision(layer) {
+        Precision::Fp16 => (bytemuck::cast_slice(&model.f16s(&name)).to_vec(), "w16"),
+        _ => (bytemuck::cast_slice(&model.f32s(&name)).to_vec(), "w32"),
+    }
+}
+
+/// Runs `batch` in consecutive parts of at most `part_rows` customers through `run`, the outputs
+/// joined in order exactly as one run would give them (a batch that fits is one part).
+pub(crate) fn in_parts(
+    batch: &Batch,
+    part_rows: usize,
+    mut trace: Option<&mut BTreeMap<String, Vec<u8>>>,
+    mut run: impl FnMut(&Batch, Option<&mut BTreeMap<String, Vec<u8>>>) -> Result<HeadOutputs>,
+) -> Result<HeadOutputs> {
+    if batch.len() <= part_rows {
+        return run(batch, trace);
+    }
+    let mut joined: Option<HeadOutputs> = None;
+    for start in (0..batch.len()).step_by(part_rows) {
+        let part = run(&batch.slice(start..(start + part_rows).min(batch.len())), trace.as_deref_mut())?;
+        match &mut joined {
+            None => joined = Some(part),
+            Some(all) => join(all, part),
+        }
+    }
+    Ok(joined.expect("a batch longer than one part has parts"))
+}
+
+/// The head outputs of consecutive parts of a batch, joined in order.
+fn join(all: &mut HeadOutputs, part: HeadOutputs) {
+    for (into, more) in [(&mut all.ltv, part.ltv), (&mut all.churn, part.churn), (&mut all.segment, part.segment)] {
+        match (into, more) {
+            (HeadValues::Accumulators(a), HeadValues::Accumulators(b)) => a.extend(b),
+            (HeadValues::Logits(a), HeadValues::Logits(b)) => a.extend(b),
+            _ => unreachable!("a head keeps its kind across parts"),
+        }
+    }
+}
+
+/// The heads' outputs (i32 accumulators or f32 logits) and, with `trace`, the fusion-boundary
+/// tensors appended to it, from the slots' bytes as `read` copies them off the device (all rows of
+/// a slot; each slot read once).
+pub(crate) fn read_outputs(
+    heads: &[Head; 3],
+    boundaries: &[Boundary],
+    slots: &[usize],
+    trace: Option<&mut BTreeMap<String, Vec<u8>>>,
+    mut read: impl FnMut(usize) -> Result<Vec<u8>>,
+) -> Result<HeadOutputs> {
+    let mut done: HashMap<usize, Vec<u8>> = HashMap::new();
+    let mut fetch = |slot: usize| -> Result<Vec<u8>> {
+        if let Some(v) = done.get(&slot) {
+            return Ok(v.clone());
+        }
+        let v = read(slot)?;
+        done.insert(slot, v.clone());
+        Ok(v)
+    };
+    let values = |h: &Head, bytes: Vec<u8>| {
+        debug_assert_eq!(bytes.len() % (h.width * 4), 0, "whole rows of 4-byte values");
+        if h.acc {
+            HeadValues::Accumulators(bytemuck::pod_collect_to_vec(&bytes))
+        } else {
+            HeadValues::Logits(bytemuck::pod_collect_to_vec(&bytes))
+        }
+    };
+    let [ltv, churn, segment] = heads;
+    let out = HeadOutputs {
+        ltv: values(ltv, fetch(ltv.slot)?),
+        churn: values(churn, fetch(churn.slot)?),
+        segment: values(segment, fetch(segment.slot)?),
+    };
+    if let Some(trace) = trace {
+        for bd in boundaries {
+            let bytes = fetch(bd.slot)?;
+            let values = trace.entry(bd.tensor.clone()).or_default();
+            for row in bytes.chunks_exact(slots[bd.slot]) {
+                values.extend_from_slice(&row[bd.range.clone()]);
+            }
+        }
+    }
+    Ok(out)
+}
