@@ -84,21 +84,46 @@ struct RawCustomer {
     attributes: Option<Map<String, Value>>,
 }
 
-/// Parses a JSON body. `spec` is the served model's FeatureSpec (or why it has none), needed only by
-/// raw-form items.
-pub fn parse(body: &[u8], sizes: InputSizes, spec: &Result<FeatureSpec, String>) -> Result<Parsed, Refused> {
+/// A request read in one pass: every number is scanned once.
+#[derive(Deserialize)]
+struct Whole<'a> {
+    #[serde(borrow)]
+    customers: Option<Vec<Item<'a>>>,
+    as_of: Option<String>,
+}
+
+/// The customer items and `as_of` of a JSON body. One pass when the body is right; otherwise the
+/// body is read again customer by customer, so that the refusal says whether the JSON is malformed
+/// (400) or of the wrong shape (422), and which customer.
+fn items(body: &[u8]) -> Result<(Vec<Item<'_>>, Option<String>), Refused> {
+    if let Ok(Whole { customers: Some(items), as_of }) = serde_json::from_slice::<Whole>(body) {
+        return Ok((items, as_of));
+    }
     let request: Request = serde_json::from_slice(body).map_err(|e| match e.classify() {
         // Valid JSON of the wrong shape (`"customers": 5`) is unfit, not malformed.
         serde_json::error::Category::Data => unfit(format!("the request: {e}")),
         _ => malformed(format!("malformed JSON: {e}")),
     })?;
-    let items = request.customers.ok_or_else(|| unfit("the request has no \"customers\" list".into()))?;
+    let texts = request.customers.ok_or_else(|| unfit("the request has no \"customers\" list".into()))?;
+    let items = texts
+        .iter()
+        .enumerate()
+        .map(|(position, text)| {
+            serde_json::from_str(text.get()).map_err(|e| unfit(format!("customers[{position}]: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((items, request.as_of))
+}
+
+/// Parses a JSON body. `spec` is the served model's FeatureSpec (or why it has none), needed only by
+/// raw-form items.
+pub fn parse(body: &[u8], sizes: InputSizes, spec: &Result<FeatureSpec, String>) -> Result<Parsed, Refused> {
+    let (items, as_of) = items(body)?;
     let mut ids = Vec::with_capacity(items.len());
     // Feature-form rows by position; raw-form rows are filled in once their features are built.
     let mut rows: Vec<Option<(Vec<f32>, Vec<f32>)>> = Vec::with_capacity(items.len());
     let mut raw = Vec::new();
-    for (position, text) in items.iter().enumerate() {
-        let item: Item = serde_json::from_str(text.get()).map_err(|e| unfit(format!("customers[{position}]: {e}")))?;
+    for (position, item) in items.into_iter().enumerate() {
         let id = customer_id(item.customer_id).map_err(|e| unfit(format!("customers[{position}]: {e}")))?;
         let named = |e: String| unfit(format!("customers[{position}] ({}): {e}", quoted(&id)));
         match item.transactions {
@@ -115,7 +140,7 @@ pub fn parse(body: &[u8], sizes: InputSizes, spec: &Result<FeatureSpec, String>)
     }
     if !raw.is_empty() {
         let spec = spec.as_ref().map_err(|e| unfit(format!("raw transactions cannot be scored: {e}")))?;
-        let built = raw_features(&raw, &ids, spec, request.as_of.as_deref())?;
+        let built = raw_features(&raw, &ids, spec, as_of.as_deref())?;
         for (i, customer) in raw.iter().enumerate() {
             rows[customer.position] = Some((built.seq_row(i).to_vec(), built.stat_row(i).to_vec()));
         }
