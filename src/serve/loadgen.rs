@@ -408,8 +408,8 @@ async fn load(target: Arc<Target>, bodies: Arc<Bodies>, a: &LoadArgs) -> Result<
         errors: all.errors,
         requests_per_second: ok as f64 / seconds,
         customers_per_second: (ok * a.customers_per_request) as f64 / seconds,
-        latency_ms: percentiles(&mut all.latencies),
-        refused_latency_ms: (!all.refusals.is_empty()).then(|| percentiles(&mut all.refusals)),
+        latency_ms: percentiles(&all.latencies),
+        refused_latency_ms: (!all.refusals.is_empty()).then(|| percentiles(&all.refusals)),
         server_rss_bytes: rss,
         in_process_customers_per_second: None,
         in_process_runs: None,
@@ -418,15 +418,13 @@ async fn load(target: Arc<Target>, bodies: Arc<Bodies>, a: &LoadArgs) -> Result<
     })
 }
 
-fn percentiles(latencies: &mut [Duration]) -> Latency {
+fn percentiles(latencies: &[Duration]) -> Latency {
     if latencies.is_empty() {
         return Latency::default();
     }
-    latencies.sort();
-    let at = |q: f64| {
-        let i = ((q * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len()) - 1;
-        latencies[i].as_secs_f64() * 1e3
-    };
+    let mut ms: Vec<f64> = latencies.iter().map(|l| l.as_secs_f64() * 1e3).collect();
+    ms.sort_by(f64::total_cmp);
+    let at = |q: f64| crate::bench::percentile(&ms, q);
     Latency { p50: at(0.5), p90: at(0.9), p99: at(0.99), p999: at(0.999), max: at(1.0) }
 }
 

@@ -165,10 +165,7 @@ impl Metrics {
 
 /// This process's resident set size (Linux; `None` elsewhere).
 fn resident_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kib =
-        status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok()?;
-    Some(kib * 1024)
+    crate::bench::proc_status_kib("VmRSS").map(|kib| kib * 1024)
 }
 
 /// A label value as the exposition format needs it.
