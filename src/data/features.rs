@@ -81,7 +81,8 @@ pub fn customer_id(raw: Option<&RawValue>) -> Result<String, String> {
     Err(format!("\"customer_id\" must be a string or a number, got {raw}"))
 }
 
-fn finite_f32(v: f64) -> Option<f32> {
+/// `v` rounded to `f32`, unless that is not finite: how every feature value is read.
+pub fn finite_f32(v: f64) -> Option<f32> {
     let x = v as f32;
     x.is_finite().then_some(x)
 }

@@ -5,18 +5,20 @@
 //! the customer (position and id) and the field.
 
 use std::collections::hash_map::DefaultHasher;
+use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use super::feature_form;
 use crate::data::attributes::AttributeTable;
 use crate::data::feature_spec::{FeatureSpec, SideData};
 use crate::data::features::{customer_id, feature_row};
 use crate::data::ingest::parse_day;
 use crate::data::transactions::{Builder, Occasion};
-use crate::engine::scores::json_f32;
+use crate::engine::scores::push_json_f32;
 use crate::engine::{Batch, Scores};
 use crate::model::graph::InputSizes;
 
@@ -116,8 +118,16 @@ fn items(body: &[u8]) -> Result<(Vec<Item<'_>>, Option<String>), Refused> {
 }
 
 /// Parses a JSON body. `spec` is the served model's FeatureSpec (or why it has none), needed only by
-/// raw-form items.
+/// raw-form items. Plain feature-form requests take the fast reading.
 pub fn parse(body: &[u8], sizes: InputSizes, spec: &Result<FeatureSpec, String>) -> Result<Parsed, Refused> {
+    match feature_form::read(body, sizes) {
+        Some(parsed) => Ok(parsed),
+        None => read_each(body, sizes, spec),
+    }
+}
+
+/// The general reading: both forms, and every refusal named.
+pub(super) fn read_each(body: &[u8], sizes: InputSizes, spec: &Result<FeatureSpec, String>) -> Result<Parsed, Refused> {
     let (items, as_of) = items(body)?;
     let mut ids = Vec::with_capacity(items.len());
     // Feature-form rows by position; raw-form rows are filled in once their features are built.
@@ -245,6 +255,28 @@ fn quoted(id: &str) -> String {
     Value::from(id).to_string()
 }
 
+/// A request body in the feature form: `{"customers": [{customer_id, seq, static}, ...]}`.
+pub fn request_json(ids: &[String], batch: &Batch) -> String {
+    let seq_len = batch.sizes.seq_len;
+    let mut text = String::from("{\"customers\":[");
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        let seq: Vec<&[f32]> = batch.seq_row(i).chunks(seq_len).collect();
+        // Serialized as f32: each value in its shortest form (a Value would widen it to f64's).
+        text.push_str("{\"customer_id\":");
+        text.push_str(&quoted(id));
+        text.push_str(",\"seq\":");
+        text.push_str(&serde_json::to_string(&seq).expect("f32 values"));
+        text.push_str(",\"static\":");
+        text.push_str(&serde_json::to_string(batch.stat_row(i)).expect("f32 values"));
+        text.push('}');
+    }
+    text.push_str("]}");
+    text
+}
+
 /// The response body: the model's identity, then one record per customer in request order.
 pub fn response(model: &Value, ids: &[String], s: &Scores) -> String {
     let mut out = String::with_capacity(64 + ids.len() * (96 + 16 * s.segments));
@@ -255,16 +287,20 @@ pub fn response(model: &Value, ids: &[String], s: &Scores) -> String {
         if i > 0 {
             out.push(',');
         }
-        out.push_str(&format!(
-            "{{\"customer_id\":{},\"ltv\":{},\"p_purchase\":{},\"churn_probability\":{},\"segment\":{},\"p_segment\":[",
-            quoted(id),
-            json_f32(s.ltv[i]),
-            json_f32(s.p_purchase[i]),
-            json_f32(s.churn_probability[i]),
-            s.segment[i]
-        ));
-        let probabilities: Vec<String> = s.p_segment_row(i).iter().map(|&p| json_f32(p)).collect();
-        out.push_str(&probabilities.join(","));
+        // Writing into `out` directly: a String per number was a tenth of the server's time.
+        let _ = write!(out, "{{\"customer_id\":{},\"ltv\":", quoted(id));
+        push_json_f32(&mut out, s.ltv[i]);
+        out.push_str(",\"p_purchase\":");
+        push_json_f32(&mut out, s.p_purchase[i]);
+        out.push_str(",\"churn_probability\":");
+        push_json_f32(&mut out, s.churn_probability[i]);
+        let _ = write!(out, ",\"segment\":{},\"p_segment\":[", s.segment[i]);
+        for (k, &p) in s.p_segment_row(i).iter().enumerate() {
+            if k > 0 {
+                out.push(',');
+            }
+            push_json_f32(&mut out, p);
+        }
         out.push_str("]}");
     }
     out.push_str("]}");

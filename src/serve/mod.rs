@@ -11,6 +11,7 @@
 pub mod api;
 pub mod batcher;
 pub mod binary;
+mod feature_form;
 pub mod http;
 pub mod loadgen;
 pub mod metrics;
