@@ -56,6 +56,11 @@ impl Batcher {
         self.capacity
     }
 
+    /// Whether not even one more customer fits now.
+    pub fn is_full(&self) -> bool {
+        self.metrics.queue_depth.load(Ordering::Acquire) >= self.capacity
+    }
+
     /// Queues a request's customers for `model`; the receiver yields its scores in request order.
     pub fn submit(&self, model: Arc<Loaded>, batch: Batch) -> Result<oneshot::Receiver<Outcome>, Full> {
         let n = batch.len();

@@ -186,6 +186,11 @@ async fn score(state: &State, request: Request<Incoming>) -> Reply {
         Ok(body) => body,
         Err(reply) => return *reply,
     };
+    // Under overload the queue is full most of the time: refusing before parsing saves the CPU the
+    // requests that do fit need (a request that finds some room is parsed and may still not fit).
+    if state.batcher.is_full() {
+        return queue_full(state.batcher.capacity());
+    }
     // The model is fixed here: a reload from now on does not change what this request runs on.
     let model = slot.current();
     let sizes = model.engine.input_sizes();
@@ -261,12 +266,7 @@ async fn run_batch(state: &State, model: &Arc<Loaded>, batch: Batch) -> Result<c
     }
     let receiver = match state.batcher.submit(model.clone(), batch) {
         Ok(receiver) => receiver,
-        Err(QueueFull) => {
-            return Err(Box::new(busy(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("the scoring queue is full ({capacity} customers): retry later"),
-            )));
-        }
+        Err(QueueFull) => return Err(Box::new(queue_full(capacity))),
     };
     match receiver.await {
         Ok(Ok(scores)) => Ok(scores),
@@ -327,6 +327,10 @@ fn json_reply(status: StatusCode, body: String) -> Reply {
 /// `{"error": message}` with `status`.
 fn error(status: StatusCode, message: String) -> Reply {
     json_reply(status, json!({"error": message}).to_string())
+}
+
+fn queue_full(capacity: usize) -> Reply {
+    busy(StatusCode::SERVICE_UNAVAILABLE, format!("the scoring queue is full ({capacity} customers): retry later"))
 }
 
 /// 503 until the first model is ready.

@@ -23,6 +23,7 @@ use tokio::net::TcpStream;
 
 use super::{api, binary};
 use crate::backend::BackendChoice;
+use crate::data::synthetic;
 use crate::engine::{Batch, Engine};
 use crate::error::{Error, Result};
 use crate::model::Model;
@@ -43,6 +44,17 @@ pub enum Scenario {
     Server,
     /// As fast as the connections go.
     Offline,
+}
+
+/// What the generated customers' feature values look like.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Values {
+    /// Customers as a purchase log gives them: most weeks without a purchase, log-scaled amounts
+    /// (about 1.7 kB of JSON per base-preset customer).
+    Realistic,
+    /// Every value a random 8–9 digit number: the heaviest JSON (about 2.5 kB per customer).
+    Dense,
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -70,6 +82,9 @@ pub struct LoadArgs {
     /// Send `Authorization: Bearer` with the token in this file.
     #[arg(long, requires = "server")]
     pub auth_token_file: Option<PathBuf>,
+    /// The generated customers' values.
+    #[arg(long, value_enum, default_value = "realistic", requires = "server")]
+    pub values: Values,
     /// Seed of the generated customers and arrival times.
     #[arg(long, default_value_t = 0, requires = "server")]
     pub seed: u64,
@@ -90,6 +105,7 @@ pub struct Report {
     pub url: String,
     pub scenario: Scenario,
     pub form: &'static str,
+    pub values: Values,
     pub offered_qps: Option<f64>,
     pub connections: u64,
     pub customers_per_request: u64,
@@ -148,7 +164,7 @@ pub fn run(url: &str, a: &LoadArgs, in_process: Option<InProcess<'_>>) -> Result
         .map_err(|e| Error::Input(format!("{url}/v1/model: no usable \"inputs\": {e}")))?;
     // The yardstick runs before and after the load, while the server idles, so that neither slows the
     // other; the two runs bracket the load in time, which evens out other work on a shared machine.
-    let yardstick = in_process.map(|p| Yardstick::new(p.model, &info, p.backend)).transpose()?;
+    let yardstick = in_process.map(|p| Yardstick::new(p.model, &info, p.backend, a.values)).transpose()?;
     let before = yardstick.as_ref().map(|y| y.measure(a.baseline_seconds)).transpose()?;
     let bodies = Arc::new(Bodies::new(sizes, a));
     let mut report = runtime.block_on(load(Arc::new(target), bodies, a))?;
@@ -192,7 +208,7 @@ struct Yardstick {
 
 impl Yardstick {
     /// The model file must be the one the server serves (`info` is its `/v1/model`).
-    fn new(path: &Path, info: &Value, backend: BackendChoice) -> Result<Yardstick> {
+    fn new(path: &Path, info: &Value, backend: BackendChoice, values: Values) -> Result<Yardstick> {
         let model = Model::open(path)?;
         if info["hash"].as_str() != Some(model.hash().as_str()) {
             return Err(Error::Input(format!(
@@ -203,7 +219,7 @@ impl Yardstick {
             )));
         }
         let engine = Engine::build(&model, backend)?;
-        let batch = random_batch(engine.input_sizes(), BASELINE_BATCH, &mut Rng::derive(0, "loadgen-baseline"));
+        let batch = random_batch(engine.input_sizes(), BASELINE_BATCH, values, &mut Rng::derive(0, "loadgen-baseline"));
         engine.score(&batch)?;
         Ok(Yardstick { engine, batch })
     }
@@ -220,7 +236,10 @@ impl Yardstick {
     }
 }
 
-fn random_batch(sizes: InputSizes, rows: usize, rng: &mut Rng) -> Batch {
+fn random_batch(sizes: InputSizes, rows: usize, values: Values, rng: &mut Rng) -> Batch {
+    if values == Values::Realistic {
+        return synthetic::customers(sizes, rows, rng.next_u64());
+    }
     let seq = (0..rows * sizes.seq_channels * sizes.seq_len).map(|_| (rng.uniform() * 3.0) as f32).collect();
     let stat = (0..rows * sizes.static_features).map(|_| rng.normal() as f32).collect();
     Batch::from_vecs(sizes, seq, stat).expect("finite values of the model's sizes")
@@ -245,7 +264,7 @@ impl Bodies {
         let mut templates = Vec::new();
         let mut id_offsets = Vec::new();
         for _ in 0..BODIES {
-            let batch = random_batch(sizes, customers, &mut rng);
+            let batch = random_batch(sizes, customers, a.values, &mut rng);
             if a.binary {
                 templates.push(binary::encode_request(&batch));
                 continue;
@@ -404,6 +423,7 @@ async fn load(target: Arc<Target>, bodies: Arc<Bodies>, a: &LoadArgs) -> Result<
         url: String::new(),
         scenario: a.scenario,
         form: if a.binary { "binary" } else { "json" },
+        values: a.values,
         offered_qps: a.qps.filter(|_| a.scenario == Scenario::Server),
         connections: a.connections,
         customers_per_request: a.customers_per_request,
@@ -531,12 +551,16 @@ impl Report {
     /// The report for people.
     pub fn text(&self) -> String {
         let mut lines = vec![format!(
-            "{} scenario, {} form, {} customers per request, {} connections{}, {:.1} s",
+            "{} scenario, {} form, {} values, {} customers per request, {} connections{}, {:.1} s",
             match self.scenario {
                 Scenario::Server => "server",
                 Scenario::Offline => "offline",
             },
             self.form,
+            match self.values {
+                Values::Realistic => "realistic",
+                Values::Dense => "dense",
+            },
             self.customers_per_request,
             self.connections,
             self.offered_qps.map(|q| format!(", {q} requests/s offered (Poisson)")).unwrap_or_default(),
