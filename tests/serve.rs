@@ -527,6 +527,7 @@ fn bench_loads_a_server_and_checks_every_answer() {
     for extra in [
         &["--scenario", "offline", "--model", tiny, "--baseline-seconds", "0.2"][..],
         &["--scenario", "server", "--qps", "20", "--binary"],
+        &["--scenario", "offline", "--values", "dense"],
     ] {
         let mut args = vec!["-q", "bench", "--server", &url];
         args.extend(common);
