@@ -12,7 +12,7 @@
 //!   buffer (a convolution's padded window `in_c × (t_conv + k − 1)` bytes; a dense layer's input row)
 //!   and a convolution's i32 accumulators; each buffer is rounded up to whole blocks of the board's
 //!   block RAM (BRAM36 or M20K). Width and port constraints, which can only add blocks, are not.
-//! - **Cycles**: a layer's pipelined loop runs `reuse` iterations per step at an initiation interval
+//! - **Cycles**: a layer's pipelined loop runs its own `reuse` iterations per step at an initiation interval
 //!   of 1, every convolution step in turn, plus its pipeline depth (3 for the multiply, the adder
 //!   tree's log2 of the widest sum, 3 for requantization); the pooling and copy loops run one value
 //!   per cycle. The layers of one customer run in sequence (one kernel, no channels), so a customer
@@ -24,7 +24,9 @@ use serde_json::{Value, json};
 
 use super::board::Board;
 use super::net::{Layer, Net, Shape};
+use super::reuse::Reuse;
 use crate::error::{Error, Result};
+use crate::model::Model;
 
 /// Share of a device's DSPs and block RAM a kernel may plan on.
 pub const USABLE: f64 = 0.8;
@@ -192,19 +194,19 @@ impl Estimate {
     }
 }
 
-/// The estimate of `net` at its reuse factors, or an error saying by how much it does not fit and
-/// the smallest uniform reuse factor that would (`rebuild(r)` gives the net at reuse r).
-pub fn checked(net: &Net, board: &Board, rebuild: impl Fn(usize) -> Result<Net>) -> Result<Estimate> {
-    let e = Estimate::of(net, board);
-    let Err(over) = e.fits(board) else { return Ok(e) };
-    let current = net.layers().map(|l| l.reuse).max().unwrap_or(1);
+/// The network of `model` at `reuse` and its estimate, or an error saying by how much it does not
+/// fit and the smallest `--reuse-factor` (keeping the per-layer factors) that would.
+pub fn checked(model: &Model, reuse: &Reuse, board: &Board) -> Result<(Net, Estimate)> {
+    let net = Net::of(model, reuse)?;
+    let e = Estimate::of(&net, board);
+    let Err(over) = e.fits(board) else { return Ok((net, e)) };
     let widest = net.layers().map(Layer::outputs).max().unwrap_or(1);
-    let hint = (current + 1..=widest)
-        .find(|&r| rebuild(r).is_ok_and(|n| Estimate::of(&n, board).fits(board).is_ok()))
-        .map_or_else(
-            || "no reuse factor makes it fit (reuse trades DSPs for cycles; block RAM stays): pick a larger board or a smaller or pruned model".to_string(),
-            |r| format!("--reuse-factor {r} fits"),
-        );
+    let fits = |r: usize| Net::of(model, &reuse.with_all(r)).is_ok_and(|n| Estimate::of(&n, board).fits(board).is_ok());
+    let kept = if reuse.layers.is_empty() { "" } else { " (with these --layer-reuse factors)" };
+    let hint = (reuse.all + 1..=widest).find(|&r| fits(r)).map_or_else(
+        || format!("no --reuse-factor makes it fit{kept} (reuse trades DSPs for cycles; block RAM stays): pick a larger board or a smaller or pruned model"),
+        |r| format!("--reuse-factor {r} fits{kept}"),
+    );
     Err(Error::Input(format!("the model does not fit {}: {over}; {hint}", board.name)))
 }
 
@@ -226,13 +228,17 @@ mod tests {
         Board::find(name, Path::new(BOARDS_DIR)).unwrap()
     }
 
+    fn net(m: &Model, reuse: usize) -> Net {
+        Net::of(m, &Reuse::uniform(reuse)).unwrap()
+    }
+
     /// Reuse trades multipliers for cycles: a dense layer at reuse r has about 1/r of the
     /// multipliers and r cycles per customer; groups cover every output once.
     #[test]
     fn reuse_trades_dsps_for_cycles() {
         let m = model(Preset::Tiny, 0.0);
         let b = board("u55c");
-        let (one, four) = (Net::of(&m, 1).unwrap(), Net::of(&m, 4).unwrap());
+        let (one, four) = (net(&m, 1), net(&m, 4));
         let (e1, e4) = (Estimate::of(&one, &b), Estimate::of(&four, &b));
         for (l1, l4) in one.layers().zip(four.layers()) {
             let groups = l4.groups();
@@ -249,13 +255,41 @@ mod tests {
         assert_eq!(e1.ram_blocks, e4.ram_blocks);
     }
 
+    /// A layer's own factor changes that layer alone: fewer multipliers and DSPs, more cycles;
+    /// every other layer costs what it cost at the uniform factor.
+    #[test]
+    fn a_per_layer_factor_changes_that_layer_only() {
+        let m = model(Preset::Tiny, 0.0);
+        let b = board("u55c");
+        let uniform = Estimate::of(&net(&m, 2), &b);
+        let reuse = Reuse { all: 2, layers: vec![("fc1".into(), 8), ("conv1".into(), 1)] };
+        let mixed = Estimate::of(&Net::of(&m, &reuse).unwrap(), &b);
+        for (u, x) in uniform.layers.iter().zip(&mixed.layers) {
+            match x.name.as_str() {
+                "fc1" => {
+                    assert_eq!((u.reuse, x.reuse), (2, 8));
+                    assert!(x.multipliers * 3 < u.multipliers && x.dsp < u.dsp && x.interval == 4 * u.interval);
+                }
+                "conv1" => {
+                    assert_eq!((u.reuse, x.reuse), (2, 1));
+                    assert!(x.multipliers > u.multipliers && x.interval * 2 == u.interval);
+                }
+                _ => assert_eq!(u, x),
+            }
+        }
+        let j = mixed.to_json(&b);
+        let factors: Vec<u64> =
+            j["layers"].as_array().unwrap().iter().map(|l| l["reuse_factor"].as_u64().unwrap()).collect();
+        assert_eq!(factors, mixed.layers.iter().map(|l| l.reuse as u64).collect::<Vec<_>>());
+        assert!(factors.contains(&8) && factors.contains(&1) && factors.contains(&2));
+    }
+
     #[test]
     fn pruned_layers_need_fewer_dsps_on_every_board() {
         let (dense, pruned) = (model(Preset::Tiny, 0.0), model(Preset::Tiny, 0.5));
         for name in Board::names(Path::new(BOARDS_DIR)) {
             let b = board(&name);
-            let (d, p) =
-                (Estimate::of(&Net::of(&dense, 1).unwrap(), &b), Estimate::of(&Net::of(&pruned, 1).unwrap(), &b));
+            let (d, p) = (Estimate::of(&net(&dense, 1), &b), Estimate::of(&net(&pruned, 1), &b));
             assert!(p.dsp < d.dsp, "{name}");
             assert!(d.layers.iter().zip(&p.layers).all(|(d, p)| p.dsp <= d.dsp && p.nonzero < d.nonzero));
             let j = d.to_json(&b);
@@ -265,21 +299,22 @@ mod tests {
     }
 
     /// The base preset at reuse 1 overflows every profile's DSPs; the error says by how much and
-    /// which reuse factor fits, and that factor does.
+    /// which reuse factor fits, and that factor does (also around a per-layer factor, kept).
     #[test]
     fn a_model_that_does_not_fit_is_refused_with_a_reuse_factor_that_fits() {
         let m = model(Preset::Base, 0.0);
+        let ltv_alone = |all| Reuse { all, layers: vec![("ltv".into(), 1)] };
         for name in Board::names(Path::new(BOARDS_DIR)) {
             let b = board(&name);
-            let e = checked(&Net::of(&m, 1).unwrap(), &b, |r| Net::of(&m, r)).unwrap_err().to_string();
-            assert!(e.contains("DSPs needed") && e.contains("over by"), "{e}");
-            let r: usize = e.split("--reuse-factor ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
-            let fits = checked(&Net::of(&m, r).unwrap(), &b, |r| Net::of(&m, r)).unwrap();
-            assert!(fits.dsp as f64 <= b.dsp as f64 * USABLE, "{name}");
-            assert!(
-                checked(&Net::of(&m, r - 1).unwrap(), &b, |r| Net::of(&m, r)).is_err(),
-                "{name}: {r} is the smallest"
-            );
+            for (reuse, kept) in [(Reuse::uniform as fn(usize) -> Reuse, false), (ltv_alone, true)] {
+                let e = checked(&m, &reuse(1), &b).unwrap_err().to_string();
+                assert!(e.contains("DSPs needed") && e.contains("over by"), "{e}");
+                assert_eq!(e.contains("with these --layer-reuse factors"), kept, "{e}");
+                let r: usize = e.split("--reuse-factor ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+                let (_, fits) = checked(&m, &reuse(r), &b).unwrap();
+                assert!(fits.dsp as f64 <= b.dsp as f64 * USABLE, "{name}");
+                assert!(checked(&m, &reuse(r - 1), &b).is_err(), "{name}: {r} is the smallest");
+            }
         }
     }
 }

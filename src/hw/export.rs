@@ -4,7 +4,7 @@
 //!
 //! The kernel is one single-work-item task: a loop over customers, and inside it one loop nest per
 //! layer over on-chip (private) buffers — padded convolution inputs, accumulators, the concatenated
-//! row. Each layer's outputs are split into `reuse` groups taken one per iteration of a pipelined
+//! row. Each layer's outputs are split into its own `reuse` groups taken one per iteration of a pipelined
 //! loop (`switch` on the group), so a layer needs the multipliers of its largest group. Vendor
 //! features sit behind macros that expand to nothing elsewhere, so the very same file builds on PoCL
 //! and is proven bit-identical to the reference there: `LTVX_UNROLL`/`LTVX_PIPELINE` become aoc's
