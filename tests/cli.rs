@@ -704,8 +704,12 @@ fn hw_estimate_tiny_and_base_on_every_board() {
             let dsp: u64 = layers.iter().map(|l| l["dsp"].as_u64().unwrap()).sum();
             assert_eq!(e["total"]["dsp"].as_u64(), Some(dsp + e["other_dsp"].as_u64().unwrap()));
             assert!(e["total"]["fits"].as_bool().unwrap() && e["total"]["customers_per_s"].as_f64().unwrap() > 0.0);
+            let ii = e["stream"]["initiation_interval_cycles"].as_u64().unwrap();
+            let stages = e["stream"]["stages"].as_array().unwrap();
+            assert_eq!(stages.iter().map(|s| s["cycles"].as_u64().unwrap()).max(), Some(ii), "{e}");
             let text = ok(&["hw", "estimate", s(model), "--board", board, "--reuse-factor", reuse]).stdout;
             assert!(text.contains("fc1") && text.contains("customers/s") && text.contains("binds:"), "{text}");
+            assert!(text.contains(&format!("-DLTVX_STREAM): II {ii} cycles (slowest: ltvx_stage")), "{text}");
         }
         let dsp =
             |m: &Path| json_stdout(&["hw", "estimate", s(m), "--board", board, "--json"])["total"]["dsp"].as_u64();
@@ -761,6 +765,12 @@ fn hw_export_writes_source_and_config() {
     assert_eq!(config["model_hash"], hash);
     assert_eq!(config["board"], "Alveo U55C");
     assert!(config["layers"].as_array().unwrap().iter().all(|l| l["reuse_factor"].as_u64().unwrap() <= 4));
+    // The streaming form (-DLTVX_STREAM) in the same file, and what a host must launch for it.
+    let kernels = config["stream"]["kernels"].as_array().unwrap();
+    assert!(source.contains("#if !defined(LTVX_STREAM)") && kernels.len() >= 4, "{config}");
+    for k in kernels {
+        assert!(source.contains(&format!("__kernel void {}(", k["kernel"].as_str().unwrap())), "{k}");
+    }
     assert!(source.contains(&format!("0x{}UL", hash.as_str().unwrap())));
     let ran = verify_export(&model, &out);
     // A kernel exported for another model is refused by its compiled-in hash (where OpenCL runs).

@@ -9,7 +9,7 @@ use ltvx::backend::opencl::runtime::Runtime;
 use ltvx::data::synthetic;
 use ltvx::hw::board::{Board, boards_dir};
 use ltvx::hw::estimate::{Estimate, checked};
-use ltvx::hw::export;
+use ltvx::hw::export::{self, STREAM};
 use ltvx::hw::net::Net;
 use ltvx::hw::reuse::{self, Reuse};
 use ltvx::hw::verify;
@@ -104,13 +104,14 @@ pub fn run(a: Args) -> Result<ExitCode> {
                 writeln!(w, "wrote {} and {}", src.display(), cfg.display())?;
                 writeln!(
                     w,
-                    "{}: estimated {} DSPs, {} {}, {:.2} µs per customer at {} MHz (ltvx hw estimate for the detail)",
+                    "{}: estimated {} DSPs, {} {}, {:.2} µs per customer at {} MHz; streamed (STREAM=1) {:.0} customers/s (ltvx hw estimate for the detail)",
                     board.name,
                     estimate.dsp,
                     estimate.ram_blocks,
                     board.ram_name,
                     estimate.latency_us(),
-                    board.clock_mhz
+                    board.clock_mhz,
+                    estimate.stream_customers_per_s()
                 )
             })?;
         }
@@ -198,6 +199,22 @@ fn write_text(w: &mut dyn Write, e: &Estimate, b: &Board) -> std::io::Result<()>
         e.latency_us(),
         e.customers_per_s(),
         e.binding(b)
+    )?;
+    writeln!(w, "{:<24} {:>8}", "streaming stage", "cycles")?;
+    for st in &e.stages {
+        writeln!(w, "{:<24} {:>8}", st.kernel, st.cycles)?;
+    }
+    writeln!(
+        w,
+        "streaming      {} kernels (-D{STREAM}): II {} cycles (slowest: {}) = {:.0} customers/s; latency {} cycles = {:.2} µs; channels +{} {}",
+        e.stages.len(),
+        e.slowest_stage().cycles,
+        e.slowest_stage().kernel,
+        e.stream_customers_per_s(),
+        e.stream_latency_cycles,
+        e.stream_latency_cycles as f64 / e.clock_mhz,
+        e.channel_ram_blocks,
+        b.ram_name
     )?;
     writeln!(
         w,

@@ -1,7 +1,7 @@
 //! The OpenCL C of one pipeline stage (stages.rs): a function from the customer's input buffer `x`
-//! to its output buffer `y` (for the heads, to the customer's rows of the global outputs), called by
-//! the exported kernel (export.rs) once per customer. Written once here, so that any kernel built
-//! from the stages computes with the very text proven bit-identical on PoCL.
+//! to its output buffer `y` (for the heads, to the customer's rows of the global outputs). Written
+//! once here and called by both forms of the exported kernel (export.rs), so the single task proven
+//! bit-identical on PoCL and the streaming stages compute with the very same text.
 //!
 //! Each weight is a literal in its output's sum, `(uint)bias + (uint)(w * (int)x[i]) + …`, and a
 //! zero weight is not written at all. A layer's outputs are split into its `reuse` groups, one per

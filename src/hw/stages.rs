@@ -1,7 +1,11 @@
 //! The network cut into pipeline stages: each convolution, the pool (global average pool plus the
 //! static features: the concatenated row), each dense layer, and the three heads together. The
-//! exported source writes each stage once, as a function over its input and output buffers, and the
-//! kernel calls them in turn for each customer.
+//! exported source writes each stage once, as a function over its input and output buffers; the
+//! single task calls them in turn for each customer, and the streaming form (`LTVX_STREAM`) gives
+//! each its own kernel, joined to the next by a channel (aoc) or pipe (v++), so consecutive customers
+//! overlap across stages. Export, estimate and the host config all read this one list.
+
+use std::ops::Range;
 
 use super::net::{Net, Shape};
 
@@ -35,10 +39,40 @@ pub struct Stage {
 /// The host's input and output buffers, in the single task's argument order.
 pub const BUFFERS: [&str; 5] = ["seq", "stat", "ltv", "churn", "segment"];
 
+/// Deepest channel a v++ pipe may be (UG1393, xcl_reqd_pipe_depth: 16 to 32768, powers of two).
+const MAX_DEPTH: usize = 32768;
+
 impl Stage {
-    /// The function that computes it.
+    /// The function that computes it (both forms call it).
     pub fn function(&self, index: usize) -> String {
         format!("ltvx_{index}_{}", self.name)
+    }
+
+    /// Its kernel in the streaming form.
+    pub fn kernel(&self, index: usize) -> String {
+        format!("ltvx_stage{index}_{}", self.name)
+    }
+
+    /// The channel it writes (lower-case alphanumerics only: v++ refuses other pipe names).
+    pub fn channel(index: usize) -> String {
+        format!("ltvxc{index}")
+    }
+
+    /// The layers it runs, as indices into `net.layers()` (none for the pool).
+    pub fn layers(&self, net: &Net) -> Range<usize> {
+        let (convs, denses) = (net.convs.len(), net.denses.len());
+        match self.part {
+            Part::Conv(i) => i..i + 1,
+            Part::Pool => 0..0,
+            Part::Dense(i) => convs + i..convs + i + 1,
+            Part::Heads => convs + denses..convs + denses + net.heads.len(),
+        }
+    }
+
+    /// Depth of its output channel: a whole customer's vector, so the stage can finish one customer
+    /// and start the next while its reader is still busy, rounded up to the power of two v++ needs.
+    pub fn depth(&self) -> usize {
+        self.output.next_power_of_two().clamp(16, MAX_DEPTH)
     }
 }
 

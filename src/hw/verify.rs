@@ -12,7 +12,7 @@ use crate::backend::reference::ReferencePlan;
 use crate::engine::{Batch, HeadValues};
 use crate::model::Model;
 
-use super::export::KERNEL;
+use super::export::{KERNEL, STREAM};
 use super::net::Net;
 
 /// The three heads' i32 accumulators, `[customer][output]` each.
@@ -33,7 +33,10 @@ pub fn run(rt: &Runtime, what: &str, kernel: Kernel, model: &Model, net: &Net, b
         Kernel::Binary(path) => load(rt, path)?,
     };
     check_model(rt, &program, what, model)?;
-    let kernel = rt.kernel(&program, KERNEL)?;
+    // A streaming build (STREAM=1) has one kernel per stage instead, which this host does not drive.
+    let kernel = rt.kernel(&program, KERNEL).map_err(|e| {
+        format!("{what}: {e}; a streaming build (-D{STREAM})? hw verify runs the single task: build without STREAM=1")
+    })?;
     let rows = batch.len();
     let mut events = Vec::new();
     // Inputs quantized on the host (docs/NUMERICS.md A); a zero-sized buffer is not allowed.
@@ -152,6 +155,30 @@ mod tests {
             let got = run(&rt, define, Kernel::Source(&src), &m, &net, &batch).unwrap();
             assert!(got == reference(&m, &batch).unwrap(), "{define}");
         }
+    }
+
+    /// The streaming expansion is well-formed OpenCL C: with stand-in channel macros (constant
+    /// arrays: PoCL has neither channels nor pipes, so nothing streams here) it builds on PoCL and
+    /// holds every stage kernel and the hash kernel but not the single task. `LTVX_STREAM` without a
+    /// channel mechanism stops at the source's `#error`. Whether aoc and v++ accept the real channels
+    /// and pipes is not proven here (neither tool is installed).
+    #[test]
+    fn the_streaming_expansion_builds_with_stand_in_channels() {
+        let Some(rt) = runtime() else { return };
+        let m = model(0.4);
+        let net = Net::of(&m, &Reuse { all: 2, layers: vec![("conv2".into(), 4)] }).unwrap();
+        let stand_ins = "#define LTVX_CHANNEL(c, d) __constant uchar c[d] = {0}\n\
+            #define LTVX_READ(c, v) v = c[0]\n#define LTVX_WRITE(c, v) (void)(c[0] + (v))\n";
+        let src = format!("#define {STREAM}\n{stand_ins}{}", source(&m, &net));
+        let program = rt.build("the streaming form", &[&src], "-cl-std=CL1.2").unwrap();
+        for (i, st) in net.stages().iter().enumerate() {
+            rt.kernel(&program, &st.kernel(i)).unwrap();
+        }
+        rt.kernel(&program, "ltvx_model_hash").unwrap();
+        assert!(rt.kernel(&program, KERNEL).is_err(), "no single task in a streaming build");
+        let bare = format!("#define {STREAM}\n{}", source(&m, &net));
+        let e = rt.build("the streaming form", &[&bare], "-cl-std=CL1.2").unwrap_err();
+        assert!(e.contains("LTVX_STREAM needs channels or pipes"), "{e}");
     }
 
     /// A pruned model's source holds fewer multiplies, and its estimate fewer DSPs.
