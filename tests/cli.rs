@@ -704,8 +704,12 @@ fn hw_estimate_tiny_and_base_on_every_board() {
             let dsp: u64 = layers.iter().map(|l| l["dsp"].as_u64().unwrap()).sum();
             assert_eq!(e["total"]["dsp"].as_u64(), Some(dsp + e["other_dsp"].as_u64().unwrap()));
             assert!(e["total"]["fits"].as_bool().unwrap() && e["total"]["customers_per_s"].as_f64().unwrap() > 0.0);
+            let ii = e["stream"]["initiation_interval_cycles"].as_u64().unwrap();
+            let stages = e["stream"]["stages"].as_array().unwrap();
+            assert_eq!(stages.iter().map(|s| s["cycles"].as_u64().unwrap()).max(), Some(ii), "{e}");
             let text = ok(&["hw", "estimate", s(model), "--board", board, "--reuse-factor", reuse]).stdout;
             assert!(text.contains("fc1") && text.contains("customers/s") && text.contains("binds:"), "{text}");
+            assert!(text.contains(&format!("-DLTVX_STREAM): II {ii} cycles (slowest: ltvx_stage")), "{text}");
         }
         let dsp =
             |m: &Path| json_stdout(&["hw", "estimate", s(m), "--board", board, "--json"])["total"]["dsp"].as_u64();
@@ -761,25 +765,99 @@ fn hw_export_writes_source_and_config() {
     assert_eq!(config["model_hash"], hash);
     assert_eq!(config["board"], "Alveo U55C");
     assert!(config["layers"].as_array().unwrap().iter().all(|l| l["reuse_factor"].as_u64().unwrap() <= 4));
-    assert!(source.contains(&format!("0x{}UL", hash.as_str().unwrap())));
-    // Bit-identical on the OpenCL device, when this machine has one (the conformance suite requires it in CI).
-    let v = ltvx(&["hw", "verify", s(&model), "--dir", s(&out), "--customers", "50"]);
-    assert_no_crash(&[], &v);
-    if v.code == Some(0) {
-        assert!(v.stdout.contains("50 customers bit-identical"), "{}", v.stdout);
-    } else {
-        let required = std::env::var("LTVX_REQUIRE").unwrap_or_default().split(',').any(|b| b.trim() == "opencl");
-        assert!(!required && v.stderr.contains("backend opencl"), "{}", v.stderr);
-        eprintln!("skipped: hw verify: {}", v.stderr.trim());
+    // The streaming form (-DLTVX_STREAM) in the same file, and what a host must launch for it.
+    let kernels = config["stream"]["kernels"].as_array().unwrap();
+    assert!(source.contains("#if !defined(LTVX_STREAM)") && kernels.len() >= 4, "{config}");
+    for k in kernels {
+        assert!(source.contains(&format!("__kernel void {}(", k["kernel"].as_str().unwrap())), "{k}");
     }
+    assert!(source.contains(&format!("0x{}UL", hash.as_str().unwrap())));
+    let ran = verify_export(&model, &out);
     // A kernel exported for another model is refused by its compiled-in hash (where OpenCL runs).
     let other = dir.path().join("other.ltvx");
     init_model(&other, &["--preset", "tiny", "--precision", "int8", "--seed", "9"]);
     let w = ltvx(&["hw", "verify", s(&other), "--dir", s(&out)]);
     assert!(
-        w.code != Some(0)
-            && w.stderr.contains(if v.code == Some(0) { "compiled for model hash" } else { "backend opencl" }),
+        w.code != Some(0) && w.stderr.contains(if ran { "compiled for model hash" } else { "backend opencl" }),
         "{}",
         w.stderr
     );
+}
+
+/// `hw verify` on an export: bit-identical on the OpenCL device when this machine has one (the
+/// conformance suite requires it in CI), else skipped with the reason. Whether it ran.
+fn verify_export(model: &Path, out: &Path) -> bool {
+    let v = ltvx(&["hw", "verify", s(model), "--dir", s(out), "--customers", "50"]);
+    assert_no_crash(&[], &v);
+    if v.code == Some(0) {
+        assert!(v.stdout.contains("50 customers bit-identical"), "{}", v.stdout);
+        return true;
+    }
+    let required = std::env::var("LTVX_REQUIRE").unwrap_or_default().split(',').any(|b| b.trim() == "opencl");
+    assert!(!required && v.stderr.contains("backend opencl"), "{}", v.stderr);
+    eprintln!("skipped: hw verify: {}", v.stderr.trim());
+    false
+}
+
+/// `--layer-reuse` gives named layers their own factor: the estimate shows each layer's, the one
+/// whose factor rose needs fewer multipliers and more cycles, the export carries the factors in its
+/// source and config and stays bit-identical; a typo or a 0 is refused by name.
+#[test]
+fn hw_per_layer_reuse_factors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, out) = (dir.path().join("tiny.ltvx"), dir.path().join("fpga"));
+    init_model(&model, &["--preset", "tiny", "--precision", "int8", "--sparsity", "0.3"]);
+    let estimate = |extra: &[&str]| {
+        let mut args = vec!["hw", "estimate", s(&model), "--board", "u250", "--reuse-factor", "2", "--json"];
+        args.extend_from_slice(extra);
+        json_stdout(&args)["layers"].as_array().unwrap().clone()
+    };
+    let (uniform, mixed) = (estimate(&[]), estimate(&["--layer-reuse", "fc1=8,conv1=1"]));
+    for (u, m) in uniform.iter().zip(&mixed) {
+        let field = |l: &Value, f: &str| l[f].as_u64().unwrap();
+        match m["name"].as_str().unwrap() {
+            "fc1" => assert!(
+                (field(u, "reuse_factor"), field(m, "reuse_factor")) == (2, 8)
+                    && field(m, "multipliers") < field(u, "multipliers")
+                    && field(m, "initiation_interval_cycles") > field(u, "initiation_interval_cycles")
+            ),
+            "conv1" => assert!(
+                (field(u, "reuse_factor"), field(m, "reuse_factor")) == (2, 1)
+                    && field(m, "multipliers") > field(u, "multipliers")
+            ),
+            _ => assert_eq!(m, u),
+        }
+    }
+    ok(&[
+        "hw",
+        "export",
+        s(&model),
+        "--board",
+        "u250",
+        "--layer-reuse",
+        "fc1=8",
+        "--layer-reuse",
+        "ltv=3",
+        "--out",
+        s(&out),
+    ]);
+    let config: Value = serde_json::from_str(&std::fs::read_to_string(out.join("ltvx_model.json")).unwrap()).unwrap();
+    let factors: Vec<(&str, u64)> = config["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["name"].as_str().unwrap(), l["reuse_factor"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        factors,
+        [("conv1", 1), ("conv2", 1), ("fc1", 8), ("ltv", 3), ("churn_logit", 1), ("segment_logits", 1)]
+    );
+    let source = std::fs::read_to_string(out.join("ltvx_model.cl")).unwrap();
+    assert!(source.contains("fc1 8, ltv 3,") && source.contains("// fc1: dense 48->32, "), "{source:.600}");
+    verify_export(&model, &out);
+    let base = ["hw", "estimate", s(&model), "--board", "u55c", "--layer-reuse"];
+    assert_clean_error(&[&base[..], &["fc9=2"]].concat(), &["no layer \"fc9\"", "conv1, conv2, fc1"]);
+    assert_clean_error(&[&base[..], &["conv2=0"]].concat(), &["--layer-reuse conv2=0", "at least 1"]);
+    assert_clean_error(&[&base[..], &["ltv=4"]].concat(), &["ltv has 3 outputs", "at most 3"]);
+    assert_clean_error(&[&base[..], &["fc1"]].concat(), &["NAME=N"]);
 }

@@ -250,11 +250,12 @@ fn opencl_single_work_item_conforms() {
 }
 
 /// The kernel `ltvx hw export` generates (int8 weights baked in as literals, zero weights left out)
-/// run on the OpenCL device against the reference: dense and pruned tiny models, batches 1, 3, 1000.
+/// run on the OpenCL device against the reference: dense and pruned tiny models, batches 1, 3, 1000,
+/// a uniform and a per-layer reuse factor.
 #[test]
 fn opencl_hw_export_conforms() {
     use ltvx::backend::opencl::runtime::Runtime;
-    use ltvx::hw::{export, net::Net, verify};
+    use ltvx::hw::{export, net::Net, reuse::Reuse, verify};
     let rt = match Selection::default().pick().and_then(Runtime::open) {
         Ok(rt) => rt,
         Err(reason) if !required(BackendKind::Opencl) => {
@@ -273,13 +274,18 @@ fn opencl_hw_export_conforms() {
             block: None,
         };
         let m = init(&opts).unwrap().into_model().unwrap();
-        let net = Net::of(&m, 2).unwrap();
-        let src = export::source(&m, &net);
-        for rows in [1, 3, 1000] {
-            let batch = synthetic::customers(m.graph().inputs, rows, 7);
-            let got = verify::run(&rt, export::SOURCE_FILE, verify::Kernel::Source(&src), &m, &net, &batch).unwrap();
-            let want = verify::reference(&m, &batch).unwrap();
-            assert_eq!(verify::first_difference(&net, &got, &want), None, "sparsity {sparsity}, {rows} customers");
+        let per_layer = Reuse { all: 2, layers: vec![("conv1".into(), 3), ("fc1".into(), 16)] };
+        for reuse in [Reuse::uniform(2), per_layer] {
+            let net = Net::of(&m, &reuse).unwrap();
+            let src = export::source(&m, &net);
+            for rows in [1, 3, 1000] {
+                let batch = synthetic::customers(m.graph().inputs, rows, 7);
+                let kernel = verify::Kernel::Source(&src);
+                let got = verify::run(&rt, export::SOURCE_FILE, kernel, &m, &net, &batch).unwrap();
+                let want = verify::reference(&m, &batch).unwrap();
+                let diff = verify::first_difference(&net, &got, &want);
+                assert_eq!(diff, None, "sparsity {sparsity}, {reuse:?}, {rows} customers");
+            }
         }
     }
 }

@@ -9,8 +9,9 @@ use ltvx::backend::opencl::runtime::Runtime;
 use ltvx::data::synthetic;
 use ltvx::hw::board::{Board, boards_dir};
 use ltvx::hw::estimate::{Estimate, checked};
-use ltvx::hw::export;
+use ltvx::hw::export::{self, STREAM};
 use ltvx::hw::net::Net;
+use ltvx::hw::reuse::{self, Reuse};
 use ltvx::hw::verify;
 use ltvx::{Error, Model, Result};
 
@@ -44,6 +45,10 @@ struct Target {
     /// Cycles each layer's multipliers are reused per output vector (capped at a layer's outputs).
     #[arg(long, default_value_t = 1)]
     reuse_factor: usize,
+    /// Layers with a reuse factor of their own, overriding --reuse-factor: e.g. `conv1=4,fc1=16`
+    /// (the names `ltvx hw estimate` lists; at most a layer's outputs). Repeatable.
+    #[arg(long, value_name = "NAME=N,...", value_delimiter = ',', value_parser = reuse::parse_item)]
+    layer_reuse: Vec<(String, usize)>,
 }
 
 #[derive(clap::Args)]
@@ -85,8 +90,8 @@ struct EstimateArgs {
 fn open(t: &Target) -> Result<(Model, Net, Board, Estimate)> {
     let board = Board::find(&t.board, &boards_dir())?;
     let model = Model::open(&t.model)?;
-    let net = Net::of(&model, t.reuse_factor)?;
-    let estimate = checked(&net, &board, |r| Net::of(&model, r))?;
+    let reuse = Reuse { all: t.reuse_factor, layers: t.layer_reuse.clone() };
+    let (net, estimate) = checked(&model, &reuse, &board)?;
     Ok((model, net, board, estimate))
 }
 
@@ -99,13 +104,14 @@ pub fn run(a: Args) -> Result<ExitCode> {
                 writeln!(w, "wrote {} and {}", src.display(), cfg.display())?;
                 writeln!(
                     w,
-                    "{}: estimated {} DSPs, {} {}, {:.2} µs per customer at {} MHz (ltvx hw estimate for the detail)",
+                    "{}: estimated {} DSPs, {} {}, {:.2} µs per customer at {} MHz; streamed (STREAM=1) {:.0} customers/s (ltvx hw estimate for the detail)",
                     board.name,
                     estimate.dsp,
                     estimate.ram_blocks,
                     board.ram_name,
                     estimate.latency_us(),
-                    board.clock_mhz
+                    board.clock_mhz,
+                    estimate.stream_customers_per_s()
                 )
             })?;
         }
@@ -120,7 +126,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
                 }
                 (None, None) => unreachable!("clap requires --dir or --binary"),
             };
-            let net = Net::of(&model, 1)?;
+            // Reuse groups change the schedule, never a head value: any factor checks the outputs.
+            let net = Net::of(&model, &Reuse::uniform(1))?;
             let opencl = |reason: String| Error::Backend { backend: "opencl".into(), reason };
             let rt = v.device.opencl().pick().and_then(Runtime::open).map_err(opencl)?;
             let batch = synthetic::customers(model.graph().inputs, v.customers as usize, 1);
@@ -192,6 +199,22 @@ fn write_text(w: &mut dyn Write, e: &Estimate, b: &Board) -> std::io::Result<()>
         e.latency_us(),
         e.customers_per_s(),
         e.binding(b)
+    )?;
+    writeln!(w, "{:<24} {:>8}", "streaming stage", "cycles")?;
+    for st in &e.stages {
+        writeln!(w, "{:<24} {:>8}", st.kernel, st.cycles)?;
+    }
+    writeln!(
+        w,
+        "streaming      {} kernels (-D{STREAM}): II {} cycles (slowest: {}) = {:.0} customers/s; latency {} cycles = {:.2} µs; channels +{} {}",
+        e.stages.len(),
+        e.slowest_stage().cycles,
+        e.slowest_stage().kernel,
+        e.stream_customers_per_s(),
+        e.stream_latency_cycles,
+        e.stream_latency_cycles as f64 / e.clock_mhz,
+        e.channel_ram_blocks,
+        b.ram_name
     )?;
     writeln!(
         w,

@@ -2,17 +2,23 @@
 //! hls4ml idea: a zero weight of a pruned model is simply absent from the source, so it costs no
 //! multiplier), plus the host config (`ltvx_model.json`).
 //!
-//! The kernel is one single-work-item task: a loop over customers, and inside it one loop nest per
-//! layer over on-chip (private) buffers — padded convolution inputs, accumulators, the concatenated
-//! row. Each layer's outputs are split into `reuse` groups taken one per iteration of a pipelined
-//! loop (`switch` on the group), so a layer needs the multipliers of its largest group. Vendor
-//! features sit behind macros that expand to nothing elsewhere, so the very same file builds on PoCL
-//! and is proven bit-identical to the reference there: `LTVX_UNROLL`/`LTVX_PIPELINE` become aoc's
-//! `#pragma unroll` / `#pragma ii 1` under `INTELFPGA_CL` and Vitis' `opencl_unroll_hint` /
-//! `xcl_pipeline_loop` attributes under `LTVX_XILINX` (set by hw/fpga/Makefile).
+//! The source holds each pipeline stage (stages.rs) once, as a function over on-chip (private)
+//! buffers (stage_cl.rs), and two ways to run them:
 //!
-//! The arithmetic is docs/NUMERICS.md's: folded biases, sums in `uint` (defined wrap-around), and
-//! kernels/opencl/int8_math.cl's `requant`, copied into the generated file so it stands alone.
+//! - the **single task** `ltvx_model` (the default): a loop over customers calling the stages in
+//!   turn, so the layers of one customer run one after another. This is what PoCL builds, what CI
+//!   proves bit-identical to the reference, and what `ltvx hw verify` runs;
+//! - the **streaming form**, under `LTVX_STREAM`: one single-work-item kernel per stage, each
+//!   joined to the next by a channel (aoc, `cl_intel_channels`) or a pipe (v++), so while one stage
+//!   works on customer n the next works on customer n − 1 (a dataflow pipeline). No vendor tool has
+//!   compiled it here (neither aoc nor v++ is installed); CI builds it on PoCL only with stand-in
+//!   channel macros, to check that it is well-formed.
+//!
+//! Vendor features sit behind macros that expand to nothing elsewhere, so the very same file builds
+//! on PoCL: `LTVX_UNROLL`/`LTVX_PIPELINE` become aoc's `#pragma unroll` / `#pragma ii 1` under
+//! `INTELFPGA_CL` and Vitis' `opencl_unroll_hint` / `xcl_pipeline_loop` attributes under
+//! `LTVX_XILINX` (set by hw/fpga/Makefile); `LTVX_CHANNEL`/`LTVX_READ`/`LTVX_WRITE` become channels or
+//! pipes only when `LTVX_STREAM` is defined as well.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -20,19 +26,27 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use super::board::Board;
-use super::net::{Layer, Net, Shape};
+use super::net::{Net, Shape};
+use super::stage_cl::{function, param};
+use super::stages::{BUFFERS, Stage, ident};
 use crate::backend::opencl::binary::{MODEL_HASH_CL, model_hash};
 use crate::error::{Error, Result};
 use crate::model::Model;
 
 const INT8_MATH_CL: &str = include_str!("../../kernels/opencl/int8_math.cl");
 
-/// The generated kernel's name and the files an export writes.
+/// The generated single task's name and the files an export writes.
 pub const KERNEL: &str = "ltvx_model";
 pub const SOURCE_FILE: &str = "ltvx_model.cl";
 pub const CONFIG_FILE: &str = "ltvx_model.json";
 
-/// Vendor attributes, each empty on other OpenCL compilers (PoCL).
+/// The macro that selects the streaming form, and the line listing its kernels (which
+/// hw/fpga/Makefile reads to compile one v++ object per kernel).
+pub const STREAM: &str = "LTVX_STREAM";
+pub const STREAM_KERNELS: &str = "// LTVX_STREAM_KERNELS:";
+
+/// Vendor attributes, each empty on other OpenCL compilers (PoCL), and the channel macros of the
+/// streaming form.
 const PRELUDE: &str = r#"#define LTVX_PRAGMA(x) _Pragma(#x)
 #if defined(INTELFPGA_CL)
 // aoc: one work-item task; loops pipelined at II 1, unrolled where asked.
@@ -49,19 +63,40 @@ const PRELUDE: &str = r#"#define LTVX_PRAGMA(x) _Pragma(#x)
 #define LTVX_PIPELINE
 #define LTVX_UNROLL
 #endif
+
+// The streaming form (-DLTVX_STREAM, hw/fpga/Makefile STREAM=1): stages joined by blocking FIFOs of
+// bytes, channels for aoc (Intel 683846, cl_intel_channels) and pipes for v++ (AMD UG1393,
+// xcl_reqd_pipe_depth: depths 16 to 32768, powers of two; one writer and one reader kernel each).
+// Written from those guides and never compiled by either tool in ltvx's CI. Another toolchain may
+// define the three macros itself.
+#if defined(LTVX_STREAM) && defined(INTELFPGA_CL)
+#pragma OPENCL EXTENSION cl_intel_channels : enable
+#define LTVX_CHANNEL(c, d) channel uchar c __attribute__((depth(d)))
+#define LTVX_READ(c, v) v = read_channel_intel(c)
+#define LTVX_WRITE(c, v) write_channel_intel(c, v)
+#elif defined(LTVX_STREAM) && defined(LTVX_XILINX)
+#define LTVX_CHANNEL(c, d) pipe uchar c __attribute__((xcl_reqd_pipe_depth(d)))
+#define LTVX_READ(c, v) read_pipe_block(c, &(v))
+#define LTVX_WRITE(c, v) write_pipe_block(c, &(v))
+#elif defined(LTVX_STREAM) && !defined(LTVX_CHANNEL)
+#error "LTVX_STREAM needs channels or pipes: aoc (INTELFPGA_CL) or v++ with -DLTVX_XILINX"
+#endif
 "#;
 
 /// The OpenCL C of `net` for `model` (whose hash it carries).
 pub fn source(model: &Model, net: &Net) -> String {
+    let stages = net.stages();
     let mut s = String::new();
     let w = &mut s;
     let _ = writeln!(w, "// Generated by `ltvx hw export` for model {} — do not edit.", model.hash());
     let _ = writeln!(w, "// int8 weights are literals; zero weights are left out and cost no multiplier.");
     let _ = writeln!(
         w,
-        "// Reuse factors: {}.\n",
+        "// Reuse factors: {}.",
         net.layers().map(|l| format!("{} {}", l.name, l.reuse)).collect::<Vec<_>>().join(", ")
     );
+    let kernels: Vec<String> = stages.iter().enumerate().map(|(i, st)| st.kernel(i)).collect();
+    let _ = writeln!(w, "{STREAM_KERNELS} {}\n", kernels.join(" "));
     w.push_str(PRELUDE);
     w.push('\n');
     w.push_str(INT8_MATH_CL);
@@ -74,162 +109,93 @@ pub fn source(model: &Model, net: &Net) -> String {
             let _ = writeln!(w, "__constant int {}_shift[{}] = {{{}}};", ident(&l.name), r.shift.len(), list(&r.shift));
         }
     }
+    for (i, st) in stages.iter().enumerate() {
+        function(w, net, st, i);
+    }
     let _ = writeln!(
         w,
         "\n// seq: [rows][{}][{}] u8, stat: [rows][{}] u8 (host-quantized); heads: i32 accumulators.",
         net.seq_channels, net.seq_len, net.static_features
     );
-    let _ = writeln!(
-        w,
-        "SINGLE_WORK_ITEM\n__kernel void {KERNEL}(__global const uchar* restrict seq, __global const uchar* restrict stat,\n    __global int* restrict ltv, __global int* restrict churn, __global int* restrict segment, int rows) {{"
-    );
-    let _ = writeln!(w, "  for (int b = 0; b < rows; b++) {{");
-    let _ = writeln!(w, "    uchar a0[{}];", net.seq_channels * net.seq_len);
-    let _ = writeln!(
-        w,
-        "    LTVX_PIPELINE for (int i = 0; i < {n}; i++) a0[i] = seq[(size_t)b * {n} + i];",
-        n = net.seq_channels * net.seq_len
-    );
-    let mut x = "a0".to_string();
-    for (i, (l, &pad)) in net.convs.iter().zip(&net.conv_pad).enumerate() {
-        conv(w, l, pad, &x, i + 1);
-        x = format!("a{}", i + 1);
-    }
-    let g = &net.gap;
-    let _ = writeln!(w, "    // global average pool into the concatenated row");
-    let _ = writeln!(w, "    uchar row[{}];", net.concat_width);
-    let _ = writeln!(
-        w,
-        "    LTVX_PIPELINE for (int c = 0; c < {ch}; c++) {{\n      uint s = (uint)({});\n      LTVX_UNROLL for (int t = 0; t < {st}; t++) s += {x}[c * {st} + t];\n      row[{off} + c] = requant((int)s, {}, {}, {}, 0);\n    }}",
-        -(g.steps as i64) * g.z_in as i64,
-        g.mult,
-        g.shift,
-        g.z_out,
-        ch = g.channels,
-        st = g.steps,
-        off = g.offset,
-    );
-    if net.static_features > 0 {
-        let _ = writeln!(
-            w,
-            "    LTVX_PIPELINE for (int i = 0; i < {n}; i++) row[{off} + i] = stat[(size_t)b * {n} + i];",
-            n = net.static_features,
-            off = net.static_offset
-        );
-    }
-    let mut x = "row".to_string();
-    for (i, l) in net.denses.iter().enumerate() {
-        let y = format!("d{}", i + 1);
-        let _ = writeln!(w, "    uchar {y}[{}];", l.outputs());
-        dense(w, l, &x, &|o, acc| {
-            let r = l.requant.as_ref().expect("trunk layers requantize");
-            format!(
-                "{y}[{o}] = requant((int)({acc}), {n}_mult[{o}], {n}_shift[{o}], {}, {});",
-                r.z_out,
-                r.relu as i32,
-                n = ident(&l.name)
-            )
-        });
-        x = y;
-    }
-    for (l, out) in net.heads.iter().zip(["ltv", "churn", "segment"]) {
-        dense(w, l, &x, &|o, acc| format!("{out}[(size_t)b * {} + {o}] = (int)({acc});", l.outputs()));
-    }
-    let _ = writeln!(w, "  }}\n}}");
+    let _ = writeln!(w, "#if !defined({STREAM})");
+    single_task(w, net, &stages);
+    let _ = writeln!(w, "#else");
+    streaming(w, net, &stages);
+    let _ = writeln!(w, "#endif");
     s
-}
-
-/// A C identifier for a layer name.
-fn ident(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect()
 }
 
 fn list(v: &[i32]) -> String {
     v.iter().map(i32::to_string).collect::<Vec<_>>().join(", ")
 }
 
-/// `(uint)bias + Σ (uint)(w·x[index(j)])` over the non-zero weights of `row`.
-fn sum(bias: i32, row: &[i8], index: impl Fn(usize) -> String) -> String {
-    let mut e = format!("(uint){bias}");
-    for (j, &wj) in row.iter().enumerate().filter(|(_, w)| **w != 0) {
-        let _ = write!(e, " + (uint)({wj} * (int){})", index(j));
-    }
-    e
+/// `SINGLE_WORK_ITEM __kernel void name(<buffers>, int rows) {` and the loop over customers.
+fn open_kernel(w: &mut String, name: &str, buffers: &[&str]) {
+    let params: Vec<String> = buffers.iter().map(|b| param(b)).chain(["int rows".into()]).collect();
+    let _ = writeln!(w, "SINGLE_WORK_ITEM\n__kernel void {name}({}) {{", params.join(", "));
+    let _ = writeln!(w, "  for (int b = 0; b < rows; b++) {{");
 }
 
-/// Emits `for r in groups: switch (r) { case g: <stmt of each output of g> }`, pipelined.
-fn grouped(w: &mut String, l: &Layer, indent: &str, stmt: &dyn Fn(usize) -> String) {
-    let _ = writeln!(w, "{indent}LTVX_PIPELINE for (int r = 0; r < {}; r++) {{\n{indent}  switch (r) {{", l.reuse);
-    for (g, outs) in l.groups().into_iter().enumerate() {
-        let _ = writeln!(w, "{indent}  case {g}:");
-        for o in outs {
-            let _ = writeln!(w, "{indent}    {}", stmt(o));
+/// The first stage's input: the customer's `seq` row, copied into `a0`.
+fn load_seq(w: &mut String, net: &Net) {
+    let n = net.row("seq");
+    let _ = writeln!(w, "    uchar a0[{n}];");
+    let _ = writeln!(w, "    LTVX_PIPELINE for (int i = 0; i < {n}; i++) a0[i] = seq[(size_t)b * {n} + i];");
+}
+
+/// Stage `i` on customer `b`: its output buffer `a{i+1}` and the call, from `a{i}`.
+fn call(w: &mut String, net: &Net, stage: &Stage, i: usize) {
+    let mut args = vec![format!("a{i}")];
+    args.extend(stage.buffers.iter().filter(|&&b| b != "seq").map(|b| format!("{b} + (size_t)b * {}", net.row(b))));
+    if stage.output > 0 {
+        let _ = writeln!(w, "    uchar a{}[{}];", i + 1, stage.output);
+        args.push(format!("a{}", i + 1));
+    }
+    let _ = writeln!(w, "    {}({});", stage.function(i), args.join(", "));
+}
+
+/// The default form: one task, every stage in turn for each customer.
+fn single_task(w: &mut String, net: &Net, stages: &[Stage]) {
+    open_kernel(w, KERNEL, &BUFFERS);
+    load_seq(w, net);
+    for (i, st) in stages.iter().enumerate() {
+        call(w, net, st, i);
+    }
+    let _ = writeln!(w, "  }}\n}}");
+}
+
+/// The streaming form: a channel between consecutive stages and a kernel per stage that reads its
+/// input from the previous stage's channel (the first from `seq`), calls the stage and writes its
+/// output to its own channel (the heads to global memory).
+fn streaming(w: &mut String, net: &Net, stages: &[Stage]) {
+    for (i, st) in stages.iter().enumerate().filter(|(_, st)| st.output > 0) {
+        let _ = writeln!(w, "LTVX_CHANNEL({}, {});", Stage::channel(i), st.depth());
+    }
+    for (i, st) in stages.iter().enumerate() {
+        open_kernel(w, &st.kernel(i), &st.buffers);
+        if i == 0 {
+            load_seq(w, net);
+        } else {
+            let _ = writeln!(w, "    uchar a{i}[{}];", st.input);
+            let _ = writeln!(
+                w,
+                "    LTVX_PIPELINE for (int i = 0; i < {}; i++) LTVX_READ({}, a{i}[i]);",
+                st.input,
+                Stage::channel(i - 1)
+            );
         }
-        let _ = writeln!(w, "{indent}    break;");
+        call(w, net, st, i);
+        if st.output > 0 {
+            let _ = writeln!(
+                w,
+                "    LTVX_PIPELINE for (int i = 0; i < {}; i++) LTVX_WRITE({}, a{}[i]);",
+                st.output,
+                Stage::channel(i),
+                i + 1
+            );
+        }
+        let _ = writeln!(w, "  }}\n}}");
     }
-    let _ = writeln!(w, "{indent}  }}\n{indent}}}");
-}
-
-/// A convolution from `x` into `a{n}`: pad, accumulate per step, pool and requantize.
-fn conv(w: &mut String, l: &Layer, pad: i32, x: &str, n: usize) {
-    let Shape::Conv { in_c, out_c, kernel, left, t_in, t_conv, pool } = l.shape else { unreachable!("a conv layer") };
-    let width = t_conv + kernel - 1;
-    let r = l.requant.as_ref().expect("convolutions requantize");
-    let t_out = if pool { t_conv / 2 } else { t_conv };
-    let name = ident(&l.name);
-    let _ = writeln!(
-        w,
-        "    // {}: conv1d {in_c}->{out_c}, kernel {kernel}, {} of {} weights non-zero, reuse {}",
-        l.name,
-        l.nonzero(),
-        l.weights.len(),
-        l.reuse
-    );
-    // Padding positions hold the input zero point: the folded bias counts them as real zeros.
-    let _ = writeln!(w, "    uchar p{n}[{}];", in_c * width);
-    let _ = writeln!(
-        w,
-        "    LTVX_PIPELINE for (int c = 0; c < {in_c}; c++)\n      for (int t = 0; t < {width}; t++) p{n}[c * {width} + t] = (t >= {left} && t < {}) ? {x}[c * {t_in} + t - {left}] : (uchar){pad};",
-        left + t_in
-    );
-    let _ = writeln!(w, "    int acc{n}[{}];", out_c * t_conv);
-    let _ = writeln!(w, "    for (int t = 0; t < {t_conv}; t++) {{");
-    let k = l.reduction();
-    grouped(w, l, "      ", &|o| {
-        let e = sum(l.bias[o], &l.weights[o * k..(o + 1) * k], |j| {
-            format!("p{n}[{} + t]", (j / kernel) * width + j % kernel)
-        });
-        format!("acc{n}[{} + t] = (int)({e});", o * t_conv)
-    });
-    let _ = writeln!(w, "    }}");
-    let _ = writeln!(w, "    uchar a{n}[{}];", out_c * t_out);
-    // Requantization is monotone, so pooling the accumulators gives the bits of pooling the outputs.
-    let acc = if pool {
-        format!("max(acc{n}[o * {t_conv} + 2 * t], acc{n}[o * {t_conv} + 2 * t + 1])")
-    } else {
-        format!("acc{n}[o * {t_conv} + t]")
-    };
-    let _ = writeln!(
-        w,
-        "    LTVX_PIPELINE for (int o = 0; o < {out_c}; o++)\n      for (int t = 0; t < {t_out}; t++) a{n}[o * {t_out} + t] = requant({acc}, {name}_mult[o], {name}_shift[o], {}, {});",
-        r.z_out, r.relu as i32
-    );
-}
-
-/// A dense layer reading `x`; `store(o, acc)` writes output o's accumulator expression.
-fn dense(w: &mut String, l: &Layer, x: &str, store: &dyn Fn(usize, &str) -> String) {
-    let _ = writeln!(
-        w,
-        "    // {}: dense {}->{}, {} of {} weights non-zero, reuse {}",
-        l.name,
-        l.reduction(),
-        l.outputs(),
-        l.nonzero(),
-        l.weights.len(),
-        l.reuse
-    );
-    let k = l.reduction();
-    grouped(w, l, "    ", &|o| store(o, &sum(l.bias[o], &l.weights[o * k..(o + 1) * k], |j| format!("{x}[{j}]"))));
 }
 
 /// The host config: what a host program needs to drive the kernel, and what it was built for.
@@ -263,6 +229,29 @@ pub fn config(model: &Model, net: &Net, board: &Board) -> serde_json::Value {
         },
         "outputs": net.heads.iter().zip(["ltv", "churn", "segment"]).map(|(h, n)| json!({"name": n, "layer": h.name, "width": h.outputs(), "type": "i32 accumulators"})).collect::<Vec<_>>(),
         "layers": layers,
+        "stream": stream_config(net),
+    })
+}
+
+/// How a host runs the streaming form: its kernels, their arguments and queues, its channels.
+fn stream_config(net: &Net) -> serde_json::Value {
+    let stages = net.stages();
+    let channel = |i: usize| (stages[i].output > 0).then(|| Stage::channel(i));
+    json!({
+        "define": STREAM,
+        "launch": "write seq and stat; enqueue every kernel below once with the same rows, each on its own in-order \
+            command queue (its `queue`) or all on one out-of-order queue, so that they run at the same time (each blocks \
+            on its channels until its neighbours run; one in-order queue for all of them deadlocks once a channel is \
+            full); wait for all; read ltv, churn and segment. This build has no ltvx_model kernel; ltvx_model_hash is kept.",
+        "kernels": stages.iter().enumerate().map(|(i, st)| json!({
+            "kernel": st.kernel(i), "queue": i,
+            "args": st.buffers.iter().copied().chain(["rows"]).collect::<Vec<_>>(),
+            "reads_channel": i.checked_sub(1).and_then(channel), "writes_channel": channel(i),
+        })).collect::<Vec<_>>(),
+        "channels": stages.iter().enumerate().filter(|(_, st)| st.output > 0).map(|(i, st)| json!({
+            "name": Stage::channel(i), "from": st.kernel(i), "to": stages[i + 1].kernel(i + 1),
+            "bytes_per_customer": st.output, "depth": st.depth(),
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -274,4 +263,117 @@ pub fn write(dir: &Path, model: &Model, net: &Net, board: &Board) -> Result<[Pat
     let text = serde_json::to_string_pretty(&config(model, net, board)).expect("JSON values serialize") + "\n";
     std::fs::write(&cfg, text).map_err(|e| Error::io(&cfg, e))?;
     Ok([src, cfg])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hw::reuse::Reuse;
+    use crate::model::init::{InitOptions, init};
+    use crate::model::{Precision, Preset};
+
+    fn model(preset: Preset, sparsity: f64) -> Model {
+        let opts = InitOptions { preset, precision: Precision::Int8, seed: 5, sparsity, inputs: None, block: None };
+        init(&opts).unwrap().into_model().unwrap()
+    }
+
+    /// One kernel of the streaming expansion: its name, and each channel loop as (channel, values).
+    struct Parsed {
+        name: String,
+        body: String,
+        reads: Vec<(String, usize)>,
+        writes: Vec<(String, usize)>,
+    }
+
+    /// `for (int i = 0; i < N; i++) LTVX_<op>(channel, …)` lines of `body`.
+    fn channel_loops(body: &str, op: &str) -> Vec<(String, usize)> {
+        body.lines()
+            .filter_map(|l| {
+                let (head, call) = l.split_once(&format!("LTVX_{op}("))?;
+                let n = head.split("i < ").nth(1)?.split(';').next()?.parse().ok()?;
+                Some((call.split(',').next()?.to_string(), n))
+            })
+            .collect()
+    }
+
+    /// The `#else` branch of `#if !defined(LTVX_STREAM)`: channel declarations and kernels.
+    fn streaming_part(src: &str) -> (Vec<(String, usize)>, Vec<Parsed>) {
+        let part = src.split(&format!("#if !defined({STREAM})")).nth(1).unwrap().split("\n#else\n").nth(1).unwrap();
+        let part = part.split("\n#endif").next().unwrap();
+        let channels = part
+            .lines()
+            .filter_map(|l| l.strip_prefix("LTVX_CHANNEL(")?.strip_suffix(");")?.split_once(", "))
+            .map(|(c, d)| (c.to_string(), d.parse().unwrap()))
+            .collect();
+        let kernels = part
+            .split("__kernel void ")
+            .skip(1)
+            .map(|k| Parsed {
+                name: k.split('(').next().unwrap().to_string(),
+                body: k.to_string(),
+                reads: channel_loops(k, "READ"),
+                writes: channel_loops(k, "WRITE"),
+            })
+            .collect();
+        (channels, kernels)
+    }
+
+    /// The streaming expansion has one kernel per stage, in the order the host config and the
+    /// Makefile's kernel list give; each channel is declared once, written by one stage and read by
+    /// the next, as many values as the writer's layer produces per customer (counted here from the
+    /// layer shapes), and deep enough for a whole customer; each stage calls its function once; the
+    /// first reads `seq`, the pool `stat`, the last writes the heads.
+    #[test]
+    fn the_streaming_form_has_a_kernel_per_stage_joined_by_balanced_channels() {
+        let per_layer = Reuse { all: 3, layers: vec![("fc1".into(), 1)] };
+        for (m, reuse) in [(model(Preset::Tiny, 0.0), Reuse::uniform(1)), (model(Preset::Base, 0.6), per_layer)] {
+            let net = Net::of(&m, &reuse).unwrap();
+            let src = source(&m, &net);
+            let (channels, kernels) = streaming_part(&src);
+            let produced: Vec<usize> = net
+                .convs
+                .iter()
+                .map(|l| match l.shape {
+                    Shape::Conv { out_c, t_conv, pool, .. } => out_c * if pool { t_conv / 2 } else { t_conv },
+                    Shape::Dense { .. } => unreachable!(),
+                })
+                .chain([net.concat_width])
+                .chain(net.denses.iter().map(|l| l.outputs()))
+                .collect();
+            assert_eq!(kernels.len(), produced.len() + 1, "a kernel per stage");
+            let names: Vec<&str> = kernels.iter().map(|k| k.name.as_str()).collect();
+            let listed = src.lines().find_map(|l| l.strip_prefix(STREAM_KERNELS)).unwrap();
+            assert_eq!(listed.split_whitespace().collect::<Vec<_>>(), names);
+            let launched = config(&m, &net, &test_board())["stream"]["kernels"].clone();
+            let launched: Vec<&str> =
+                launched.as_array().unwrap().iter().map(|k| k["kernel"].as_str().unwrap()).collect();
+            assert_eq!(launched, names);
+            assert_eq!(channels.len(), produced.len());
+            for (i, ((channel, depth), &values)) in channels.iter().zip(&produced).enumerate() {
+                let writers: Vec<usize> =
+                    (0..kernels.len()).filter(|&k| kernels[k].writes.iter().any(|(c, _)| c == channel)).collect();
+                let readers: Vec<usize> =
+                    (0..kernels.len()).filter(|&k| kernels[k].reads.iter().any(|(c, _)| c == channel)).collect();
+                assert_eq!((writers.as_slice(), readers.as_slice()), ([i].as_slice(), [i + 1].as_slice()), "{channel}");
+                assert_eq!(kernels[i].writes, [(channel.clone(), values)], "{channel}");
+                assert_eq!(kernels[i + 1].reads, [(channel.clone(), values)], "{channel}");
+                assert!(*depth >= values && depth.is_power_of_two() && (16..=32768).contains(depth), "{channel}");
+            }
+            for (i, k) in kernels.iter().enumerate() {
+                let function = format!("ltvx_{i}_{}(", k.name.split_once('_').unwrap().1.split_once('_').unwrap().1);
+                assert_eq!(k.body.matches(&function).count(), 1, "{}", k.name);
+            }
+            assert!(kernels[0].body.contains("a0[i] = seq[(size_t)b * ") && kernels[0].reads.is_empty());
+            let pool = &kernels[net.convs.len()];
+            assert!(
+                pool.name.ends_with("_pool") && pool.body.contains("(__global const uchar* restrict stat, int rows)")
+            );
+            let heads = kernels.last().unwrap();
+            assert!(heads.writes.is_empty() && heads.body.contains("ltv + (size_t)b * "));
+        }
+    }
+
+    fn test_board() -> Board {
+        Board::find("u55c", Path::new(crate::hw::board::BOARDS_DIR)).unwrap()
+    }
 }

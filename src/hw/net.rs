@@ -1,7 +1,7 @@
 //! A model's int8 network as the hardware sees it: each layer with its shapes, its s8 weights, its
 //! bias with the zero-point terms folded in (docs/NUMERICS.md D, as every int8 backend folds them),
-//! its requantization and the per-layer reuse factor — the number of cycles one multiplier array is
-//! reused for one output vector. Export and estimate both read this one description, so the
+//! its requantization and its own reuse factor (reuse.rs) — the number of cycles one multiplier array
+//! is reused for one output vector. Export and estimate both read this one description, so the
 //! estimate counts exactly the multiplies the generated kernel contains.
 
 use crate::backend::cpu::int8::fold_zero_points;
@@ -10,6 +10,8 @@ use crate::error::{Error, Result};
 use crate::model::graph::{SEQ, STATIC};
 use crate::model::quant::ActQuant;
 use crate::model::{Model, Precision};
+
+use super::reuse::Reuse;
 
 /// What a layer computes, with its sizes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,17 +134,14 @@ impl Layer {
 }
 
 impl Net {
-    /// The network of an int8 `model`, every layer at reuse factor `reuse` (capped at its outputs).
-    pub fn of(model: &Model, reuse: usize) -> Result<Net> {
+    /// The network of an int8 `model`, each layer at its factor of `reuse`.
+    pub fn of(model: &Model, reuse: &Reuse) -> Result<Net> {
         let unsupported = |why: String| Error::Input(format!("the FPGA export needs {why}"));
         if model.precision() != Precision::Int8 {
             return Err(unsupported(format!(
                 "an int8 model; this one is {} (ltvx compress --to int8)",
                 model.precision()
             )));
-        }
-        if reuse == 0 {
-            return Err(Error::Input("--reuse-factor must be at least 1".into()));
         }
         let p = Program::compile(model.graph(), &model.shapes)
             .map_err(|e| unsupported(format!("the preset network shape: {e}")))?;
@@ -176,9 +175,7 @@ impl Net {
                     relu,
                 }
             });
-            let mut l = Layer { name: name.to_string(), shape, weights, bias, requant, reuse: 1 };
-            l.reuse = reuse.min(l.outputs());
-            Ok(l)
+            Ok(Layer { name: name.to_string(), shape, weights, bias, requant, reuse: 1 })
         };
         let mut conv_pad = Vec::new();
         let mut convs = Vec::new();
@@ -215,7 +212,7 @@ impl Net {
             .iter()
             .map(|(name, width)| layer(name, Shape::Dense { n_in: p.trunk_width, n_out: *width }, None))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Net {
+        let mut net = Net {
             seq: q.activations[SEQ],
             stat: q.activations[STATIC],
             seq_channels: p.seq_channels,
@@ -228,11 +225,21 @@ impl Net {
             gap,
             denses,
             heads,
-        })
+        };
+        let names: Vec<(&str, usize)> = net.layers().map(|l| (l.name.as_str(), l.outputs())).collect();
+        let factors = reuse.resolve(&names)?;
+        for (l, r) in net.layers_mut().zip(factors) {
+            l.reuse = r;
+        }
+        Ok(net)
     }
 
     /// Every multiplying layer in order.
     pub fn layers(&self) -> impl Iterator<Item = &Layer> {
         self.convs.iter().chain(&self.denses).chain(&self.heads)
+    }
+
+    fn layers_mut(&mut self) -> impl Iterator<Item = &mut Layer> {
+        self.convs.iter_mut().chain(&mut self.denses).chain(&mut self.heads)
     }
 }

@@ -12,7 +12,7 @@ use crate::backend::reference::ReferencePlan;
 use crate::engine::{Batch, HeadValues};
 use crate::model::Model;
 
-use super::export::KERNEL;
+use super::export::{KERNEL, STREAM};
 use super::net::Net;
 
 /// The three heads' i32 accumulators, `[customer][output]` each.
@@ -33,7 +33,10 @@ pub fn run(rt: &Runtime, what: &str, kernel: Kernel, model: &Model, net: &Net, b
         Kernel::Binary(path) => load(rt, path)?,
     };
     check_model(rt, &program, what, model)?;
-    let kernel = rt.kernel(&program, KERNEL)?;
+    // A streaming build (STREAM=1) has one kernel per stage instead, which this host does not drive.
+    let kernel = rt.kernel(&program, KERNEL).map_err(|e| {
+        format!("{what}: {e}; a streaming build (-D{STREAM})? hw verify runs the single task: build without STREAM=1")
+    })?;
     let rows = batch.len();
     let mut events = Vec::new();
     // Inputs quantized on the host (docs/NUMERICS.md A); a zero-sized buffer is not allowed.
@@ -95,6 +98,7 @@ mod tests {
     use crate::data::synthetic;
     use crate::hw::board::{BOARDS_DIR, Board};
     use crate::hw::export::source;
+    use crate::hw::reuse::Reuse;
     use crate::model::init::{InitOptions, init};
     use crate::model::{Precision, Preset};
 
@@ -115,19 +119,22 @@ mod tests {
     }
 
     /// The generated kernel, weights baked in, equals the reference bit for bit: dense and pruned
-    /// models, batches 1, 3 and 1000, several reuse factors (the grouping must not change a bit).
+    /// models, batches 1, 3 and 1000, uniform and per-layer reuse factors (the grouping must not
+    /// change a bit).
     #[test]
     fn exported_kernels_are_bit_identical_to_the_reference() {
         let Some(rt) = runtime() else { return };
+        let per_layer =
+            Reuse { all: 2, layers: vec![("conv2".into(), 5), ("fc1".into(), 7), ("segment_logits".into(), 1)] };
         for (what, m) in [("dense", model(0.0)), ("pruned 60%", model(0.6))] {
-            for reuse in [1, 3] {
-                let net = Net::of(&m, reuse).unwrap();
+            for reuse in [Reuse::uniform(1), Reuse::uniform(3), per_layer.clone()] {
+                let net = Net::of(&m, &reuse).unwrap();
                 let src = source(&m, &net);
                 for rows in [1, 3, 1000] {
                     let batch = synthetic::customers(m.graph().inputs, rows, rows as u64);
                     let got = run(&rt, "ltvx_model.cl", Kernel::Source(&src), &m, &net, &batch).unwrap();
                     let want = reference(&m, &batch).unwrap();
-                    assert_eq!(first_difference(&net, &got, &want), None, "{what}, reuse {reuse}, {rows} customers");
+                    assert_eq!(first_difference(&net, &got, &want), None, "{what}, {reuse:?}, {rows} customers");
                     assert!(got == want);
                 }
             }
@@ -141,7 +148,7 @@ mod tests {
     fn vendor_branches_build_and_conform() {
         let Some(rt) = runtime() else { return };
         let m = model(0.5);
-        let net = Net::of(&m, 2).unwrap();
+        let net = Net::of(&m, &Reuse::uniform(2)).unwrap();
         let batch = synthetic::customers(m.graph().inputs, 5, 2);
         for define in ["INTELFPGA_CL", "LTVX_XILINX"] {
             let src = format!("#define {define}\n{}", source(&m, &net));
@@ -150,17 +157,41 @@ mod tests {
         }
     }
 
+    /// The streaming expansion is well-formed OpenCL C: with stand-in channel macros (constant
+    /// arrays: PoCL has neither channels nor pipes, so nothing streams here) it builds on PoCL and
+    /// holds every stage kernel and the hash kernel but not the single task. `LTVX_STREAM` without a
+    /// channel mechanism stops at the source's `#error`. Whether aoc and v++ accept the real channels
+    /// and pipes is not proven here (neither tool is installed).
+    #[test]
+    fn the_streaming_expansion_builds_with_stand_in_channels() {
+        let Some(rt) = runtime() else { return };
+        let m = model(0.4);
+        let net = Net::of(&m, &Reuse { all: 2, layers: vec![("conv2".into(), 4)] }).unwrap();
+        let stand_ins = "#define LTVX_CHANNEL(c, d) __constant uchar c[d] = {0}\n\
+            #define LTVX_READ(c, v) v = c[0]\n#define LTVX_WRITE(c, v) (void)(c[0] + (v))\n";
+        let src = format!("#define {STREAM}\n{stand_ins}{}", source(&m, &net));
+        let program = rt.build("the streaming form", &[&src], "-cl-std=CL1.2").unwrap();
+        for (i, st) in net.stages().iter().enumerate() {
+            rt.kernel(&program, &st.kernel(i)).unwrap();
+        }
+        rt.kernel(&program, "ltvx_model_hash").unwrap();
+        assert!(rt.kernel(&program, KERNEL).is_err(), "no single task in a streaming build");
+        let bare = format!("#define {STREAM}\n{}", source(&m, &net));
+        let e = rt.build("the streaming form", &[&bare], "-cl-std=CL1.2").unwrap_err();
+        assert!(e.contains("LTVX_STREAM needs channels or pipes"), "{e}");
+    }
+
     /// A pruned model's source holds fewer multiplies, and its estimate fewer DSPs.
     #[test]
     fn pruned_weights_emit_no_multiply() {
         let (dense, pruned) = (model(0.0), model(0.6));
-        let multiplies = |m: &Model| source(m, &Net::of(m, 1).unwrap()).matches(" + (uint)(").count();
+        let multiplies = |m: &Model| source(m, &Net::of(m, &Reuse::uniform(1)).unwrap()).matches(" + (uint)(").count();
         let (d, p) = (multiplies(&dense), multiplies(&pruned));
-        let nonzero = |m: &Model| Net::of(m, 1).unwrap().layers().map(|l| l.nonzero()).sum::<usize>();
+        let nonzero = |m: &Model| Net::of(m, &Reuse::uniform(1)).unwrap().layers().map(|l| l.nonzero()).sum::<usize>();
         assert_eq!((d, p), (nonzero(&dense), nonzero(&pruned)));
         assert!(p * 2 < d, "{p} vs {d}");
         let board = Board::find("u55c", Path::new(BOARDS_DIR)).unwrap();
-        let dsp = |m: &Model| crate::hw::estimate::Estimate::of(&Net::of(m, 1).unwrap(), &board).dsp;
+        let dsp = |m: &Model| crate::hw::estimate::Estimate::of(&Net::of(m, &Reuse::uniform(1)).unwrap(), &board).dsp;
         assert!(dsp(&pruned) < dsp(&dense));
     }
 
@@ -169,9 +200,10 @@ mod tests {
     fn another_models_export_is_refused() {
         let Some(rt) = runtime() else { return };
         let (a, b) = (model(0.0), model(0.6));
-        let src = source(&a, &Net::of(&a, 1).unwrap());
+        let src = source(&a, &Net::of(&a, &Reuse::uniform(1)).unwrap());
         let batch = synthetic::customers(b.graph().inputs, 2, 1);
-        let e = run(&rt, "a.cl", Kernel::Source(&src), &b, &Net::of(&b, 1).unwrap(), &batch).unwrap_err();
+        let e =
+            run(&rt, "a.cl", Kernel::Source(&src), &b, &Net::of(&b, &Reuse::uniform(1)).unwrap(), &batch).unwrap_err();
         assert!(e.contains("compiled for model hash"), "{e}");
     }
 }
