@@ -182,23 +182,27 @@ fn conformance_of(kind: BackendKind, options: &Options, variants: &[Variant]) {
             run(format!("seed {seed} {variant:?}"), model(graph.clone(), variant, seed, 0.0), variant, batch);
         }
     }
-    // Block-sparse models (16×4 blocks: the VNNI kernels skip the zero ones) at batches that leave
-    // partial tiles.
-    for (preset, precision, n) in
-        [(Preset::Base, Precision::Int8, 53), (Preset::Tiny, Precision::Int8, 130), (Preset::Base, Precision::Fp32, 17)]
-    {
+    // Block-sparse models at batches that leave partial tiles: 16×4 blocks (one-strip sparse tiles)
+    // and 32×4 (two strips sharing their groups, on VNNI).
+    for (preset, precision, n, rows) in [
+        (Preset::Base, Precision::Int8, 53, 16),
+        (Preset::Tiny, Precision::Int8, 130, 16),
+        (Preset::Base, Precision::Fp32, 17, 16),
+        (Preset::Base, Precision::Int8, 29, 32),
+        (Preset::Tiny, Precision::Int8, 67, 32),
+    ] {
         let opts = InitOptions {
             preset,
             precision,
             seed: 3,
             sparsity: 0.75,
             inputs: None,
-            block: Some(BlockShape { rows: 16, cols: 4 }),
+            block: Some(BlockShape { rows, cols: 4 }),
         };
         let m = init(&opts).unwrap().into_model().unwrap();
         let variant = if precision == Precision::Int8 { Variant::Int8 } else { Variant::Fp32 };
         let batch = synthetic::customers(m.graph().inputs, n, 9);
-        run(format!("{preset} 75% block-sparse {precision}"), m, variant, batch);
+        run(format!("{preset} 75% block-sparse ({rows}x4) {precision}"), m, variant, batch);
     }
     // The base preset (value model v1) in every precision.
     let graph = Preset::Base.graph(Preset::Base.default_inputs());

@@ -61,6 +61,22 @@ pub const NARROW_SHIFT: u8 = 32;
 /// Skipping zero blocks pays once at least this share of a layer's weight groups is zero.
 const SPARSE_FROM: f64 = 0.125;
 
+/// Whether two neighbouring 16-channel strips of a block-sparse layer (from `col0`) are better
+/// multiplied together, over the union of their non-zero groups: a group then costs one broadcast per
+/// row for two `vpdpbusd`, against one each apart. On a VNNI core the broadcasts, not the
+/// multiply-adds, bound a one-strip sparse tile, so the union pays while it is at most 4/3 of the
+/// strips' groups on average — blocks of 32 output channels share every group.
+fn shares_groups(group_nonzero: &dyn Fn(usize, usize) -> bool, col0: usize, groups: usize) -> bool {
+    let (mut apart, mut union) = (0, 0);
+    for g in 0..groups {
+        let (a, b) = (group_nonzero(col0, g), group_nonzero(col0 + 16, g));
+        apart += usize::from(a) + usize::from(b);
+        union += usize::from(a || b);
+    }
+    // Per row: apart, a broadcast and a multiply-add per group; together, a broadcast and two.
+    3 * union < 2 * apart
+}
+
 impl Layer {
     /// `w` is `[n][k_real]` s8 in the kernel's reduction order; `zeros[k]` is the zero point each
     /// reduction element is read with (folded into the bias).
@@ -80,7 +96,7 @@ impl Layer {
             (0..n.div_ceil(gc)).map(|b| (0..k / gk).filter(|&g| group_nonzero(gc * b, g)).count()).sum::<usize>();
         let sparse = isa != Isa::Portable && all_groups > 0 && 1.0 - nonzero as f64 / all_groups as f64 >= SPARSE_FROM;
         let (lanes, max_nv) = match isa {
-            Isa::Avx512Vnni if sparse => (16, 1),
+            Isa::Avx512Vnni if sparse => (16, 2),
             Isa::Avx512Vnni => (16, 4),
             Isa::Avx2 if sparse => (8, 1),
             Isa::Avx2 => (8, 4),
@@ -93,6 +109,9 @@ impl Layer {
             if isa == Isa::Avx2 && nv == 3 {
                 nv = 4; // the AVX2 tiles come in 1, 2 and 4 vectors
             }
+            if isa == Isa::Avx512Vnni && sparse && nv == 2 && !shares_groups(&group_nonzero, col0, k / 4) {
+                nv = 1;
+            }
             let width = (nv * lanes).min(n - col0);
             let cols = nv * lanes;
             let ch = |lane: usize| col0 + lane;
@@ -103,7 +122,10 @@ impl Layer {
             let mut groups = None;
             match isa {
                 Isa::Avx512Vnni if sparse => {
-                    let kept: Vec<u32> = (0..k / 4).filter(|&g| group_nonzero(col0, g)).map(|g| g as u32).collect();
+                    let kept: Vec<u32> = (0..k / 4)
+                        .filter(|&g| (0..nv).any(|v| group_nonzero(col0 + v * lanes, g)))
+                        .map(|g| g as u32)
+                        .collect();
                     for &g in &kept {
                         for l in 0..cols {
                             w8.extend((0..4).map(|i| weight(ch(l), 4 * g as usize + i)));
@@ -163,7 +185,9 @@ impl Layer {
             });
             col0 += width;
         }
-        let density = if sparse { nonzero as f64 / all_groups as f64 } else { 1.0 };
+        // What the kernels execute: a two-strip block multiplies the union of its strips' groups.
+        let executed: usize = blocks.iter().map(|b| b.groups.as_ref().map_or(0, |g| g.len() * b.nv)).sum();
+        let density = if sparse { executed as f64 / all_groups as f64 } else { 1.0 };
         Layer { n, k, blocks, density }
     }
 
@@ -606,6 +630,28 @@ impl Stages for Int8Stages {
 mod tests {
     use super::*;
     use crate::model::quant::quantize_input;
+
+    #[test]
+    fn strips_that_share_their_groups_are_packed_together() {
+        // 64 channels × 16 elements: channels 0–31 use groups 0 and 2, 32–47 group 1, 48–63 group 3.
+        let (n, k) = (64, 16);
+        let w: Vec<i8> = (0..n * k)
+            .map(|i| {
+                let (o, g) = (i / k, i % k / 4);
+                i8::from(match o {
+                    0..32 => g == 0 || g == 2,
+                    32..48 => g == 1,
+                    _ => g == 3,
+                })
+            })
+            .collect();
+        let requant = vec![Requant { multiplier: 1 << 30, shift: 40 }; n];
+        let layer = Layer::pack(Isa::Avx512Vnni, &w, &vec![0; n], &vec![0; k], &requant);
+        let blocks: Vec<_> = layer.blocks.iter().map(|b| (b.col0, b.nv, b.groups.clone())).collect();
+        // The last two strips share nothing: apart they run 2 groups, together 2 groups × 2 strips.
+        assert_eq!(blocks, [(0, 2, Some(vec![0, 2])), (32, 1, Some(vec![1])), (48, 1, Some(vec![3]))]);
+        assert_eq!(layer.density, 6.0 / 16.0, "executed strip-groups of all");
+    }
 
     #[test]
     fn vectorized_quantization_matches_the_contract() {

@@ -18,7 +18,10 @@ pub unsafe fn gemm(a: &[u8], lda: usize, rows: usize, layer: &Layer, out: &mut O
         // SAFETY: forwarded from the caller.
         unsafe {
             if let Some(groups) = &b.groups {
-                sparse_tiles::<12>(a.as_ptr(), lda, rows, groups, b, out);
+                match b.nv {
+                    1 => sparse_tiles::<1, 12>(a.as_ptr(), lda, rows, groups, b, out),
+                    _ => sparse_tiles::<2, 8>(a.as_ptr(), lda, rows, groups, b, out),
+                }
                 continue;
             }
             match b.nv {
@@ -65,9 +68,9 @@ unsafe fn tiles<const NV: usize, const MR: usize>(
     }
 }
 
-/// A block-sparse block of 16 channels: only its non-zero k/4 groups are multiplied.
+/// A block-sparse block of 16 or 32 channels: only its listed k/4 groups are multiplied.
 #[inline(always)]
-unsafe fn sparse_tiles<const MR: usize>(
+unsafe fn sparse_tiles<const NV: usize, const MR: usize>(
     a: *const u8,
     lda: usize,
     rows: usize,
@@ -75,36 +78,38 @@ unsafe fn sparse_tiles<const MR: usize>(
     b: &Block,
     out: &mut Out,
 ) {
-    // SAFETY: `w8` holds one 64-byte vector per listed group; group offsets are inside the padded
+    // SAFETY: `w8` holds NV 64-byte vectors per listed group; group offsets are inside the padded
     // reduction, which the caller's bounds cover.
     unsafe {
-        let bias = [_mm512_loadu_si512(b.bias.as_ptr().cast())];
+        let bias: [__m512i; NV] = std::array::from_fn(|v| _mm512_loadu_si512(b.bias.as_ptr().add(v * LANES).cast()));
         let mut r0 = 0;
         while r0 < rows {
-            let acc = accumulate_sparse::<MR>(bias, a.add(r0 * lda), lda, groups, b.w8.as_ptr());
-            store::<1, MR>(acc, r0, rows, b, out);
+            let acc = accumulate_sparse::<NV, MR>(bias, a.add(r0 * lda), lda, groups, b.w8.as_ptr());
+            store::<NV, MR>(acc, r0, rows, b, out);
             r0 += MR;
         }
     }
 }
 
 #[inline(always)]
-unsafe fn accumulate_sparse<const MR: usize>(
-    bias: [__m512i; 1],
+unsafe fn accumulate_sparse<const NV: usize, const MR: usize>(
+    bias: [__m512i; NV],
     a: *const u8,
     lda: usize,
     groups: &[u32],
     w: *const i8,
-) -> [[__m512i; 1]; MR] {
+) -> [[__m512i; NV]; MR] {
     // SAFETY: the caller's bounds (see `sparse_tiles`).
     unsafe {
         let mut acc = [bias; MR];
         for (i, &g) in groups.iter().enumerate() {
-            let wv = _mm512_loadu_si512(w.add(i * 64).cast());
+            let w: [__m512i; NV] = std::array::from_fn(|v| _mm512_loadu_si512(w.add((i * NV + v) * 64).cast()));
             let ap = a.add(4 * g as usize);
             for (r, acc_r) in acc.iter_mut().enumerate() {
                 let x = _mm512_set1_epi32(ap.add(r * lda).cast::<i32>().read_unaligned());
-                acc_r[0] = _mm512_dpbusd_epi32(acc_r[0], x, wv);
+                for v in 0..NV {
+                    acc_r[v] = _mm512_dpbusd_epi32(acc_r[v], x, w[v]);
+                }
             }
         }
         acc
