@@ -38,6 +38,11 @@ pub struct Block {
     pub requant: Vec<Requant>,
     /// Every channel's shift ≥ `NARROW_SHIFT`: the kernels may drop the i64 clamp and clamp in 32 bits.
     pub narrow: bool,
+    /// Every channel's shift ≥ `HIGH_WORD_SHIFT`: the VNNI kernels round and shift the high 32 bits
+    /// of acc·M alone (`shift_high` = sh − 32 and `round_high` = 2^(sh − 33) per lane).
+    pub high_word: bool,
+    pub shift_high: Vec<i32>,
+    pub round_high: Vec<i32>,
     /// Block-sparse layers: the groups (VNNI: k/4, AVX2: k/2) with any non-zero weight in this block,
     /// whose weights alone `w8` / `w16` hold; all-zero groups are skipped.
     pub groups: Option<Vec<u32>>,
@@ -57,6 +62,12 @@ pub struct Layer {
 /// zero point (≤ 255) cannot overflow i32 either. (At sh = 31 the shifted value still fits, but adding
 /// the zero point can wrap: acc = M = 2^31 − 1 gives 2^31 − 2.)
 pub const NARROW_SHIFT: u8 = 32;
+
+/// From this shift on, `(acc·M + 2^(sh−1)) >> sh` equals `(H + 2^(sh−33)) >> (sh − 32)` with
+/// H = ⌊acc·M / 2^32⌋: writing acc·M = H·2^32 + L (0 ≤ L < 2^32), the dropped L/2^32 is a fraction
+/// below 1 added to the integer numerator H + 2^(sh−33), which cannot move the floor of its division
+/// by 2^(sh−32). |H| < 2^30 and 2^(sh−33) ≤ 2^30 (sh ≤ 63), so the sum fits an i32.
+pub const HIGH_WORD_SHIFT: u8 = 33;
 
 /// Skipping zero blocks pays once at least this share of a layer's weight groups is zero.
 const SPARSE_FROM: f64 = 0.125;
@@ -176,6 +187,9 @@ impl Layer {
                 bias: lane_vals(&|o| folded[o] as i64).into_iter().map(|b| b as i32).collect(),
                 mult: lane_vals(&|o| rq(o).multiplier as i64).into_iter().map(|m| m as i32).collect(),
                 narrow: (col0..col0 + width).all(|o| rq(o).shift >= NARROW_SHIFT),
+                high_word: (col0..col0 + width).all(|o| rq(o).shift >= HIGH_WORD_SHIFT),
+                shift_high: shift.iter().map(|&s| (s - 32).max(0) as i32).collect(),
+                round_high: shift.iter().map(|&s| if s >= 33 { 1 << (s - 33) } else { 0 }).collect(),
                 shift_even: even(&shift),
                 shift_odd: odd(&shift),
                 round_even: even(&round),
@@ -693,7 +707,9 @@ mod tests {
         // A layer whose every shift is large takes the kernels' 32-bit clamp; at 31 it must not.
         let large = [(i32::MAX, 32), (1 << 30, 33), (i32::MAX, 62), (1_234_567, 40)];
         let at_31 = [(i32::MAX, 31), (1 << 30, 31), (1_500_000_000, 31)];
-        for rqs in [&mixed[..], &large[..], &at_31[..]] {
+        // Every shift from 33: the VNNI kernels requantize from the product's high word alone.
+        let high_word = [(i32::MAX, 33), (1 << 30, 33), (i32::MAX, 63), (1, 63), (1_234_567, 40), (i32::MAX, 34)];
+        for rqs in [&mixed[..], &large[..], &at_31[..], &high_word[..]] {
             let (mut bias, mut requant) = (Vec::new(), Vec::new());
             for &acc in &accs {
                 for &(multiplier, shift) in rqs {
