@@ -22,7 +22,8 @@ pub struct Args {
     #[arg(long, default_value_t = 0.0)]
     sparsity: f64,
     /// Prune whole blocks of ROWSxCOLS (output channels × reduction elements, in the CPU kernels'
-    /// order) instead of single weights; 16x4 blocks are skipped by the VNNI kernels.
+    /// order) instead of single weights. The VNNI kernels skip 16x4 blocks, and 32x4 best (two
+    /// 16-channel strips share each group).
     #[arg(long)]
     block: Option<BlockShape>,
     /// Sequence channels C (default: the preset's).
