@@ -19,7 +19,7 @@ pub unsafe fn gemm(a: &[u8], lda: usize, rows: usize, layer: &Layer, out: &mut O
         unsafe {
             if let Some(groups) = &b.groups {
                 match b.nv {
-                    1 => sparse_tiles::<1, 12>(a.as_ptr(), lda, rows, groups, b, out),
+                    1 => sparse_tiles::<1, 8>(a.as_ptr(), lda, rows, groups, b, out),
                     _ => sparse_tiles::<2, 8>(a.as_ptr(), lda, rows, groups, b, out),
                 }
                 continue;
