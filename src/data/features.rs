@@ -25,8 +25,12 @@ struct Line<'a> {
     stat: Option<Vec<f64>>,
 }
 
-/// Parses one line; the error says what is wrong with it (the caller adds file and line number).
+/// Parses one line — the plain ones by the fast reader (`feature_json`), the rest by serde — and
+/// the error says what is wrong with it (the caller adds file and line number).
 pub fn parse_line(line: &str, sizes: InputSizes) -> Result<FeatureRow, String> {
+    if let Some(row) = super::feature_json::read_line(line.as_bytes(), sizes) {
+        return Ok(row);
+    }
     let parsed: Line = serde_json::from_str(line).map_err(|e| format!("bad JSON: {e}"))?;
     let customer_id = customer_id(parsed.customer_id)?;
     feature_row(customer_id, parsed.seq, parsed.stat, sizes)

@@ -3,6 +3,7 @@
 
 pub mod attributes;
 pub mod events;
+pub mod feature_json;
 pub mod feature_spec;
 pub mod features;
 pub mod ingest;

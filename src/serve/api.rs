@@ -12,8 +12,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::feature_form;
 use crate::data::attributes::AttributeTable;
+use crate::data::feature_json;
 use crate::data::feature_spec::{FeatureSpec, SideData};
 use crate::data::features::{customer_id, feature_row};
 use crate::data::ingest::parse_day;
@@ -120,8 +120,8 @@ fn items(body: &[u8]) -> Result<(Vec<Item<'_>>, Option<String>), Refused> {
 /// Parses a JSON body. `spec` is the served model's FeatureSpec (or why it has none), needed only by
 /// raw-form items. Plain feature-form requests take the fast reading.
 pub fn parse(body: &[u8], sizes: InputSizes, spec: &Result<FeatureSpec, String>) -> Result<Parsed, Refused> {
-    match feature_form::read(body, sizes) {
-        Some(parsed) => Ok(parsed),
+    match feature_json::read_request(body, sizes) {
+        Some((ids, batch)) => Ok(Parsed { ids, batch }),
         None => read_each(body, sizes, spec),
     }
 }
@@ -305,4 +305,103 @@ pub fn response(model: &Value, ids: &[String], s: &Scores) -> String {
     }
     out.push_str("]}");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::feature_json::read_request;
+
+    const SIZES: InputSizes = InputSizes { seq_channels: 2, seq_len: 3, static_features: 2 };
+
+    /// The batch's values as bits: `PartialEq` on f32 cannot tell −0 from 0.
+    fn bits(batch: &Batch) -> Vec<u32> {
+        (0..batch.len()).flat_map(|i| batch.seq_row(i).iter().chain(batch.stat_row(i))).map(|v| v.to_bits()).collect()
+    }
+
+    fn both(body: &str) -> (Option<Parsed>, Result<Parsed, String>) {
+        let slow = read_each(body.as_bytes(), SIZES, &Err("no spec".into())).map_err(|r| r.message);
+        (read_request(body.as_bytes(), SIZES).map(|(ids, batch)| Parsed { ids, batch }), slow)
+    }
+
+    #[test]
+    fn reads_what_the_general_reading_reads() {
+        let bodies = [
+            r#"{"customers": []}"#,
+            r#"{"customers":[{"customer_id":"a","seq":[[1,2.5,-3e-2],[0,0,1e10]],"static":[0.1,7]}]}"#,
+            // Fields in any order, white space, a numeric id, as_of.
+            r#" {"customers": [
+                 {"static": [1, 2], "seq": [ [1,2,3] , [4,5,6] ], "customer_id": -12.50e1},
+                 {"customer_id": "éq", "seq": [[0.1,0.2,0.30000001192092896],[1,1,1]], "static": [-0, 5]}
+               ], "as_of": "2024-01-01"} "#,
+            r#"{"as_of": null, "customers":[{"customer_id":0,"seq":[[1,2,3],[4,5,6]],"static":[1E2,2e-2]}]}"#,
+            // Rounding to f32 happens once, from the decimal's f64, as the general reading does.
+            r#"{"customers":[{"customer_id":"r","seq":[[16777217,0.1000000014901161193847656251,3.4028235e38],[1,1,1]],"static":[1e-46,2]}]}"#,
+        ];
+        for body in bodies {
+            let (fast, slow) = both(body);
+            let (fast, slow) = (fast.expect(body), slow.expect(body));
+            assert_eq!(fast.ids, slow.ids, "{body}");
+            assert_eq!(bits(&fast.batch), bits(&slow.batch), "{body}");
+        }
+    }
+
+    #[test]
+    fn leaves_unknown_fields_and_escapes_to_the_general_reading() {
+        let bodies = [
+            r#"{"x": {"y": [1, null]}, "customers":[{"customer_id":"a","seq":[[1,2,3],[4,5,6]],"static":[1,2]}]}"#,
+            r#"{"customers":[{"note":"hi","customer_id":"a","seq":[[1,2,3],[4,5,6]],"static":[1,2]}]}"#,
+            r#"{"customers":[{"customer_id":"a\"b","seq":[[1,2,3],[4,5,6]],"static":[1,2]}]}"#,
+        ];
+        for body in bodies {
+            let (fast, slow) = both(body);
+            assert!(fast.is_none(), "{body}");
+            let parsed = parse(body.as_bytes(), SIZES, &Err("no spec".into())).ok().unwrap();
+            let slow = slow.unwrap();
+            assert_eq!((parsed.ids, parsed.batch), (slow.ids, slow.batch), "{body}");
+        }
+    }
+
+    #[test]
+    fn gives_every_other_body_to_the_general_reading() {
+        let bodies = [
+            r#"{"customers":[{"customer_id":"a","seq":[[1,2,3],[4,5,6]],"static":[1]}]}"#,
+            r#"{"customers":[{"customer_id":"a","seq":[[1,2,3],[4,5,6],[7,8,9]],"static":[1,2]}]}"#,
+            r#"{"customers":[{"customer_id":"a","seq":[[1,2,3],[4,5]],"static":[1,2]}]}"#,
+            r#"{"customers":[{"customer_id":"a","seq":[[1,2,3],[4,5,1e39]],"static":[1,2]}]}"#,
+            r#"{"customers":[{"customer_id":null,"seq":[[1,2,3],[4,5,6]],"static":[1,2]}]}"#,
+            r#"{"customers":[{"customer_id":"","seq":[[1,2,3],[4,5,6]],"static":[1,2]}]}"#,
+            r#"{"customers":[{"customer_id":"a","seq":[[1,2,3],[4,5,6]]}]}"#,
+            r#"{"customers":[{"customer_id":"a","seq":[[1,2,3],[4,5,6]],"static":[1,2],"seq":[[1,2,3],[4,5,6]]}]}"#,
+            r#"{"customers":[{"customer_id":"a","seq":[[1,2,3],[4,5,6]],"static":[1,2],"attributes":5}]}"#,
+            r#"{"customers":[{"customer_id":"a","transactions":[{"date":"2024-01-01","amount":5}]}]}"#,
+            r#"{"customers":[{"customer_id":"a","seq":[[1,2,3],[4,5,6]],"static":[1,2]}],"as_of":5}"#,
+            r#"{"customers":[{"customer_id":"a","seq":[[1,2,3],[4,5,6]],"static":[1,2]}],"as_of":null,"as_of":null}"#,
+            r#"{"customers":[{"customer_id":"a","seq":[[1,2,3],[4,5,6]],"static":[1,2]}]} trailing"#,
+            r#"{"customers":[{"customer_id":"a","seq":[[1,2,3],[4,5,6]],"static":[1,2]}]"#,
+            r#"{"customers":5}"#,
+            r#"{"customer":[]}"#,
+            r#"[]"#,
+            r#"{"customers":[{"customer_id":"a","seq":[[1,2,3],[4,5,06]],"static":[1,2]}]}"#,
+            r#"{"customers":[{"customer_id":"a","seq":[[1,2,3],[4,5,.6]],"static":[1,2]}]}"#,
+            r#"{"customers":[{"customer_id":"a","seq":[[1,2,3],[4,5,6.]],"static":[1,2]}]}"#,
+            r#"{"customers":[{"customer_id":"a","seq":[[1,2,3],[4,5,6]],"static":[1,2],}]}"#,
+            r#"{"customers":[{"customer_id":"a","seq":[[1,2,3],[4,5,"6"]],"static":[1,2]}]}"#,
+            r#"{"customers":[{"customer_id":1.5.2,"seq":[[1,2,3],[4,5,6]],"static":[1,2]}]}"#,
+        ];
+        let long_zero = format!("0.{}1e700000", "0".repeat(700_000));
+        let long =
+            format!(r#"{{"customers":[{{"customer_id":"a","seq":[[{long_zero},2,3],[4,5,6]],"static":[1,2]}}]}}"#);
+        assert!(read_request(long.as_bytes(), SIZES).is_none(), "a 700 kB number is the general reading's");
+        let mut bad_utf8 =
+            br#"{"customers":[{"customer_id":"a","seq":[[1,2,3],[4,5,6]],"static":[1,2]}],"as_of":""#.to_vec();
+        bad_utf8.extend([0xff, b'"', b'}']);
+        assert!(read_request(&bad_utf8, SIZES).is_none());
+        for body in bodies {
+            let (fast, slow) = both(body);
+            assert!(fast.is_none(), "the fast reading accepted {body}");
+            // Each of these the general reading refuses, with a message.
+            assert!(slow.is_err(), "{body}");
+        }
+    }
 }

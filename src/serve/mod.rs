@@ -11,7 +11,6 @@
 pub mod api;
 pub mod batcher;
 pub mod binary;
-mod feature_form;
 pub mod http;
 pub mod loadgen;
 pub mod metrics;

@@ -1,27 +1,35 @@
-//! The fast reading of a JSON score request in its plainest shape — feature-form customers only,
-//! `{"customers": [{"customer_id", "seq", "static"}, ...], "as_of"?}` — which is what appliances and
-//! the load generator send. Reading numbers is most of a request's cost, and serde's visitor spent
-//! about 17 ns on each; this reader scans the body once, strictly, and puts every number straight
-//! into the batch's flat `f32` tensors.
+//! A fast reader of customers in the feature form — `{"customer_id", "seq", "static"}` — as a line
+//! of `ltvx score --features` and as the plainest score request of the server,
+//! `{"customers": [ITEM, ...], "as_of"?}` (what appliances and the load generator send). Reading
+//! numbers is most of the cost of both, and serde's visitor spent about 17 ns on each; this reader
+//! scans the text once, strictly, and puts every number straight into flat `f32` tensors.
 //!
-//! It accepts a subset of what [`super::api::read_each`] accepts and reads it to the same values:
-//! ids as `customer_id` reads them, numbers rounded to `f64` correctly (as serde_json's
-//! `float_roundtrip` does), then to `f32`. On anything else — another field, an escaped string, a
-//! raw-form customer, a wrong shape, a non-finite value, malformed JSON — it gives up (`None`), and
-//! the general reading decides, naming the customer and the field when it refuses.
+//! It accepts a subset of what the general readings (`features::parse_line`, the server's
+//! `api::read_each`) accept and reads it to the same values: ids as `customer_id` reads them,
+//! numbers rounded to `f64` correctly (as serde_json's `float_roundtrip` does), then to `f32`. On
+//! anything else — another field, an escaped string, a raw-form customer, a wrong shape, a
+//! non-finite value, malformed JSON — it gives up (`None`), and the general reading decides, naming
+//! the customer and the field when it refuses.
 
-use crate::data::features::finite_f32;
+use crate::data::features::{FeatureRow, finite_f32};
 use crate::engine::Batch;
 use crate::model::graph::InputSizes;
 
-use super::api::Parsed;
-
-/// The request as a batch and its ids, or `None` when the general reading must decide.
-pub fn read(body: &[u8], sizes: InputSizes) -> Option<Parsed> {
+/// A score request's ids and batch, or `None` when the general reading must decide.
+pub fn read_request(body: &[u8], sizes: InputSizes) -> Option<(Vec<String>, Batch)> {
     let mut r = Reader { rest: body };
     let parsed = r.request(sizes)?;
     r.space();
     r.rest.is_empty().then_some(parsed)
+}
+
+/// One feature-file line, or `None` when the general reading must decide.
+pub fn read_line(line: &[u8], sizes: InputSizes) -> Option<FeatureRow> {
+    let mut r = Reader { rest: line };
+    let (mut seq, mut stat) = (Vec::with_capacity(sizes.seq_channels * sizes.seq_len), Vec::new());
+    let customer_id = r.item(sizes, &mut seq, &mut stat)?;
+    r.space();
+    r.rest.is_empty().then_some(FeatureRow { customer_id, seq, stat })
 }
 
 struct Reader<'a> {
@@ -29,7 +37,7 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn request(&mut self, sizes: InputSizes) -> Option<Parsed> {
+    fn request(&mut self, sizes: InputSizes) -> Option<(Vec<String>, Batch)> {
         let (mut parsed, mut has_as_of) = (None, false);
         self.object(|r, key| match key {
             b"customers" if parsed.is_none() => {
@@ -50,35 +58,41 @@ impl<'a> Reader<'a> {
         parsed
     }
 
-    fn customers(&mut self, sizes: InputSizes) -> Option<Parsed> {
+    fn customers(&mut self, sizes: InputSizes) -> Option<(Vec<String>, Batch)> {
         let (c, t, f) = (sizes.seq_channels, sizes.seq_len, sizes.static_features);
         // A number takes at least two bytes ("0,"): the body bounds the customers it can hold.
         let rows = (self.rest.len() / (2 * (c * t + f)).max(1)).min(1 << 16);
         let (mut ids, mut seq, mut stat) =
             (Vec::with_capacity(rows), Vec::with_capacity(rows * c * t), Vec::with_capacity(rows * f));
         self.list(|r| {
-            let (mut id, mut has_seq, mut has_stat) = (None, false, false);
-            r.object(|r, key| match key {
-                b"customer_id" if id.is_none() => {
-                    id = Some(r.id()?);
-                    Some(())
-                }
-                b"seq" if !has_seq => {
-                    has_seq = true;
-                    r.numbers(&mut seq, &[c, t])
-                }
-                b"static" if !has_stat => {
-                    has_stat = true;
-                    r.numbers(&mut stat, &[f])
-                }
-                _ => None,
-            })?;
-            (has_seq && has_stat).then_some(())?;
-            ids.push(id?);
+            ids.push(r.item(sizes, &mut seq, &mut stat)?);
             Some(())
         })?;
         let batch = Batch::from_vecs(sizes, seq, stat).ok()?;
-        Some(Parsed { ids, batch })
+        Some((ids, batch))
+    }
+
+    /// One customer: its id; its values appended to `seq` and `stat`.
+    fn item(&mut self, sizes: InputSizes, seq: &mut Vec<f32>, stat: &mut Vec<f32>) -> Option<String> {
+        let (c, t, f) = (sizes.seq_channels, sizes.seq_len, sizes.static_features);
+        let (mut id, mut has_seq, mut has_stat) = (None, false, false);
+        self.object(|r, key| match key {
+            b"customer_id" if id.is_none() => {
+                id = Some(r.id()?);
+                Some(())
+            }
+            b"seq" if !has_seq => {
+                has_seq = true;
+                r.numbers(seq, &[c, t])
+            }
+            b"static" if !has_stat => {
+                has_stat = true;
+                r.numbers(stat, &[f])
+            }
+            _ => None,
+        })?;
+        (has_seq && has_stat).then_some(())?;
+        id
     }
 
     /// `{ "key": value, ... }`, each value read by `field` (which sees the key).
@@ -279,57 +293,9 @@ impl Decimal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::serve::api::read_each;
+    use crate::data::features::parse_line;
 
     const SIZES: InputSizes = InputSizes { seq_channels: 2, seq_len: 3, static_features: 2 };
-
-    /// The batch's values as bits: `PartialEq` on f32 cannot tell −0 from 0.
-    fn bits(batch: &Batch) -> Vec<u32> {
-        (0..batch.len()).flat_map(|i| batch.seq_row(i).iter().chain(batch.stat_row(i))).map(|v| v.to_bits()).collect()
-    }
-
-    fn both(body: &str) -> (Option<Parsed>, Result<Parsed, String>) {
-        let slow = read_each(body.as_bytes(), SIZES, &Err("no spec".into())).map_err(|r| r.message);
-        (read(body.as_bytes(), SIZES), slow)
-    }
-
-    #[test]
-    fn reads_what_the_general_reading_reads() {
-        let bodies = [
-            r#"{"customers": []}"#,
-            r#"{"customers":[{"customer_id":"a","seq":[[1,2.5,-3e-2],[0,0,1e10]],"static":[0.1,7]}]}"#,
-            // Fields in any order, white space, a numeric id, as_of.
-            r#" {"customers": [
-                 {"static": [1, 2], "seq": [ [1,2,3] , [4,5,6] ], "customer_id": -12.50e1},
-                 {"customer_id": "éq", "seq": [[0.1,0.2,0.30000001192092896],[1,1,1]], "static": [-0, 5]}
-               ], "as_of": "2024-01-01"} "#,
-            r#"{"as_of": null, "customers":[{"customer_id":0,"seq":[[1,2,3],[4,5,6]],"static":[1E2,2e-2]}]}"#,
-            // Rounding to f32 happens once, from the decimal's f64, as the general reading does.
-            r#"{"customers":[{"customer_id":"r","seq":[[16777217,0.1000000014901161193847656251,3.4028235e38],[1,1,1]],"static":[1e-46,2]}]}"#,
-        ];
-        for body in bodies {
-            let (fast, slow) = both(body);
-            let (fast, slow) = (fast.expect(body), slow.expect(body));
-            assert_eq!(fast.ids, slow.ids, "{body}");
-            assert_eq!(bits(&fast.batch), bits(&slow.batch), "{body}");
-        }
-    }
-
-    #[test]
-    fn leaves_unknown_fields_and_escapes_to_the_general_reading() {
-        let bodies = [
-            r#"{"x": {"y": [1, null]}, "customers":[{"customer_id":"a","seq":[[1,2,3],[4,5,6]],"static":[1,2]}]}"#,
-            r#"{"customers":[{"note":"hi","customer_id":"a","seq":[[1,2,3],[4,5,6]],"static":[1,2]}]}"#,
-            r#"{"customers":[{"customer_id":"a\"b","seq":[[1,2,3],[4,5,6]],"static":[1,2]}]}"#,
-        ];
-        for body in bodies {
-            let (fast, slow) = both(body);
-            assert!(fast.is_none(), "{body}");
-            let parsed = crate::serve::api::parse(body.as_bytes(), SIZES, &Err("no spec".into())).ok().unwrap();
-            let slow = slow.unwrap();
-            assert_eq!((parsed.ids, parsed.batch), (slow.ids, slow.batch), "{body}");
-        }
-    }
 
     #[test]
     fn numbers_round_as_the_standard_library_does() {
@@ -380,45 +346,26 @@ mod tests {
     }
 
     #[test]
-    fn gives_every_other_body_to_the_general_reading() {
-        let bodies = [
-            r#"{"customers":[{"customer_id":"a","seq":[[1,2,3],[4,5,6]],"static":[1]}]}"#,
-            r#"{"customers":[{"customer_id":"a","seq":[[1,2,3],[4,5,6],[7,8,9]],"static":[1,2]}]}"#,
-            r#"{"customers":[{"customer_id":"a","seq":[[1,2,3],[4,5]],"static":[1,2]}]}"#,
-            r#"{"customers":[{"customer_id":"a","seq":[[1,2,3],[4,5,1e39]],"static":[1,2]}]}"#,
-            r#"{"customers":[{"customer_id":null,"seq":[[1,2,3],[4,5,6]],"static":[1,2]}]}"#,
-            r#"{"customers":[{"customer_id":"","seq":[[1,2,3],[4,5,6]],"static":[1,2]}]}"#,
-            r#"{"customers":[{"customer_id":"a","seq":[[1,2,3],[4,5,6]]}]}"#,
-            r#"{"customers":[{"customer_id":"a","seq":[[1,2,3],[4,5,6]],"static":[1,2],"seq":[[1,2,3],[4,5,6]]}]}"#,
-            r#"{"customers":[{"customer_id":"a","seq":[[1,2,3],[4,5,6]],"static":[1,2],"attributes":5}]}"#,
-            r#"{"customers":[{"customer_id":"a","transactions":[{"date":"2024-01-01","amount":5}]}]}"#,
-            r#"{"customers":[{"customer_id":"a","seq":[[1,2,3],[4,5,6]],"static":[1,2]}],"as_of":5}"#,
-            r#"{"customers":[{"customer_id":"a","seq":[[1,2,3],[4,5,6]],"static":[1,2]}],"as_of":null,"as_of":null}"#,
-            r#"{"customers":[{"customer_id":"a","seq":[[1,2,3],[4,5,6]],"static":[1,2]}]} trailing"#,
-            r#"{"customers":[{"customer_id":"a","seq":[[1,2,3],[4,5,6]],"static":[1,2]}]"#,
-            r#"{"customers":5}"#,
-            r#"{"customer":[]}"#,
-            r#"[]"#,
-            r#"{"customers":[{"customer_id":"a","seq":[[1,2,3],[4,5,06]],"static":[1,2]}]}"#,
-            r#"{"customers":[{"customer_id":"a","seq":[[1,2,3],[4,5,.6]],"static":[1,2]}]}"#,
-            r#"{"customers":[{"customer_id":"a","seq":[[1,2,3],[4,5,6.]],"static":[1,2]}]}"#,
-            r#"{"customers":[{"customer_id":"a","seq":[[1,2,3],[4,5,6]],"static":[1,2],}]}"#,
-            r#"{"customers":[{"customer_id":"a","seq":[[1,2,3],[4,5,"6"]],"static":[1,2]}]}"#,
-            r#"{"customers":[{"customer_id":1.5.2,"seq":[[1,2,3],[4,5,6]],"static":[1,2]}]}"#,
+    fn reads_lines_as_the_general_reading_does() {
+        let lines = [
+            r#"{"customer_id":"a","seq":[[1,2.5,-3e-2],[0,-0,1e10]],"static":[0.1,7]}"#,
+            r#" {"static": [1, 2], "seq": [ [1,2,3] , [4,5,6] ], "customer_id": 12} "#,
         ];
-        let long_zero = format!("0.{}1e700000", "0".repeat(700_000));
-        let long =
-            format!(r#"{{"customers":[{{"customer_id":"a","seq":[[{long_zero},2,3],[4,5,6]],"static":[1,2]}}]}}"#);
-        assert!(read(long.as_bytes(), SIZES).is_none(), "a 700 kB number is the general reading's");
-        let mut bad_utf8 =
-            br#"{"customers":[{"customer_id":"a","seq":[[1,2,3],[4,5,6]],"static":[1,2]}],"as_of":""#.to_vec();
-        bad_utf8.extend([0xff, b'"', b'}']);
-        assert!(read(&bad_utf8, SIZES).is_none());
-        for body in bodies {
-            let (fast, slow) = both(body);
-            assert!(fast.is_none(), "the fast reading accepted {body}");
-            // Each of these the general reading refuses, with a message.
-            assert!(slow.is_err(), "{body}");
+        for line in lines {
+            let fast = read_line(line.as_bytes(), SIZES).expect(line);
+            let slow = parse_line(line, SIZES).unwrap();
+            assert_eq!(fast.customer_id, slow.customer_id);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!((bits(&fast.seq), bits(&fast.stat)), (bits(&slow.seq), bits(&slow.stat)), "{line}");
+        }
+        // Left to the general reading (which accepts the first two and names the problem in the rest).
+        for line in [
+            r#"{"customer_id":"a","seq":[[1,2,3],[4,5,6]],"static":[1,2],"note":1}"#,
+            r#"{"customer_id":"a\u0041","seq":[[1,2,3],[4,5,6]],"static":[1,2]}"#,
+            r#"{"customer_id":"a","seq":[[1,2,3],[4,5,6]],"static":[1]}"#,
+            r#"{"customer_id":"a","seq":[[1,2,3],[4,5,6]],"static":[1,2]} x"#,
+        ] {
+            assert!(read_line(line.as_bytes(), SIZES).is_none(), "{line}");
         }
     }
 }
