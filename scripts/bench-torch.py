@@ -304,10 +304,6 @@ class Device:
         return time.perf_counter() - t
 
 
-class OutOfMemory(Exception):
-    pass
-
-
 def is_oom(e: BaseException) -> bool:
     oom = getattr(torch.cuda, "OutOfMemoryError", None) or getattr(torch, "OutOfMemoryError", None)
     if oom is not None and isinstance(e, oom):
@@ -357,7 +353,7 @@ def measure(dev: Device, fn, batch: int, duration: float) -> dict:
     }
 
 
-def inputs(dev: Device, batch: int, channels: int, weeks: int, static: int, seed: int):
+def inputs(batch: int, channels: int, weeks: int, static: int, seed: int):
     """f32 inputs of log1p-scaled weekly counts' range (seq) and standardised features (static), in
     host memory; values do not change the speed of any of these kernels."""
     gen = torch.Generator().manual_seed(seed + batch)
@@ -377,12 +373,20 @@ def compile_mode(arg: str, dev: Device):
 
 
 def reset_compiler():
-    dynamo = getattr(torch, "_dynamo", None)
-    if dynamo is not None:
-        dynamo.reset()
+    """Dynamo's caches and the CUDA-graph trees (with their memory pools) dropped: each variant is
+    compiled afresh and leaves no device memory behind. Older versions' reset keeps the trees."""
+    import torch._dynamo
+    torch._dynamo.reset()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        try:
+            from torch._inductor.cudagraph_trees import reset_cudagraph_trees
+            reset_cudagraph_trees()
+        except Exception:  # noqa: BLE001 (a version without it, or nothing to reset)
+            pass
 
 
 def configure_compiler():
+    import torch._dynamo
     cfg = torch._dynamo.config
     # Each model and dtype is compiled afresh (reset between variants), and a recompilation limit that
     # is hit must be an error, never a silent fall-back to eager timed as "compile".
@@ -437,13 +441,13 @@ class Runner:
     def host(self, spec: Spec, batch: int):
         key = (spec.channels, spec.weeks, spec.static, batch)
         if key not in self.host_inputs:
-            self.host_inputs[key] = inputs(self.dev, batch, spec.channels, spec.weeks, spec.static, SEED)
+            self.host_inputs[key] = inputs(batch, spec.channels, spec.weeks, spec.static, SEED)
         return self.host_inputs[key]
 
     def run_model(self, spec: Spec):
         a, dev = self.a, self.dev
         ref = ValueModel(spec).eval()
-        seq, st = inputs(dev, 8, spec.channels, spec.weeks, spec.static, SEED + 1)
+        seq, st = inputs(8, spec.channels, spec.weeks, spec.static, SEED + 1)
         with torch.inference_mode():
             got = [t.double().numpy() for t in ref(seq, st)]
         want = numpy_forward(ref, seq.numpy(), st.numpy())
@@ -577,8 +581,7 @@ def environment(dev: Device, args) -> dict:
     except Exception:  # noqa: BLE001
         env["triton"] = None
     if dev.cuda:
-        i = dev.torch.index if dev.torch.index is not None else torch.cuda.current_device()
-        p = torch.cuda.get_device_properties(i)
+        p = torch.cuda.get_device_properties(dev.torch)
         env.update({
             "device_name": p.name,
             "compute_capability": f"{p.major}.{p.minor}",
@@ -664,6 +667,8 @@ def main(argv=None) -> int:
               f"(built for CUDA {torch.version.cuda})", file=sys.stderr)
         return 2
     if dev.cuda:
+        if dev.torch.index is None:
+            dev.torch = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(dev.torch)
         # The best convolution algorithm for each shape, chosen on the first call (outside the timing).
         torch.backends.cudnn.benchmark = True
