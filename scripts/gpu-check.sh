@@ -208,9 +208,9 @@ def best(rows, preset, batch, io):
 
 def cells(r, ours):
     if r is None:
-        return f"{'-':>16} {'':<13} {'-':>6}"
+        return f"{'-':>16} {'':<13} {'-':>8}"
     ratio = f"{ours / r['customers_per_s']:.2f}x" if ours else "-"
-    return f"{r['customers_per_s']:>16.0f} {r['dtype'] + ' ' + r['mode']:<13} {ratio:>6}"
+    return f"{r['customers_per_s']:>16.0f} {r['dtype'] + ' ' + r['mode']:<13} {ratio:>8}"
 
 
 peer, why = load("torch-peer.json")
@@ -224,8 +224,8 @@ print("  quantization, copies, kernels, host epilogue): ltvx bench has no device
 print("PyTorch: the best of bf16/fp16/fp32 x eager/torch.compile"
       f" ({peer['config'].get('compile_mode')}); resident: inputs and outputs on the GPU;")
 print("  e2e: f32 inputs in host memory to f32 scores in host memory. ratio: ltvx / PyTorch.")
-print(f"{'preset':7} {'batch':>7} {'ltvx e2e/s':>12} {'torch resident/s':>16} {'variant':<13} {'ratio':>6}"
-      f" {'torch e2e/s':>16} {'variant':<13} {'ratio':>6}")
+print(f"{'preset':7} {'batch':>7} {'ltvx e2e/s':>12} {'torch resident/s':>16} {'variant':<13} {'ratio':>8}"
+      f" {'torch e2e/s':>16} {'variant':<13} {'ratio':>8}")
 target = None
 for preset in ("base", "large"):
     report, _ = load(f"bench-{preset}-int8.json")
