@@ -510,7 +510,10 @@ class Runner:
                     if mode == "compile":
                         # A failed CUDA-graph recording can leave the compiled function unusable.
                         reset_compiler()
-                        fn = torch.compile(model, mode=cmode, fullgraph=True)
+                        try:
+                            fn = torch.compile(model, mode=cmode, fullgraph=True)
+                        except Exception as e:  # noqa: BLE001
+                            broken = f"torch.compile failed after running out of memory: {first_line(e)}"
                 else:
                     if mode == "compile" and batch == a.batches[0] and io == a.io[0]:
                         broken = f"compile variant failed at batch {batch}: {err}"
