@@ -8,9 +8,20 @@
 #   1. the environment: nvidia-smi, the NVRTC library found, `ltvx devices`;
 #   2. the NVRTC compile test (every kernel for sm_80 and sm_90) and the CUDA conformance suite, with
 #      LTVX_REQUIRE so that "skipped" is a failure (int8 must be bit-identical to the reference);
-#   3. `ltvx bench --backend cuda` on the base and large presets, int8, at batch 1, 256, 4096 and
-#      65536, --json into OUTDIR, and a table of customers/s in the summary.
-# Exit status 0 only when every step passed.
+#   3. `ltvx bench --backend cuda` on the base and large presets, int8, at batch 1, 256, 4096, 65536
+#      and 262144, --json into OUTDIR, and a table of customers/s in the summary;
+#   4. the PyTorch peer (scripts/bench-torch.py) on the same GPU: the same presets (shapes read from
+#      `ltvx info --json`) and batches, bf16/fp16/fp32, eager and torch.compile, device-resident and end
+#      to end from host memory, --json into OUTDIR, and a table in the summary setting ltvx's figure
+#      beside the best PyTorch variant's per batch. `ltvx bench` times end to end (f32 inputs in host
+#      memory to scores) and has no device-resident mode yet, so the table says so and the issue's
+#      device-resident ratio is bounded from below, not measured.
+# Exit status 0 only when every step passed. The whole check is planned for under 8 minutes on an
+# H100: the PyTorch peer is given what is left of 7 minutes (configurations it cannot start in time
+# are listed as skipped) and is stopped 45 s after that.
+#
+# The PyTorch peer runs with $LTVX_TORCH_PYTHON (default python3), which must import torch and see
+# the GPU; it runs with the LD_LIBRARY_PATH this script was started with, not the NVRTC one below.
 #
 # The bundle: the release `ltvx` and the test binaries, in $LTVX_BUNDLE (default: gpu-bundle/ beside
 # this script's folder), built on the development machine (glibc Linux x86-64, as the GPU host; cudarc
@@ -25,7 +36,8 @@
 #           print(m["target"]["name"], m["executable"])' \
 #     | while read -r name exe; do install -D "$exe" "gpu-bundle/$name"; done
 #   install -D target/release/ltvx gpu-bundle/ltvx
-#   # carry scripts/gpu-check.sh and gpu-bundle/ over, e.g. tar czf ltvx-gpu.tgz scripts/gpu-check.sh gpu-bundle
+#   # carry scripts/gpu-check.sh, scripts/bench-torch.py and gpu-bundle/ over, e.g.
+#   tar czf ltvx-gpu.tgz scripts/gpu-check.sh scripts/bench-torch.py gpu-bundle
 #
 # libnvrtc: cudarc (built for CUDA 12.8) loads libnvrtc.so or libnvrtc.so.12, never libnvrtc.so.13,
 # the name CUDA 13 installs. When neither loads, this script looks for a libnvrtc.so.13 (or .so.12) in
@@ -34,6 +46,11 @@
 # its libnvrtc-builtins), on LD_LIBRARY_PATH. $LTVX_NVRTC_LIB
 # names the library file to use instead of searching.
 set -uo pipefail
+
+# The environment PyTorch is used to, kept before this script changes LD_LIBRARY_PATH for NVRTC.
+if [ -n "${LD_LIBRARY_PATH+set}" ]; then torch_env=(env "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"); else torch_env=(env -u LD_LIBRARY_PATH); fi
+torch_py=${LTVX_TORCH_PYTHON:-python3}
+batches=1,256,4096,65536,262144
 
 here=$(cd "$(dirname "$0")" && pwd)
 bundle=${LTVX_BUNDLE:-$here/../gpu-bundle}
@@ -94,7 +111,8 @@ else
     mkdir -p "$out/nvrtc"
     ln -sf "$real" "$out/nvrtc/libnvrtc.so"
     # The library's own folder too: libnvrtc loads its libnvrtc-builtins.so.<version> by name.
-    export LD_LIBRARY_PATH="$out/nvrtc:$(dirname "$real")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    LD_LIBRARY_PATH="$out/nvrtc:$(dirname "$real")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    export LD_LIBRARY_PATH
     say "NVRTC: $lib, linked as $out/nvrtc/libnvrtc.so"
 fi
 say "GPU: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -n 1)"
@@ -110,7 +128,7 @@ for preset in base large; do
     # within a few minutes.
     step "bench cuda $preset int8" "bench-$preset-int8.json" \
         timeout 240 "$bundle/ltvx" bench --backend cuda --preset "$preset" --precision int8 \
-        --batch 1,256,4096,65536 --threads 1 --duration 2 --json
+        --batch "$batches" --threads 1 --duration 2 --json
 done
 
 # The table; a preset without a CUDA row (the backend was skipped) fails the check.
@@ -133,6 +151,103 @@ for preset in ("base", "large"):
     for s in report.get("skipped", []):
         print(f"{preset:8} skipped {s['backend']}: {s['reason']}")
 sys.exit(1 if missing else 0)
+EOF
+
+# The PyTorch peer on the same GPU, after ltvx's benches (never beside them). Its shapes come from the
+# bundle's ltvx (`ltvx info --json` of a fresh model of each preset), so the peer follows the presets;
+# where that fails, bench-torch.py's own copy of them is used and the summary says so.
+if ! "${torch_env[@]}" "$torch_py" -c 'import numpy, torch
+assert torch.cuda.is_available(), f"PyTorch {torch.__version__} (CUDA {torch.version.cuda}) sees no GPU"' \
+    >"$out/torch-peer-env.txt" 2>&1; then
+    say "FAIL  PyTorch peer: $torch_py cannot use PyTorch on the GPU ($(grep . "$out/torch-peer-env.txt" | tail -n 1)); set LTVX_TORCH_PYTHON"
+    failed=1
+else
+    mkdir -p "$out/peer-models"
+    infos=()
+    for preset in base large; do
+        model=$out/peer-models/$preset.ltvx
+        if "$bundle/ltvx" -q init --preset "$preset" --out "$model" >"$out/peer-models/$preset.log" 2>&1 &&
+            "$bundle/ltvx" info --json "$model" >"$out/peer-models/$preset-info.json" 2>>"$out/peer-models/$preset.log"; then
+            infos+=("$out/peer-models/$preset-info.json")
+        else
+            say "NOTE  PyTorch peer: $preset shapes from bench-torch.py's copy of the presets (ltvx init/info failed: peer-models/$preset.log)"
+        fi
+        rm -f "$model"
+    done
+    args=(--device cuda:0 --presets "base,large" --batches "$batches" --dtypes "bf16,fp16,fp32"
+        --modes "compile,eager" --io "resident,host" --duration 0.5 --json "$out/torch-peer.json")
+    [ "${#infos[@]}" -gt 0 ] && args+=(--model-info "${infos[@]}")
+    # What is left of 7 minutes since the start; stopped 45 s past it, so the check ends within 8.
+    budget=$((420 - SECONDS))
+    if [ "$budget" -lt 30 ]; then
+        say "FAIL  PyTorch peer: not run, ${SECONDS} s of the 8 minutes already spent"
+        failed=1
+    else
+        step "PyTorch peer (bench-torch.py, ${budget} s budget)" torch-peer.log \
+            timeout "$((budget + 45))" "${torch_env[@]}" "$torch_py" "$here/bench-torch.py" --budget "$budget" "${args[@]}"
+    fi
+fi
+
+# ltvx beside the best PyTorch variant, per preset and batch.
+python3 - "$out" >>"$summary" 2>&1 <<'EOF'
+import json, pathlib, sys
+out = pathlib.Path(sys.argv[1])
+
+
+def load(name):
+    try:
+        return json.loads((out / name).read_text()), None
+    except (OSError, ValueError) as e:
+        return None, f"{name}: {e}"
+
+
+def best(rows, preset, batch, io):
+    ok = [r for r in rows if r["model"] == preset and r["batch"] == batch and r["io"] == io and r["status"] == "ok"]
+    return max(ok, key=lambda r: r["customers_per_s"]) if ok else None
+
+
+def cells(r, ours):
+    if r is None:
+        return f"{'-':>16} {'':<13} {'-':>8}"
+    ratio = f"{ours / r['customers_per_s']:.2f}x" if ours else "-"
+    return f"{r['customers_per_s']:>16.0f} {r['dtype'] + ' ' + r['mode']:<13} {ratio:>8}"
+
+
+peer, why = load("torch-peer.json")
+if peer is None:
+    print(f"\nno PyTorch figures ({why})")
+    sys.exit(0)
+env, rows = peer["environment"], peer.get("rows", [])
+print(f"\nltvx beside PyTorch {env.get('torch')} (CUDA {env.get('torch_cuda')}) on {env.get('device_name')}, same run.")
+print("ltvx: `ltvx bench --backend cuda`, int8, END TO END (f32 inputs in host memory to scores: host")
+print("  quantization, copies, kernels, host epilogue): ltvx bench has no device-resident mode yet.")
+print("PyTorch: the best of bf16/fp16/fp32 x eager/torch.compile"
+      f" ({peer['config'].get('compile_mode')}); resident: inputs and outputs on the GPU;")
+print("  e2e: f32 inputs in host memory to f32 scores in host memory. ratio: ltvx / PyTorch.")
+print(f"{'preset':7} {'batch':>7} {'ltvx e2e/s':>12} {'torch resident/s':>16} {'variant':<13} {'ratio':>8}"
+      f" {'torch e2e/s':>16} {'variant':<13} {'ratio':>8}")
+target = None
+for preset in ("base", "large"):
+    report, _ = load(f"bench-{preset}-int8.json")
+    ltvx = {r["batch"]: r["customers_per_s"] for r in (report or {}).get("rows", []) if r["backend"] == "cuda"}
+    for batch in sorted({r["batch"] for r in rows if r["model"] == preset} | set(ltvx)):
+        ours = ltvx.get(batch)
+        resident = best(rows, preset, batch, "resident")
+        mine = f"{ours:>12.0f}" if ours else f"{'-':>12}"
+        print(f"{preset:7} {batch:>7} {mine} {cells(resident, ours)} {cells(best(rows, preset, batch, 'host'), ours)}")
+        if preset == "base" and batch == 262144:
+            target = (ours, resident)
+    for r in rows:
+        if r["model"] == preset and r["status"] != "ok":
+            print(f"  {preset} {r['batch']} PyTorch {r['dtype']} {r['mode']} {r['io']}: {r['status']}: {r['reason'][:150]}")
+ours, resident = target or (None, None)
+print("target (issue 7): base, int8, batch 262144, device-resident >= 2x the best PyTorch variant: ", end="")
+if ours and resident:
+    print(f"not measured (ltvx has no device-resident figure); ltvx end to end is "
+          f"{ours / resident['customers_per_s']:.2f}x PyTorch's best device-resident "
+          f"({resident['dtype']} {resident['mode']}), a lower bound of that ratio")
+else:
+    print("no figures for it in this run")
 EOF
 echo "gpu-check: logs and summary in $out"
 exit "$failed"
