@@ -66,7 +66,7 @@ pub const NARROW_SHIFT: u8 = 32;
 /// From this shift on, `(acc·M + 2^(sh−1)) >> sh` equals `(H + 2^(sh−33)) >> (sh − 32)` with
 /// H = ⌊acc·M / 2^32⌋: writing acc·M = H·2^32 + L (0 ≤ L < 2^32), the dropped L/2^32 is a fraction
 /// below 1 added to the integer numerator H + 2^(sh−33), which cannot move the floor of its division
-/// by 2^(sh−32). |H| < 2^30 and 2^(sh−33) ≤ 2^30 (sh ≤ 63), so the sum fits an i32.
+/// by 2^(sh−32). −2^30 ≤ H < 2^30 and 2^(sh−33) ≤ 2^29 (sh ≤ `MAX_SHIFT` = 62), so the sum fits an i32.
 pub const HIGH_WORD_SHIFT: u8 = 33;
 
 /// Skipping zero blocks pays once at least this share of a layer's weight groups is zero.
@@ -728,6 +728,57 @@ mod tests {
                         layer.run(isa, &a, 4, 1, &mut Vec::new(), &mut out);
                         let want: Vec<u8> = bias.iter().zip(&requant).map(|(&b, r)| r.apply(b, z_out, relu)).collect();
                         assert_eq!(dst, want, "{isa}, shifts {rqs:?}, z_out {z_out}, relu {relu}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whole tiles, pooled tiles, odd tails, two-strip sparse blocks with a partial second strip and
+    /// dense blocks, each with accumulators near the i32 limits, against the contract's formula.
+    #[test]
+    fn every_family_requantizes_whole_tiles_pools_and_partial_strips_exactly() {
+        let k = 16;
+        let mut rng = crate::rng::Rng::new(11);
+        // Channels 0–31 use groups 0 and 2 (a shared pair), the rest group 1: sparse, paired.
+        let sparse = |o: usize, kk: usize| matches!((o < 32, kk / 4), (true, 0 | 2) | (false, 1));
+        for n in [24, 56, 64] {
+            for dense in [false, true] {
+                let w: Vec<i8> = (0..n * k)
+                    .map(|i| if dense || sparse(i / k, i % k) { (rng.below(255) as i32 - 127) as i8 } else { 0 })
+                    .collect();
+                // Biases near ±2^30, so the accumulators reach far; shifts from 33 (high word) and mixed.
+                let bias: Vec<i32> = (0..n).map(|o| if o % 2 == 0 { 1 << 30 } else { -(1 << 30) } + o as i32).collect();
+                for shifts in [[33u8, 40, 62], [31, 32, 45]] {
+                    let requant: Vec<Requant> = (0..n)
+                        .map(|o| Requant { multiplier: [i32::MAX, 1 << 30, 1_234_567][o % 3], shift: shifts[o % 3] })
+                        .collect();
+                    for rows in [19, 24] {
+                        let a: Vec<u8> = (0..(rows + SLACK_ROWS) * k).map(|_| rng.below(256) as u8).collect();
+                        let acc = |r: usize, o: usize| {
+                            let dot: i32 = (0..k).map(|kk| w[o * k + kk] as i32 * a[r * k + kk] as i32).sum();
+                            bias[o].wrapping_add(dot)
+                        };
+                        for pool in [false, true] {
+                            let out_rows = if pool { rows / 2 } else { rows };
+                            let want: Vec<u8> = (0..out_rows * n)
+                                .map(|i| {
+                                    let (r, o) = (i / n, i % n);
+                                    let x = if pool { acc(2 * r, o).max(acc(2 * r + 1, o)) } else { acc(r, o) };
+                                    requant[o].apply(x, 3, true)
+                                })
+                                .collect();
+                            let rows_run = if pool { rows / 2 * 2 } else { rows };
+                            for isa in Isa::available_all() {
+                                let layer = Layer::pack(isa, &w, &bias, &vec![0; k], &requant);
+                                let mut dst = vec![0u8; out_rows * n];
+                                let mut out = Out::Requant { dst: &mut dst, ldd: n, z_out: 3, relu: true, pool };
+                                layer.run(isa, &a, k, rows_run, &mut Vec::new(), &mut out);
+                                let what =
+                                    format!("{isa}, n {n}, dense {dense}, shifts {shifts:?}, rows {rows}, pool {pool}");
+                                assert_eq!(dst, want, "{what}");
+                            }
+                        }
                     }
                 }
             }

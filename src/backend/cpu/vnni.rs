@@ -78,8 +78,15 @@ unsafe fn sparse_tiles<const NV: usize, const MR: usize>(
     b: &Block,
     out: &mut Out,
 ) {
-    // SAFETY: `w8` holds NV 64-byte vectors per listed group; group offsets are inside the padded
-    // reduction, which the caller's bounds cover.
+    const {
+        assert!(
+            MR.is_multiple_of(2) && MR <= crate::backend::cpu::int8::SLACK_ROWS,
+            "a tile: whole row pairs (fused pool), within the slack rows"
+        )
+    };
+    // SAFETY: `w8` holds NV 64-byte vectors per listed group (`Layer::pack` makes sparse VNNI blocks
+    // of 1 or 2 vectors only); group offsets are inside the padded reduction, which the caller's
+    // bounds cover.
     unsafe {
         let bias: [__m512i; NV] = std::array::from_fn(|v| _mm512_loadu_si512(b.bias.as_ptr().add(v * LANES).cast()));
         // Whole tiles, then pairs of rows, as in `tiles` (conv3's 26 steps: 3 tiles and a pair, not 4 tiles).
@@ -275,7 +282,8 @@ unsafe fn requant_rows<const NV: usize, const MR: usize, const POOL: bool, const
     b: &Block,
     at: impl Fn(usize, usize) -> *mut u8,
 ) {
-    // SAFETY: `at` points inside `dst` for every existing row; stores are masked to real channels.
+    // SAFETY: `at` points inside `dst` for every existing row; stores are masked to real channels,
+    // except in whole tiles, where every lane is one (`Requantize::rows`).
     unsafe {
         let (z, relu) = (q.z_out as i64, q.relu);
         let (lo, hi) = (_mm512_set1_epi64(if relu { 0 } else { -z }), _mm512_set1_epi64(255 - z));
