@@ -4,27 +4,21 @@
 //! number 8–9 digits, the worst case). `cargo bench --bench serve -- --quick`.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use ltvx::data::synthetic;
-use ltvx::engine::{Batch, Scores};
+use ltvx::engine::Scores;
 use ltvx::model::Preset;
 use ltvx::rng::Rng;
+use ltvx::serve::loadgen::{Values, random_batch};
 use ltvx::serve::{api, binary};
 
 const CUSTOMERS: usize = 64;
-
-fn dense(sizes: ltvx::model::graph::InputSizes) -> Batch {
-    let mut rng = Rng::new(7);
-    let seq = (0..CUSTOMERS * sizes.seq_channels * sizes.seq_len).map(|_| (rng.uniform() * 3.0) as f32).collect();
-    let stat = (0..CUSTOMERS * sizes.static_features).map(|_| rng.normal() as f32).collect();
-    Batch::from_vecs(sizes, seq, stat).unwrap()
-}
 
 fn requests(c: &mut Criterion) {
     let sizes = Preset::Base.default_inputs();
     let ids: Vec<String> = (0..CUSTOMERS).map(|i| format!("customer-{i:05}")).collect();
     let mut group = c.benchmark_group("serve/request");
     group.throughput(Throughput::Elements(CUSTOMERS as u64));
-    for (kind, batch) in [("synthetic", synthetic::customers(sizes, CUSTOMERS, 3)), ("dense", dense(sizes))] {
+    for (kind, values) in [("synthetic", Values::Realistic), ("dense", Values::Dense)] {
+        let batch = random_batch(sizes, CUSTOMERS, values, &mut Rng::new(7));
         let body = api::request_json(&ids, &batch);
         eprintln!("{kind} JSON request: {} bytes for {CUSTOMERS} customers", body.len());
         let no_spec = Err("not needed".to_string());

@@ -15,7 +15,7 @@ use ltvx::data::features::{FeatureRow, parse_line};
 use ltvx::data::ingest::parse_day;
 use ltvx::data::labels::eligible;
 use ltvx::data::transactions::Transactions;
-use ltvx::engine::scores::json_f32;
+use ltvx::engine::scores::JsonF32;
 use ltvx::engine::{Batch, Engine, Scores};
 use ltvx::eval::evaluate::feature_spec;
 use ltvx::{Error, Model, Result};
@@ -327,12 +327,12 @@ fn write_rows(out: &mut dyn Write, format: Format, ids: &[String], s: &Scores) -
                 write!(
                     out,
                     "{{\"customer_id\":{id},\"ltv\":{},\"p_purchase\":{},",
-                    json_f32(s.ltv[i]),
-                    json_f32(s.p_purchase[i])
+                    JsonF32(s.ltv[i]),
+                    JsonF32(s.p_purchase[i])
                 )?;
-                write!(out, "\"churn_probability\":{},\"segment\":{}", json_f32(s.churn_probability[i]), s.segment[i])?;
+                write!(out, "\"churn_probability\":{},\"segment\":{}", JsonF32(s.churn_probability[i]), s.segment[i])?;
                 for (k, p) in s.p_segment_row(i).iter().enumerate() {
-                    write!(out, ",\"p_segment_{k}\":{}", json_f32(*p))?;
+                    write!(out, ",\"p_segment_{k}\":{}", JsonF32(*p))?;
                 }
                 writeln!(out, "}}")?;
             }

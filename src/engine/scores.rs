@@ -154,20 +154,13 @@ impl Epilogue {
 }
 
 /// An f32 in its shortest round-trip form, `null` when not finite (an overflowing LTV): how scores
-/// appear in JSON output, files and server responses alike.
-pub fn json_f32(x: f32) -> String {
-    let mut s = String::new();
-    push_json_f32(&mut s, x);
-    s
-}
+/// appear in JSON output, files and server responses alike. Written in place by zmij (serde_json's
+/// own float formatter), several times faster than `Display` and without a String per number.
+pub struct JsonF32(pub f32);
 
-/// [`json_f32`] appended to `out`, without a String of its own. zmij (serde_json's own float
-/// formatter) writes a server response's numbers several times faster than `Display`.
-pub fn push_json_f32(out: &mut String, x: f32) {
-    if x.is_finite() {
-        out.push_str(zmij::Buffer::new().format_finite(x));
-    } else {
-        out.push_str("null");
+impl std::fmt::Display for JsonF32 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_finite() { f.write_str(zmij::Buffer::new().format_finite(self.0)) } else { f.write_str("null") }
     }
 }
 

@@ -18,7 +18,7 @@ use crate::data::feature_spec::{FeatureSpec, SideData};
 use crate::data::features::{customer_id, feature_row};
 use crate::data::ingest::parse_day;
 use crate::data::transactions::{Builder, Occasion};
-use crate::engine::scores::push_json_f32;
+use crate::engine::scores::JsonF32;
 use crate::engine::{Batch, Scores};
 use crate::model::graph::InputSizes;
 
@@ -288,18 +288,17 @@ pub fn response(model: &Value, ids: &[String], s: &Scores) -> String {
             out.push(',');
         }
         // Writing into `out` directly: a String per number was a tenth of the server's time.
-        let _ = write!(out, "{{\"customer_id\":{},\"ltv\":", quoted(id));
-        push_json_f32(&mut out, s.ltv[i]);
-        out.push_str(",\"p_purchase\":");
-        push_json_f32(&mut out, s.p_purchase[i]);
-        out.push_str(",\"churn_probability\":");
-        push_json_f32(&mut out, s.churn_probability[i]);
-        let _ = write!(out, ",\"segment\":{},\"p_segment\":[", s.segment[i]);
+        let _ = write!(
+            out,
+            "{{\"customer_id\":{},\"ltv\":{},\"p_purchase\":{},\"churn_probability\":{},\"segment\":{},\"p_segment\":[",
+            quoted(id),
+            JsonF32(s.ltv[i]),
+            JsonF32(s.p_purchase[i]),
+            JsonF32(s.churn_probability[i]),
+            s.segment[i]
+        );
         for (k, &p) in s.p_segment_row(i).iter().enumerate() {
-            if k > 0 {
-                out.push(',');
-            }
-            push_json_f32(&mut out, p);
+            let _ = write!(out, "{}{}", if k > 0 { "," } else { "" }, JsonF32(p));
         }
         out.push_str("]}");
     }

@@ -236,7 +236,8 @@ impl Yardstick {
     }
 }
 
-fn random_batch(sizes: InputSizes, rows: usize, values: Values, rng: &mut Rng) -> Batch {
+/// `rows` generated customers with `values` of the given kind: the load generator's request bodies.
+pub fn random_batch(sizes: InputSizes, rows: usize, values: Values, rng: &mut Rng) -> Batch {
     if values == Values::Realistic {
         return synthetic::customers(sizes, rows, rng.next_u64());
     }
