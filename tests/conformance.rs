@@ -236,6 +236,16 @@ fn cuda_conforms() {
     conformance(BackendKind::Cuda);
 }
 
+/// The CUDA backend's plan and kernels in the host emulation (kernels/cuda/emulation.hpp), on every
+/// machine: the tensor-core kernels (sm_90) and the dp4a ones (sm_75), each through the whole suite.
+/// The emulation needs only a C++ compiler; without one the test reports skipped.
+#[test]
+fn cuda_emulated_conforms() {
+    for arch in ltvx::backend::cuda::emulator::ARCHS {
+        conformance_with(BackendKind::Cuda, &Options { cuda_emulation: Some(arch.into()), ..Options::default() });
+    }
+}
+
 #[test]
 fn opencl_conforms() {
     conformance(BackendKind::Opencl);

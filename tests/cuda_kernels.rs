@@ -40,3 +40,16 @@ fn int8_kernels_use_mixed_sign_dp4a() {
     let ptx = nvrtc::compile(&nvrtc::SOURCES[0], "sm_90").unwrap();
     assert!(ptx.contains("dp4a.u32.s32"), "no dp4a.u32.s32 in the int8 PTX");
 }
+
+/// The tensor-core kernel reaches the int8 mma instruction on every architecture CI compiles for.
+#[test]
+fn int8_kernels_use_tensor_cores_from_sm80() {
+    if let Err(reason) = nvrtc::available() {
+        println!("skipped: {reason}");
+        return;
+    }
+    for arch in nvrtc::CI_ARCHS {
+        let ptx = nvrtc::compile(&nvrtc::SOURCES[0], arch).unwrap();
+        assert!(ptx.contains("mma.sync.aligned.m16n8k32.row.col.s32.u8.s8.s32"), "no int8 mma in the {arch} PTX");
+    }
+}

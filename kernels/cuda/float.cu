@@ -1,17 +1,12 @@
 // fp32 kernels of the CUDA backend with f32 or IEEE binary16 weights, compiled at run time by NVRTC.
-// f32 activations and arithmetic; f16 weights are widened exactly to f32 on load (cvt.f32.f16), so
-// no cuda_fp16.h is needed (NVRTC would need the toolkit's include folder for it, and the CI wheel
-// has none). Results agree with the reference within docs/NUMERICS.md's tolerance (summation order
+// f32 activations and arithmetic; f16 weights are widened exactly to f32 on load (f16_to_f32,
+// common.cuh). Results agree with the reference within docs/NUMERICS.md's tolerance (summation order
 // is free); the host compiles without --use_fast_math / -ftz. One thread per output value over
 // flat_index() (common.cuh, compiled in front of this file).
 
 __device__ __forceinline__ float load_w(const float* w, long long i) { return w[i]; }
 
-__device__ __forceinline__ float load_w(const unsigned short* w, long long i) {
-    float f;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(w[i]));
-    return f;
-}
+__device__ __forceinline__ float load_w(const unsigned short* w, long long i) { return f16_to_f32(w[i]); }
 
 template <typename W>
 __device__ float conv_sum(const float* __restrict__ xb, const W* __restrict__ w, float bias, int o, int t, int cin,

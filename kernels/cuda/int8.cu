@@ -1,5 +1,7 @@
 // int8 kernels of the CUDA backend, compiled at run time by NVRTC (no headers: NVRTC needs none for
-// these). One thread per output value, the same integer formulas as the reference backend
+// these). Two forms of the convolution and dense layers: one thread per output value with dp4a
+// (any GPU from sm_61), and tiles of customers on the int8 tensor cores (conv_mma_u8, sm_80+, at the
+// end of this file). Both use the same integer formulas as the reference backend
 // (docs/NUMERICS.md), so the results are bit-identical by construction:
 //
 // - activations are u8, [customer][channel][step] for sequences and [customer][feature] for vectors;
@@ -12,18 +14,11 @@
 //   accumulator bound): dp4a's 32-bit addition wraps, which is exactly the reference's wrapping sum;
 // - requantization in 64 bits with an arithmetic shift.
 //
-// One thread per output value over flat_index() (common.cuh, compiled in front of this file).
+// The dp4a kernels run one thread per output value over flat_index() (common.cuh, compiled in front
+// of this file).
 
 typedef unsigned char u8;
 typedef signed char s8;
-
-// u8 x s8 dot product of four byte pairs plus c. The C++ __dp4a overloads are same-sign only
-// (docs/NUMERICS.md, CUDA row), hence the PTX; dp4a needs sm_61 or later.
-__device__ __forceinline__ int dp4a_u8s8(unsigned int a, int b, int c) {
-    int d;
-    asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
-    return d;
-}
 
 // q = clamp(((acc*M + 2^(sh-1)) >> sh) + z_out, lo, 255) in 64 bits; lo = z_out with ReLU.
 __device__ __forceinline__ u8 requant(int acc, int m, int sh, int z_out, int relu) {
@@ -162,4 +157,131 @@ extern "C" __global__ void head_dequant_f32(long long total, const u8* __restric
     float acc = bias[o];
     for (int j = 0; j < n_in; j++) acc += wr[j] * (scale[j] * (float)((int)row[j] - zero[j]));
     y[i] = acc;
+}
+
+// ---- Tensor cores: Conv1d and Dense as an implicit GEMM on mma.sync m16n8k32 (sm_80+) ----
+//
+// A block takes `cb` customers (the host picks cb so that their staged inputs fit in shared memory)
+// and computes every output of one layer for them. As a GEMM: rows are (customer, output step),
+// columns output channels, the reduction (tap j, input channel c) tap-major, padded with zero
+// weights to a multiple of 32. A Dense layer is the same with one step, k = 1 and cin = its inputs.
+//
+// 1. Staging: each customer's input is copied to shared memory channels-last, with `left` steps of
+//    z_in in front and k-1-left behind (the convolution's padding, zero in real terms). The
+//    reduction row of output step t is then the contiguous bytes [t*cin, t*cin + k*cin) of the
+//    customer's staged row: the implicit im2col costs no index arithmetic in the inner loop. Bytes
+//    read past it, up to the padded reduction, meet zero weights.
+// 2. Tiles: each warp takes 16 rows x 32 columns at a time, four m16n8k32 per 32-byte reduction
+//    step sharing one A fragment. With the max-pool fused, fragment rows g and g+8 are the steps 2p
+//    and 2p+1 of pooled output p, so both accumulators are in the same lane: the pool is a max of
+//    two registers before one requantization (monotone, so the same bits as pooling after it).
+// 3. Epilogue: requantization as in conv_u8, written [customer][channel][step].
+//
+// w: [n_pad][kw] words, n_pad = cout rounded up to 32 (zero rows past cout), kw a multiple of 8;
+// bias, mult and shift: n_pad entries. `stride`: bytes of a staged row, a multiple of 16 and at
+// least (t_in - 1)*cin + 4*kw. Threads: any multiple of 32. `total` counts customers.
+
+// Four bytes from p as one little-endian word; word loads need p 4-byte aligned.
+__device__ __forceinline__ unsigned int load_word(const u8* p, int aligned) {
+    if (aligned) return *(const unsigned int*)p;
+    return (unsigned int)p[0] | ((unsigned int)p[1] << 8) | ((unsigned int)p[2] << 16) | ((unsigned int)p[3] << 24);
+}
+
+// Copies the block's customers into shared memory channels-last between their padding rows.
+__device__ void stage_inputs(u8* staged, const u8* __restrict__ x, int nb, int cb, int stride, int cin, int t_in,
+                             int k, int left, int z_in) {
+    int padded = (t_in + k - 1) * cin;
+    for (int i = threadIdx.x; i < cb * stride; i += blockDim.x) staged[i] = (i % stride) < padded ? (u8)z_in : 0;
+    __syncthreads();
+    int per = cin * t_in;
+    for (int i = threadIdx.x; i < nb * per; i += blockDim.x) {
+        int b = i / per, r = i % per;
+        staged[b * stride + (r % t_in + left) * cin + r / t_in] = x[i];
+    }
+    __syncthreads();
+}
+
+// One fragment row of a tile: the output it stands for (customer b, output step s), and where its
+// reduction row starts in shared memory (the start of the buffer when the row is past the block's
+// outputs, which are then computed and dropped).
+struct TileRow {
+    int b, s, valid;
+    const u8* a;
+};
+
+__device__ __forceinline__ TileRow tile_row(const u8* staged, int q, int conv_step_offset, int pool, int rows,
+                                            int t_out, int stride, int cin) {
+    TileRow r;
+    r.valid = q < rows;
+    r.b = q / t_out;
+    r.s = q % t_out;
+    int step = pool ? 2 * r.s + conv_step_offset : r.s;
+    r.a = r.valid ? staged + r.b * stride + step * cin : staged;
+    return r;
+}
+
+extern "C" __global__ void conv_mma_u8(long long total, const u8* __restrict__ x, const int* __restrict__ w,
+                                       const int* __restrict__ bias, const int* __restrict__ mult,
+                                       const int* __restrict__ shift, u8* __restrict__ y, int cin, int t_in,
+                                       int cout, int t_out, int k, int left, int kw, int z_in, int z_out, int relu,
+                                       int pool, int cb, int stride) {
+    u8* staged = dynamic_shared();
+    long long b0 = (long long)blockIdx.x * cb;
+    int nb = (int)min((long long)cb, total - b0);
+    stage_inputs(staged, x + b0 * cin * t_in, nb, cb, stride, cin, t_in, k, left, z_in);
+
+    int lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+    int rows = nb * t_out;
+    int m_tiles = (rows + (pool ? 7 : 15)) / (pool ? 8 : 16);
+    int n_tiles = (cout + 31) / 32;
+    int aligned = (cin & 3) == 0;
+    for (int task = threadIdx.x >> 5; task < m_tiles * n_tiles; task += blockDim.x >> 5) {
+        int mt = task / n_tiles, nt = task % n_tiles;
+        TileRow lo, hi;
+        if (pool) {
+            lo = tile_row(staged, mt * 8 + g, 0, 1, rows, t_out, stride, cin);
+            hi = tile_row(staged, mt * 8 + g, 1, 1, rows, t_out, stride, cin);
+        } else {
+            lo = tile_row(staged, mt * 16 + g, 0, 0, rows, t_out, stride, cin);
+            hi = tile_row(staged, mt * 16 + g + 8, 0, 0, rows, t_out, stride, cin);
+        }
+        int acc[4][4];
+#pragma unroll
+        for (int n = 0; n < 4; n++) {
+            int col = nt * 32 + n * 8 + 2 * t4;
+            acc[n][0] = acc[n][2] = bias[col];
+            acc[n][1] = acc[n][3] = bias[col + 1];
+        }
+        // This lane's column g of each 8-column group: weight rows nt*32 + 8n + g.
+        const int* wt = w + (long long)(nt * 32 + g) * kw;
+        for (int kk = 0; kk < kw; kk += 8) {
+            unsigned int a[4] = {load_word(lo.a + 4 * kk + 4 * t4, aligned), load_word(hi.a + 4 * kk + 4 * t4, aligned),
+                                 load_word(lo.a + 4 * kk + 16 + 4 * t4, aligned),
+                                 load_word(hi.a + 4 * kk + 16 + 4 * t4, aligned)};
+#pragma unroll
+            for (int n = 0; n < 4; n++) {
+                const int* wn = wt + (long long)n * 8 * kw + kk;
+                unsigned int b[2] = {(unsigned int)wn[t4], (unsigned int)wn[4 + t4]};
+                mma_u8s8_m16n8k32(acc[n], a, b);
+            }
+        }
+#pragma unroll
+        for (int n = 0; n < 4; n++) {
+#pragma unroll
+            for (int j = 0; j < 2; j++) {
+                int col = nt * 32 + n * 8 + 2 * t4 + j;
+                if (col >= cout) continue;
+                int m = mult[col], sh = shift[col];
+                if (pool) {
+                    if (lo.valid)
+                        y[((b0 + lo.b) * cout + col) * t_out + lo.s] =
+                            requant(max(acc[n][j], acc[n][2 + j]), m, sh, z_out, relu);
+                } else {
+                    if (lo.valid) y[((b0 + lo.b) * cout + col) * t_out + lo.s] = requant(acc[n][j], m, sh, z_out, relu);
+                    if (hi.valid)
+                        y[((b0 + hi.b) * cout + col) * t_out + hi.s] = requant(acc[n][2 + j], m, sh, z_out, relu);
+                }
+            }
+        }
+    }
 }

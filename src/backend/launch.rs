@@ -25,11 +25,20 @@ pub(crate) enum StepArg {
     Int(i32),
 }
 
-/// One kernel launch over `[customers, per_row…]` work-items.
+/// One kernel launch over `[customers, per_row…]` work-items, or over blocks of customers.
 pub(crate) struct Step {
     pub(crate) kernel: usize,
     pub(crate) args: Vec<StepArg>,
     pub(crate) per_row: Vec<usize>,
+    /// `Some` for a kernel whose blocks each take a tile of customers (CUDA tensor cores).
+    pub(crate) tile: Option<Tile>,
+}
+
+/// The launch shape of a tiled kernel: `customers` per block, with that much shared memory.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Tile {
+    pub(crate) customers: usize,
+    pub(crate) shared_bytes: usize,
 }
 
 /// A fusion-boundary tensor: bytes `range` of each customer's row of `slot`.

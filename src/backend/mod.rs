@@ -127,11 +127,14 @@ pub struct Options {
     /// `None`: `LTVX_CPU_ISA` if set, else the best the CPU has.
     pub cpu_isa: Option<cpu::Isa>,
     pub opencl: opencl::Selection,
+    /// `Some("sm_NN")`: the CUDA backend runs its kernels in the host emulation of that
+    /// architecture (src/backend/cuda/emulator.rs; needs a C++ compiler), for tests without a GPU.
+    pub cuda_emulation: Option<String>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { threads: 1, cpu_isa: None, opencl: opencl::Selection::default() }
+        Options { threads: 1, cpu_isa: None, opencl: opencl::Selection::default(), cuda_emulation: None }
     }
 }
 
@@ -142,7 +145,9 @@ fn implemented(kind: BackendKind, options: &Options) -> Box<dyn Backend> {
         BackendKind::Cpu => Box::new(cpu::Cpu { isa: options.cpu_isa, threads: options.threads }),
         BackendKind::Opencl => Box::new(opencl::OpenCl { select: options.opencl.clone() }),
         // `--device N` is one option for both device backends; it is carried in the OpenCL selection.
-        BackendKind::Cuda => Box::new(cuda::Cuda { device: options.opencl.device.unwrap_or(0) }),
+        BackendKind::Cuda => {
+            Box::new(cuda::Cuda { device: options.opencl.device.unwrap_or(0), emulate: options.cuda_emulation.clone() })
+        }
     }
 }
 

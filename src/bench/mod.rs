@@ -86,7 +86,8 @@ pub fn measure(
     duration: Duration,
     peak_per_core: f64,
 ) -> Result<Row> {
-    let options = Options { threads: config.threads, cpu_isa: config.isa, opencl: opencl.clone() };
+    let options =
+        Options { threads: config.threads, cpu_isa: config.isa, opencl: opencl.clone(), ..Options::default() };
     let engine = Engine::build_with(model, BackendChoice::Kind(config.backend), &options)?;
     let threads = match config.backend {
         BackendKind::Cpu => config.threads.min(batch.len() / crate::backend::cpu::MIN_ROWS_PER_THREAD).max(1),

@@ -213,7 +213,8 @@ fn configs(a: &Args, model: &Model, skipped: &mut Vec<Skipped>) -> Result<Vec<Co
         let families: Vec<Option<Isa>> =
             if kind == BackendKind::Cpu { isas.iter().copied().map(Some).collect() } else { vec![None] };
         for isa in families {
-            let options = backend::Options { threads: 1, cpu_isa: isa, opencl: a.device.opencl() };
+            let options =
+                backend::Options { threads: 1, cpu_isa: isa, opencl: a.device.opencl(), ..Default::default() };
             if let Err(e) = ltvx::engine::Engine::build_with(model, backend::BackendChoice::Kind(kind), &options) {
                 let reason = match e {
                     Error::Backend { reason, .. } => reason,

@@ -6,12 +6,13 @@
 //! steps hold only the arguments after it. Weights stay on the host here: the plan uploads them.
 
 use crate::backend::cpu::program::Program;
-use crate::backend::launch::{Boundary, Encoding, Head, Int8Params, Step, StepArg, flag, float_weights, int};
+use crate::backend::launch::{Boundary, Encoding, Head, Int8Params, Step, StepArg, Tile, flag, float_weights, int};
 use crate::error::Result;
 use crate::model::graph::{SEQ, STATIC};
 use crate::model::{Model, Precision};
 
 use super::backend_err;
+use super::gpu::SHARED_LIMIT;
 
 /// What a model compiles into, before anything is on the device.
 pub(super) struct Compiled {
@@ -29,8 +30,9 @@ pub(super) struct Compiled {
     pub(super) encoding: Encoding,
 }
 
-/// Compiles `p` (of `model`) into launches.
-pub(super) fn compile(model: &Model, p: &Program) -> Result<Compiled> {
+/// Compiles `p` (of `model`) into launches; `tensor_cores` (sm_80+) puts the int8 convolutions and
+/// dense layers on conv_mma_u8 where their staged inputs fit in shared memory.
+pub(super) fn compile(model: &Model, p: &Program, tensor_cores: bool) -> Result<Compiled> {
     let mut b = Builder::default();
     let (encoding, (heads, concat)) = match model.precision() {
         Precision::Int8 => {
@@ -38,7 +40,7 @@ pub(super) fn compile(model: &Model, p: &Program) -> Result<Compiled> {
                 .quantization()
                 .ok_or_else(|| backend_err("an int8 model without quantization parameters".into()))?;
             let segments = q.segment_map(model.graph(), &model.shapes)?;
-            let heads = compile_int8(&mut b, &Int8Params { model, q, segments }, p);
+            let heads = compile_int8(&mut b, &Int8Params { model, q, segments }, p, tensor_cores);
             (Encoding::U8 { seq: q.activations[SEQ], stat: q.activations[STATIC] }, heads)
         }
         Precision::Fp32 | Precision::Fp16 => (Encoding::F32, compile_float(&mut b, model, p)),
@@ -76,11 +78,15 @@ impl Builder {
     }
 
     fn step(&mut self, kernel: &'static str, args: Vec<StepArg>, per_row: Vec<usize>) {
+        self.launch(kernel, args, per_row, None);
+    }
+
+    fn launch(&mut self, kernel: &'static str, args: Vec<StepArg>, per_row: Vec<usize>, tile: Option<Tile>) {
         let index = self.kernels.iter().position(|n| *n == kernel).unwrap_or_else(|| {
             self.kernels.push(kernel);
             self.kernels.len() - 1
         });
-        self.steps.push(Step { kernel: index, args, per_row });
+        self.steps.push(Step { kernel: index, args, per_row, tile });
     }
 
     fn boundary(&mut self, tensor: &str, slot: usize, range: std::ops::Range<usize>) {
@@ -100,35 +106,118 @@ fn pack4(w: &[u8], rows: usize) -> (Vec<u8>, usize) {
     (packed, words)
 }
 
+/// An int8 convolution's (or dense layer's, as one step and one tap) sizes.
+struct LayerShape {
+    cin: usize,
+    t_in: usize,
+    cout: usize,
+    t_out: usize,
+    k: usize,
+    left: usize,
+}
+
+/// Customers a tensor-core block aims for: enough output rows to give its 4 warps several tiles.
+const TILE_ROWS: usize = 256;
+
+/// How conv_mma_u8 runs a layer: customers per block and the bytes of one staged row (a multiple of
+/// 16, covering the padded input and the last output step's whole padded reduction row). `None`
+/// when not even one customer fits in shared memory.
+fn mma_tile(l: &LayerShape, words: usize) -> Option<(Tile, usize)> {
+    let stride = ((l.t_in + l.k - 1) * l.cin).max((l.t_in - 1) * l.cin + 4 * words).next_multiple_of(16);
+    let customers = TILE_ROWS.div_ceil(l.t_out).min(SHARED_LIMIT / stride);
+    (customers > 0).then_some((Tile { customers, shared_bytes: customers * stride }, stride))
+}
+
+/// Weights `[output][input channel][tap]` (s8) rearranged tap-major (`[output][tap][input
+/// channel]`, the order of conv_mma_u8's staged rows), each row padded with zeros to a multiple of
+/// 32 bytes and the rows to a multiple of 32; returns the bytes and the 32-bit words per row.
+fn pack_tap_major(w: &[u8], l: &LayerShape) -> (Vec<u8>, usize) {
+    let reduction = l.cin * l.k;
+    let words = reduction.div_ceil(32) * 8;
+    let mut packed = vec![0u8; l.cout.next_multiple_of(32) * words * 4];
+    for (o, row) in w.chunks_exact(reduction).enumerate() {
+        let dst = &mut packed[o * words * 4..];
+        for c in 0..l.cin {
+            for j in 0..l.k {
+                dst[j * l.cin + c] = row[c * l.k + j];
+            }
+        }
+    }
+    (packed, words)
+}
+
+/// `v` padded with zeros to a multiple of 32 entries (the tensor-core kernel's column tiles).
+fn padded32(mut v: Vec<i32>) -> Vec<i32> {
+    v.resize(v.len().next_multiple_of(32), 0);
+    v
+}
+
+/// One int8 convolution or dense layer from slot `io.0` to `io.1`: conv_mma_u8 on tensor cores when
+/// asked and its inputs fit in shared memory, else conv_u8 / dense_u8 (dp4a). `params`: the folded
+/// weights and bias, multipliers and shifts; `z`: input and output zero points; `flags`: ReLU, pool.
+fn layer_int8(
+    b: &mut Builder,
+    tensor_cores: bool,
+    io: (usize, usize),
+    l: &LayerShape,
+    params: (Vec<u8>, Vec<i32>, Vec<i32>, Vec<i32>),
+    z: (i32, i32),
+    flags: (bool, bool),
+) {
+    let (x, y) = io;
+    let (w, bias, mult, shift) = params;
+    let dense = l.t_in == 1 && l.k == 1;
+    let tiled = if tensor_cores { mma_tile(l, (l.cin * l.k).div_ceil(32) * 8) } else { None };
+    if let Some((tile, stride)) = tiled {
+        let (packed, words) = pack_tap_major(&w, l);
+        let args = vec![
+            StepArg::Slot(x),
+            b.constant(packed),
+            b.ints(padded32(bias)),
+            b.ints(padded32(mult)),
+            b.ints(padded32(shift)),
+            StepArg::Slot(y),
+            int(l.cin),
+            int(l.t_in),
+            int(l.cout),
+            int(l.t_out),
+            int(l.k),
+            int(l.left),
+            int(words),
+            StepArg::Int(z.0),
+            StepArg::Int(z.1),
+            flag(flags.0),
+            flag(flags.1),
+            int(tile.customers),
+            int(stride),
+        ];
+        b.launch("conv_mma_u8", args, Vec::new(), Some(tile));
+        return;
+    }
+    let (w4, words) = pack4(&w, l.cout);
+    let mut args = vec![StepArg::Slot(x), b.constant(w4), b.ints(bias), b.ints(mult), b.ints(shift), StepArg::Slot(y)];
+    if dense {
+        args.extend([int(l.cin), int(words), int(l.cout), StepArg::Int(z.1), flag(flags.0)]);
+        b.step("dense_u8", args, vec![l.cout]);
+    } else {
+        args.extend([int(l.cin), int(l.t_in), int(l.cout), int(l.t_out), int(l.k), int(l.left), int(words)]);
+        args.extend([StepArg::Int(z.0), StepArg::Int(z.1), flag(flags.0), flag(flags.1)]);
+        b.step("conv_u8", args, vec![l.cout, l.t_out]);
+    }
+}
+
 /// The int8 launches; returns the heads and the concatenated-features slot.
-fn compile_int8(b: &mut Builder, m: &Int8Params, p: &Program) -> ([Head; 3], usize) {
+fn compile_int8(b: &mut Builder, m: &Int8Params, p: &Program, tensor_cores: bool) -> ([Head; 3], usize) {
     let mut x = b.slot(p.seq_channels * p.seq_len);
     for c in &p.convs {
         let z_in = m.input(&c.layer)[0].zero_point;
         let (w, bias) = m.folded(&c.layer, &[z_in]);
-        let (w4, words) = pack4(&w, c.out_c);
         let (mult, shift) = m.requant(&c.layer);
         let y = b.slot(c.out_c * c.t_out());
-        let args = vec![
-            StepArg::Slot(x),
-            b.constant(w4),
-            b.ints(bias),
-            b.ints(mult),
-            b.ints(shift),
-            StepArg::Slot(y),
-            int(c.in_c),
-            int(c.t_in),
-            int(c.out_c),
-            int(c.t_out()),
-            int(c.kernel),
-            int(c.left),
-            int(words),
-            StepArg::Int(z_in as i32),
-            StepArg::Int(m.output_z(&c.layer)),
-            flag(c.relu),
-            flag(c.pool),
-        ];
-        b.step("conv_u8", args, vec![c.out_c, c.t_out()]);
+        let shape =
+            LayerShape { cin: c.in_c, t_in: c.t_in, cout: c.out_c, t_out: c.t_out(), k: c.kernel, left: c.left };
+        let z = (z_in as i32, m.output_z(&c.layer));
+        layer_int8(b, tensor_cores, (x, y), &shape, (w, bias, mult, shift), z, (c.relu, c.pool));
         b.boundary(&c.output, y, 0..c.out_c * c.t_out());
         x = y;
     }
@@ -156,23 +245,12 @@ fn compile_int8(b: &mut Builder, m: &Int8Params, p: &Program) -> ([Head; 3], usi
     for d in &p.denses {
         let zeros: Vec<u8> = m.input(&d.layer).iter().map(|a| a.zero_point).collect();
         let (w, bias) = m.folded(&d.layer, &zeros);
-        let (w4, words) = pack4(&w, d.n_out);
         let (mult, shift) = m.requant(&d.layer);
         let y = b.slot(d.n_out);
-        let args = vec![
-            StepArg::Slot(x),
-            b.constant(w4),
-            b.ints(bias),
-            b.ints(mult),
-            b.ints(shift),
-            StepArg::Slot(y),
-            int(d.n_in),
-            int(words),
-            int(d.n_out),
-            StepArg::Int(m.output_z(&d.layer)),
-            flag(d.relu),
-        ];
-        b.step("dense_u8", args, vec![d.n_out]);
+        // A dense layer is a one-step convolution with one tap over its inputs as channels; the
+        // folded bias already carries each input's own zero point, so the padding value is unused.
+        let shape = LayerShape { cin: d.n_in, t_in: 1, cout: d.n_out, t_out: 1, k: 1, left: 0 };
+        layer_int8(b, tensor_cores, (x, y), &shape, (w, bias, mult, shift), (0, m.output_z(&d.layer)), (d.relu, false));
         b.boundary(&d.output, y, 0..d.n_out);
         x = y;
     }
@@ -284,9 +362,9 @@ fn compile_float(b: &mut Builder, model: &Model, p: &Program) -> ([Head; 3], usi
 
 #[cfg(test)]
 mod tests {
-    use super::{compile, pack4};
+    use super::{LayerShape, compile, pack_tap_major, pack4};
     use crate::backend::cpu::program::Program;
-    use crate::backend::cuda::nvrtc::SOURCES;
+    use crate::backend::cuda::nvrtc::{Param, SOURCES, kernels};
     use crate::backend::launch::StepArg;
     use crate::model::init::{InitOptions, init, random_model, synthetic_ranges};
     use crate::model::quantize::{Int8Options, to_int8};
@@ -302,46 +380,27 @@ mod tests {
         assert_eq!(pack4(&w[..8], 2), (w[..8].to_vec(), 1));
     }
 
-    /// What a kernel parameter takes, read from its declaration in kernels/cuda.
-    #[derive(Debug, Clone, PartialEq)]
-    enum Param {
-        Pointer,
-        I32,
-        I64,
+    /// Tap-major rows: output o's weight for (tap j, channel c) lands at j*cin + c, rows padded to
+    /// 32 bytes with zeros and to 32 rows.
+    #[test]
+    fn tap_major_packing_reorders_and_pads() {
+        let l = LayerShape { cin: 2, t_in: 5, cout: 3, t_out: 5, k: 3, left: 1 };
+        // [o][c][j] = 100*o + 10*c + j
+        let w: Vec<u8> =
+            (0..3).flat_map(|o| (0..2).flat_map(move |c| (0..3).map(move |j| 100 * o + 10 * c + j))).collect();
+        let (packed, words) = pack_tap_major(&w, &l);
+        assert_eq!(words, 8);
+        assert_eq!(packed.len(), 32 * 32);
+        for o in 0..3 {
+            let row = &packed[o * 32..(o + 1) * 32];
+            assert_eq!(&row[..6], &[0, 10, 1, 11, 2, 12].map(|v| v + 100 * o as u8));
+            assert!(row[6..].iter().all(|&b| b == 0));
+        }
+        assert!(packed[3 * 32..].iter().all(|&b| b == 0));
     }
 
-    /// Every extern "C" kernel of kernels/cuda with its parameters, the float file's per-weight-type
-    /// macro expanded by hand (its suffixes are read from the instantiations).
     fn signatures() -> Vec<(String, Vec<Param>)> {
-        let mut out = Vec::new();
-        for source in &SOURCES {
-            let text = source.text.replace("\\\n", " ");
-            let suffixes: Vec<&str> = text
-                .lines()
-                .filter_map(|l| l.strip_prefix("WEIGHT_KERNELS("))
-                .filter_map(|rest| rest.split(',').nth(1))
-                .map(|s| s.trim().trim_end_matches(')'))
-                .collect();
-            for decl in text.split("__global__ void ").skip(1) {
-                let (name, rest) = decl.split_once('(').unwrap();
-                let params = rest.split_once(')').unwrap().0.split(',').map(|p| {
-                    if p.contains('*') {
-                        Param::Pointer
-                    } else if p.contains("long long") {
-                        Param::I64
-                    } else {
-                        assert!(p.trim().starts_with("int "), "unexpected parameter {p:?} of {name}");
-                        Param::I32
-                    }
-                });
-                let params: Vec<Param> = params.collect();
-                match name.trim().strip_suffix("##SUFFIX") {
-                    Some(base) => out.extend(suffixes.iter().map(|s| (format!("{base}{s}"), params.clone()))),
-                    None => out.push((name.trim().to_string(), params)),
-                }
-            }
-        }
-        out
+        SOURCES.iter().flat_map(kernels).map(|k| (k.name, k.params)).collect()
     }
 
     fn model(precision: Precision, f32_heads: bool) -> Model {
@@ -384,9 +443,9 @@ mod tests {
             model(Precision::Fp32, false),
             model(Precision::Fp16, false),
         ];
-        for m in &models {
+        for (m, tensor_cores) in models.iter().flat_map(|m| [(m, false), (m, true)]) {
             let p = Program::compile(m.graph(), &m.shapes).unwrap();
-            let c = compile(m, &p).unwrap();
+            let c = compile(m, &p, tensor_cores).unwrap();
             for step in &c.steps {
                 let name = c.kernels[step.kernel];
                 let (_, params) =

@@ -3,6 +3,8 @@
 //! presence is checked first and absence becomes one line.
 
 mod compile;
+pub mod emulator;
+mod gpu;
 pub mod nvrtc;
 mod plan;
 
@@ -11,7 +13,7 @@ use cudarc::driver::CudaContext;
 use super::cpu::program::Program;
 use super::{Backend, BackendKind, Device, Plan, Probe};
 use crate::error::{Error, Result};
-use crate::model::Model;
+use crate::model::{Model, Precision};
 
 fn backend_err(reason: String) -> Error {
     Error::Backend { backend: "cuda".into(), reason }
@@ -63,10 +65,20 @@ fn unusable_with(devices: Vec<Device>) -> Probe {
     Probe { devices, ..unusable(String::new()) }
 }
 
-/// The CUDA backend on GPU `device`.
+/// The CUDA backend on GPU `device`, or with `emulate` ("sm_NN") on the host emulation of the
+/// kernels ([`emulator`]), for tests on machines without a GPU.
 #[derive(Debug, Clone, Default)]
 pub struct Cuda {
     pub device: usize,
+    pub emulate: Option<String>,
+}
+
+/// The kernel source a model's precision runs.
+fn source_for(model: &Model) -> &'static nvrtc::Source {
+    match model.precision() {
+        Precision::Int8 => &nvrtc::SOURCES[0],
+        Precision::Fp32 | Precision::Fp16 => &nvrtc::SOURCES[1],
+    }
 }
 
 impl Backend for Cuda {
@@ -75,7 +87,16 @@ impl Backend for Cuda {
     }
 
     fn probe(&self) -> Probe {
-        probe(self.device)
+        match &self.emulate {
+            Some(arch) => Probe {
+                backend: BackendKind::Cuda,
+                usable: true,
+                reason: None,
+                devices: vec![Device { index: 0, name: format!("emulated {arch}"), detail: "on the host".into() }],
+                selected: Some(0),
+            },
+            None => probe(self.device),
+        }
     }
 
     fn supports(&self, model: &Model) -> std::result::Result<(), String> {
@@ -83,15 +104,22 @@ impl Backend for Cuda {
     }
 
     fn build(&self, model: &Model) -> Result<Box<dyn Plan>> {
+        let program = Program::compile(model.graph(), &model.shapes).map_err(backend_err)?;
+        if let Some(arch) = &self.emulate {
+            let gpu = emulator::Emulator::open(source_for(model), arch)?;
+            let arch = gpu.arch();
+            return Ok(Box::new(plan::CudaPlan::new(gpu, arch, model, &program)?));
+        }
         if let Some(reason) = self.probe().reason {
             return Err(backend_err(reason));
         }
-        let program = Program::compile(model.graph(), &model.shapes).map_err(backend_err)?;
         // cudarc resolves each driver and NVRTC function when first called and panics when the
         // loaded library lacks it (a driver older than the CUDA 12.8 API it binds); that is a reason
         // to refuse the backend, not to crash.
         let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            plan::CudaPlan::new(self.device, model, &program)
+            let gpu = gpu::Driver::open(self.device, source_for(model))?;
+            let arch = gpu.arch()?;
+            plan::CudaPlan::new(gpu, arch, model, &program)
         }))
         .map_err(|_| backend_err("the CUDA driver or NVRTC library lacks a function ltvx needs (too old?)".into()))??;
         Ok(Box::new(built))

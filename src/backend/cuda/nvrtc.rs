@@ -92,6 +92,59 @@ fn find_cuda13() -> Option<PathBuf> {
     dirs.iter().map(|d| d.join("libnvrtc.so.13")).find(|p| Path::exists(p))
 }
 
+/// What a kernel parameter takes, read from its declaration.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Param {
+    Pointer,
+    I32,
+    I64,
+}
+
+/// A kernel of a source: its `extern "C"` name and parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Kernel {
+    pub name: String,
+    pub params: Vec<Param>,
+}
+
+/// Every kernel `source` declares, read from the text: `__global__ void name(...)` declarations,
+/// with float.cu's per-weight-type macro expanded (its suffixes are read from the instantiations).
+/// The launches are untyped at run time, so their argument lists are checked against these in
+/// tests, and the host emulation registers these names.
+pub fn kernels(source: &Source) -> Vec<Kernel> {
+    let text = source.text.replace("\\\n", " ");
+    let suffixes: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("WEIGHT_KERNELS("))
+        .filter_map(|rest| rest.split(',').nth(1))
+        .map(|s| s.trim().trim_end_matches(')'))
+        .collect();
+    let mut out = Vec::new();
+    for decl in text.split("__global__ void ").skip(1) {
+        let Some((name, rest)) = decl.split_once('(') else { continue };
+        let Some((list, _)) = rest.split_once(')') else { continue };
+        let params: Vec<Param> = list
+            .split(',')
+            .map(|p| {
+                if p.contains('*') {
+                    Param::Pointer
+                } else if p.contains("long long") {
+                    Param::I64
+                } else {
+                    Param::I32
+                }
+            })
+            .collect();
+        match name.trim().strip_suffix("##SUFFIX") {
+            Some(base) => {
+                out.extend(suffixes.iter().map(|s| Kernel { name: format!("{base}{s}"), params: params.clone() }))
+            }
+            None => out.push(Kernel { name: name.trim().to_string(), params }),
+        }
+    }
+    out
+}
+
 /// NVRTC options: IEEE f32 arithmetic (no fast math, no flush to zero), as docs/NUMERICS.md asks of
 /// the float kernels; the int8 kernels are integer-only either way. The architecture goes in as an
 /// option string because cudarc's `arch` field takes only a `&'static str` and a device's is known

@@ -1,19 +1,18 @@
-//! A model on one CUDA device: the kernels of kernels/cuda compiled by NVRTC for the device's
-//! architecture (PTX cached on disk), the weights uploaded once when the plan is built, and per batch
-//! the inputs encoded on the host (int8: quantized to u8 per docs/NUMERICS.md A), copied in, the
-//! launches run in order on one stream, and the heads' outputs (i32 accumulators or f32 logits) copied
-//! back for the shared host epilogue. A batch runs in parts when its buffers would not fit in half of
-//! the device memory free at the time, so a large batch is split rather than running out of memory.
+//! A model on one CUDA device: the kernels of kernels/cuda compiled for the device's architecture,
+//! the weights uploaded once when the plan is built, and per batch the inputs encoded on the host
+//! (int8: quantized to u8 per docs/NUMERICS.md A), copied in, the launches run in order, and the
+//! heads' outputs (i32 accumulators or f32 logits) copied back for the shared host epilogue. A batch
+//! runs in parts when its buffers would not fit in half of the device memory free at the time, so a
+//! large batch is split rather than running out of memory.
+//!
+//! The plan is written against [`Gpu`]: the CUDA driver on a GPU, the host emulation in tests.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
-use cudarc::nvrtc::Ptx;
+use std::sync::Mutex;
 
 use super::backend_err;
 use super::compile::{Compiled, compile};
-use super::nvrtc;
+use super::gpu::{Arg, Gpu, Grid};
 use crate::backend::cpu::program::Program;
 use crate::backend::launch::{Boundary, Encoding, Head, Input, SEQ_SLOT, Step, StepArg, in_parts, read_outputs};
 use crate::backend::{BackendKind, Plan, Trace};
@@ -21,17 +20,17 @@ use crate::engine::{Batch, HeadOutputs, HeadValues};
 use crate::error::Result;
 use crate::model::{Model, Precision};
 
-/// Threads per block: every kernel is one thread per output value with no shared memory, so any
-/// multiple of the warp size works; 256 keeps several blocks per multiprocessor.
+/// Threads per block: the one-thread-per-value kernels use no shared memory, so any multiple of the
+/// warp size works (256 keeps several blocks per multiprocessor); the tiled tensor-core kernels
+/// give each of 4 warps its own tiles.
 const BLOCK: u32 = 256;
+const TILE_THREADS: u32 = 128;
 
-pub struct CudaPlan {
-    label: String,
+pub(crate) struct CudaPlan<G: Gpu> {
+    pub(crate) gpu: G,
     precision: Precision,
-    ctx: Arc<CudaContext>,
-    stream: Arc<CudaStream>,
-    functions: Vec<(&'static str, CudaFunction)>,
-    consts: Vec<CudaSlice<u8>>,
+    kernels: Vec<&'static str>,
+    consts: Vec<G::Buffer>,
     /// Bytes per customer of each slot.
     slots: Vec<usize>,
     steps: Vec<Step>,
@@ -45,44 +44,22 @@ pub struct CudaPlan {
     runs: Mutex<u64>,
 }
 
-fn driver_err(what: &str, e: impl std::fmt::Display) -> crate::error::Error {
-    backend_err(format!("{what}: {e}"))
+/// The per-batch buffers of one part, and the rows they hold.
+pub(crate) struct Buffers<B> {
+    pub(crate) slots: Vec<B>,
+    pub(crate) rows: usize,
 }
 
-impl CudaPlan {
-    pub fn new(device: usize, model: &Model, p: &Program) -> Result<CudaPlan> {
-        let ctx = CudaContext::new(device).map_err(|e| driver_err(&format!("GPU {device}"), e))?;
-        let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
-        let (major, minor) = ctx.compute_capability().map_err(|e| driver_err("compute capability", e))?;
-        // dp4a (every int8 kernel) needs compute capability 6.1.
-        if (major, minor) < (6, 1) {
-            return Err(backend_err(format!(
-                "GPU {device} ({name}) has compute capability {major}.{minor}; ltvx's CUDA kernels need 6.1 or later"
-            )));
-        }
-        let arch = format!("sm_{major}{minor}");
-        let stream = ctx.default_stream();
-        let Compiled { kernels, consts, slots, steps, boundaries, heads, concat, encoding } = compile(model, p)?;
-        let source = match model.precision() {
-            Precision::Int8 => &nvrtc::SOURCES[0],
-            Precision::Fp32 | Precision::Fp16 => &nvrtc::SOURCES[1],
-        };
-        let ptx = nvrtc::compile_cached(source, &arch).map_err(backend_err)?;
-        let module = ctx.load_module(Ptx::from_src(ptx)).map_err(|e| driver_err(&format!("loading {arch} PTX"), e))?;
-        let functions = kernels
-            .into_iter()
-            .map(|k| module.load_function(k).map(|f| (k, f)).map_err(|e| driver_err(k, e)))
-            .collect::<Result<Vec<_>>>()?;
-        let consts = consts
-            .iter()
-            .map(|c| stream.clone_htod(c.as_slice()).map_err(|e| driver_err("uploading weights", e)))
-            .collect::<Result<Vec<_>>>()?;
+impl<G: Gpu> CudaPlan<G> {
+    /// `arch` (e.g. 90) decides the kernels: tensor cores from sm_80, dp4a before.
+    pub(crate) fn new(gpu: G, arch: u32, model: &Model, p: &Program) -> Result<CudaPlan<G>> {
+        let Compiled { kernels, consts, slots, steps, boundaries, heads, concat, encoding } =
+            compile(model, p, arch >= 80)?;
+        let consts = consts.iter().map(|c| gpu.upload(c)).collect::<Result<Vec<_>>>()?;
         Ok(CudaPlan {
-            label: format!("GPU {device}: {name}, {arch}"),
+            gpu,
             precision: model.precision(),
-            ctx,
-            stream,
-            functions,
+            kernels,
             consts,
             slots,
             steps,
@@ -97,12 +74,11 @@ impl CudaPlan {
 
     /// Customers per part: their buffers in at most half the device memory free now (the rest left
     /// for the driver, other processes and fragmentation).
-    fn part_rows(&self) -> Result<usize> {
-        let (free, _total) = self.ctx.mem_get_info().map_err(|e| driver_err("free device memory", e))?;
+    pub(crate) fn part_rows(&self) -> Result<usize> {
         let per_row: usize = self.slots.iter().sum::<usize>().max(1);
-        let rows = free / 2 / per_row;
+        let rows = self.gpu.free_bytes()? / 2 / per_row;
         if rows == 0 {
-            return Err(backend_err(format!("{}: no device memory free for one customer", self.label)));
+            return Err(backend_err(format!("{}: no device memory free for one customer", self.gpu.describe())));
         }
         Ok(rows)
     }
@@ -113,76 +89,103 @@ impl CudaPlan {
             self.runs.lock().map_err(|_| backend_err("an earlier run panicked while holding the device".into()))?;
         in_parts(batch, self.part_rows()?, trace, |part, trace| {
             *runs += 1;
-            self.execute(part, trace)
+            if part.is_empty() {
+                return Ok(self.empty_outputs());
+            }
+            let mut bufs = self.alloc(part.len())?;
+            self.write_inputs(part, &mut bufs)?;
+            self.launch_all(&bufs)?;
+            read_outputs(&self.heads, &self.boundaries, &self.slots, trace, |slot| self.gpu.read(&bufs.slots[slot]))
         })
     }
 
-    /// One sequence of launches over `batch` (one part).
-    fn execute(&self, batch: &Batch, trace: Option<&mut BTreeMap<String, Vec<u8>>>) -> Result<HeadOutputs> {
-        let rows = batch.len();
-        if rows == 0 {
-            let empty =
-                |h: &Head| if h.acc { HeadValues::Accumulators(Vec::new()) } else { HeadValues::Logits(Vec::new()) };
-            let [ltv, churn, segment] = &self.heads;
-            return Ok(HeadOutputs { ltv: empty(ltv), churn: empty(churn), segment: empty(segment) });
-        }
-        let s = &self.stream;
-        // Zeroed: the concatenated row's pooled part is written by a kernel, its static part by the
-        // copy below, and nothing may be left undefined if a model has neither.
-        let mut bufs = self
-            .slots
-            .iter()
-            .map(|&row| s.alloc_zeros::<u8>(rows * row))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| driver_err("allocating batch buffers", e))?;
+    fn empty_outputs(&self) -> HeadOutputs {
+        let empty =
+            |h: &Head| if h.acc { HeadValues::Accumulators(Vec::new()) } else { HeadValues::Logits(Vec::new()) };
+        let [ltv, churn, segment] = &self.heads;
+        HeadOutputs { ltv: empty(ltv), churn: empty(churn), segment: empty(segment) }
+    }
+
+    /// Buffers for `rows` customers. Zeroed: the concatenated row's pooled part is written by a
+    /// kernel, its static part by the host, and nothing may be left undefined if a model has neither.
+    pub(crate) fn alloc(&self, rows: usize) -> Result<Buffers<G::Buffer>> {
+        let slots = self.slots.iter().map(|&row| self.gpu.alloc_zeroed(rows * row)).collect::<Result<Vec<_>>>()?;
+        Ok(Buffers { slots, rows })
+    }
+
+    /// The host's encoding of `batch`'s inputs: the sequence slot's bytes, and the concatenated
+    /// slot's (static features in place) when the model has static features.
+    pub(crate) fn encode(&self, batch: &Batch) -> (Vec<u8>, Option<Vec<u8>>) {
         let seq = self.encoding.bytes(batch.seq(), Input::Seq);
-        s.memcpy_htod(&seq, &mut bufs[SEQ_SLOT]).map_err(|e| driver_err("copying inputs", e))?;
-        if self.static_features > 0 {
-            let (slot, width, offset) = self.concat;
-            let bytes = self.encoding.concat_rows(batch, width, offset, self.static_features);
-            s.memcpy_htod(&bytes, &mut bufs[slot]).map_err(|e| driver_err("copying inputs", e))?;
+        let (_, width, offset) = self.concat;
+        let stat =
+            (self.static_features > 0).then(|| self.encoding.concat_rows(batch, width, offset, self.static_features));
+        (seq, stat)
+    }
+
+    /// The slots the host writes: the sequence, and the concatenated features when there are
+    /// static ones.
+    pub(crate) fn input_slots(&self) -> (usize, Option<usize>) {
+        (SEQ_SLOT, (self.static_features > 0).then_some(self.concat.0))
+    }
+
+    fn write_inputs(&self, batch: &Batch, bufs: &mut Buffers<G::Buffer>) -> Result<()> {
+        let (seq, stat) = self.encode(batch);
+        let (seq_slot, stat_slot) = self.input_slots();
+        self.gpu.write(&seq, &mut bufs.slots[seq_slot])?;
+        if let (Some(bytes), Some(slot)) = (stat, stat_slot) {
+            self.gpu.write(&bytes, &mut bufs.slots[slot])?;
         }
+        Ok(())
+    }
+
+    /// Queues every launch of the model over `bufs`.
+    pub(crate) fn launch_all(&self, bufs: &Buffers<G::Buffer>) -> Result<()> {
         for step in &self.steps {
-            let (name, function) = &self.functions[step.kernel];
-            let total = rows * step.per_row.iter().product::<usize>();
-            let total_arg = total as i64;
-            let ints: Vec<i32> =
-                step.args.iter().filter_map(|a| if let StepArg::Int(v) = a { Some(*v) } else { None }).collect();
-            let mut ints_left = ints.iter();
-            let mut launch = s.launch_builder(function);
-            launch.arg(&total_arg);
-            for a in &step.args {
-                match a {
-                    StepArg::Slot(i) => launch.arg(&bufs[*i]),
-                    StepArg::Const(i) => launch.arg(&self.consts[*i]),
-                    StepArg::Int(_) => launch.arg(ints_left.next().expect("one value per Int argument")),
-                };
-            }
-            let grid = u32::try_from(total.div_ceil(BLOCK as usize))
-                .map_err(|_| backend_err(format!("{name}: {total} outputs exceed one grid")))?;
-            let cfg = LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
-            // SAFETY: the arguments are pushed in the order and with the types of the kernel's
-            // signature in kernels/cuda (an i64 count, then the step's buffers and i32 values), and
-            // every buffer holds `rows` rows of the size the kernel indexes.
-            unsafe { launch.launch(cfg) }.map_err(|e| driver_err(name, e))?;
+            let name = self.kernels[step.kernel];
+            let (total, grid) = launch_shape(step, bufs.rows)
+                .ok_or_else(|| backend_err(format!("{name}: {} customers exceed one grid", bufs.rows)))?;
+            let args: Vec<Arg<'_, G::Buffer>> = std::iter::once(Arg::I64(total as i64))
+                .chain(step.args.iter().map(|a| match a {
+                    StepArg::Slot(i) => Arg::Buffer(&bufs.slots[*i]),
+                    StepArg::Const(i) => Arg::Buffer(&self.consts[*i]),
+                    StepArg::Int(v) => Arg::I32(*v),
+                }))
+                .collect();
+            self.gpu.launch(name, grid, &args)?;
         }
-        read_outputs(&self.heads, &self.boundaries, &self.slots, trace, |slot| {
-            let v = s.clone_dtoh(&bufs[slot]).map_err(|e| driver_err("copying results", e))?;
-            // Copies into pageable memory complete before returning, but say so rather than rely on it.
-            s.synchronize().map_err(|e| driver_err("copying results", e))?;
-            Ok(v)
-        })
+        Ok(())
+    }
+
+    pub(crate) fn runs(&self) -> u64 {
+        self.runs.lock().map(|r| *r).unwrap_or_default()
     }
 }
 
-impl Plan for CudaPlan {
+/// A step's `total` argument and grid for `rows` customers: a thread per output value, or a block
+/// per tile of customers. `None` past the largest grid.
+fn launch_shape(step: &Step, rows: usize) -> Option<(usize, Grid)> {
+    match step.tile {
+        Some(tile) => {
+            let blocks = u32::try_from(rows.div_ceil(tile.customers)).ok()?;
+            Some((rows, Grid { blocks, threads: TILE_THREADS, shared_bytes: tile.shared_bytes as u32 }))
+        }
+        None => {
+            let total = rows * step.per_row.iter().product::<usize>();
+            let blocks = u32::try_from(total.div_ceil(BLOCK as usize)).ok()?;
+            Some((total, Grid { blocks, threads: BLOCK, shared_bytes: 0 }))
+        }
+    }
+}
+
+impl<G: Gpu + 'static> Plan for CudaPlan<G> {
     fn backend(&self) -> BackendKind {
         BackendKind::Cuda
     }
 
     fn describe(&self) -> String {
-        let runs = self.runs.lock().map(|r| *r).unwrap_or_default();
-        format!("cuda ({}; {}; {} run{})", self.precision, self.label, runs, if runs == 1 { "" } else { "s" })
+        let runs = self.runs();
+        format!("cuda ({}; {}; {} run{})", self.precision, self.gpu.describe(), runs, if runs == 1 { "" } else { "s" })
     }
 
     fn run(&self, batch: &Batch) -> Result<HeadOutputs> {

@@ -129,7 +129,7 @@ impl Builder<'_> {
                 self.kernels.len() - 1
             }
         };
-        self.steps.push(Step { kernel: index, args, per_row });
+        self.steps.push(Step { kernel: index, args, per_row, tile: None });
         Ok(())
     }
 

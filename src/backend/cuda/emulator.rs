@@ -1,0 +1,219 @@
+//! The CUDA kernels run on the host, for machines without a GPU: kernels/cuda/emulation.hpp, then
+//! a kernel source, then a table of its kernels, compiled by the system C++ compiler (`CXX`, else
+//! `c++`) into a shared library that [`Emulator`] loads. A CUDA plan built on it runs the same
+//! launches as on a GPU, so the conformance suite checks the plan code and every kernel, the
+//! tensor-core fragments included, bit for bit against the reference (`Options::cuda_emulation`).
+//!
+//! It is a correctness tool, slow by design (the threads of a block are fibers switched at every
+//! barrier and warp collective), and only as right as emulation.hpp's reading of the PTX ISA.
+
+use std::collections::HashMap;
+use std::ffi::{CString, c_char, c_uint, c_void};
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use super::backend_err;
+use super::gpu::{Arg, Gpu, Grid, SHARED_LIMIT};
+use super::nvrtc::{Source, kernels};
+use crate::error::Result;
+
+/// The emulated architectures: `sm_80` and later run the tensor-core kernels, earlier ones dp4a.
+pub const ARCHS: [&str; 2] = ["sm_75", "sm_90"];
+
+type LaunchFn = unsafe extern "C" fn(*const c_char, c_uint, c_uint, c_uint, *mut *mut c_void) -> i32;
+
+/// A compiled emulation of one kernel source; kept for the process, since compiling takes seconds.
+struct Library {
+    _lib: libloading::Library,
+    launch: LaunchFn,
+    _dir: tempfile::TempDir,
+}
+
+/// The emulation of `source`, compiled once per process.
+fn library(source: &Source) -> std::result::Result<Arc<Library>, String> {
+    static BUILT: OnceLock<Mutex<HashMap<&'static str, Arc<Library>>>> = OnceLock::new();
+    let mut built = BUILT.get_or_init(Default::default).lock().map_err(|_| "emulation cache poisoned".to_string())?;
+    if let Some(lib) = built.get(source.name) {
+        return Ok(lib.clone());
+    }
+    let lib = Arc::new(compile(source)?);
+    built.insert(source.name, lib.clone());
+    Ok(lib)
+}
+
+/// The C++ translation unit: the emulation, the kernels, and the launch entry over a table of them.
+fn program(source: &Source) -> String {
+    let table: Vec<String> = kernels(source).iter().map(|k| format!("    emu::entry(\"{0}\", {0}),", k.name)).collect();
+    format!(
+        "{}\n{}\nstatic const std::vector<emu::Entry> ltvx_kernels = {{\n{}\n}};\n\
+         extern \"C\" int ltvx_emu_launch(const char* name, unsigned grid, unsigned threads, unsigned shared, \
+         void** params) {{\n    return emu::launch(ltvx_kernels, name, grid, threads, shared, params);\n}}\n",
+        include_str!("../../../kernels/cuda/emulation.hpp"),
+        source.text,
+        table.join("\n")
+    )
+}
+
+fn compile(source: &Source) -> std::result::Result<Library, String> {
+    let dir = tempfile::tempdir().map_err(|e| format!("a folder for the CUDA emulation: {e}"))?;
+    let cpp = dir.path().join("emulation.cpp");
+    let so = dir.path().join("emulation.so");
+    std::fs::write(&cpp, program(source)).map_err(|e| format!("{}: {e}", cpp.display()))?;
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+    let out = Command::new(&cxx)
+        .args(["-std=c++17", "-O2", "-shared", "-fPIC", "-w", "-o"])
+        .arg(&so)
+        .arg(&cpp)
+        .output()
+        .map_err(|e| format!("no C++ compiler for the CUDA emulation ({cxx}: {e})"))?;
+    if !out.status.success() {
+        let log = String::from_utf8_lossy(&out.stderr);
+        return Err(format!("{cxx} failed on the emulation of {}: {}", source.name, log.trim()));
+    }
+    load(&so).map(|(lib, launch)| Library { _lib: lib, launch, _dir: dir })
+}
+
+fn load(so: &Path) -> std::result::Result<(libloading::Library, LaunchFn), String> {
+    // SAFETY: the library was just built from emulation.hpp and kernels/cuda; loading it runs only
+    // the static initialisation of its kernel table.
+    let lib = unsafe { libloading::Library::new(so) }.map_err(|e| format!("{}: {e}", so.display()))?;
+    // SAFETY: `ltvx_emu_launch` is defined by `program` with exactly this signature.
+    let launch = unsafe { lib.get::<LaunchFn>(b"ltvx_emu_launch") }.map_err(|e| e.to_string())?;
+    let launch = *launch;
+    Ok((lib, launch))
+}
+
+/// A device buffer of the emulation: host memory aligned like a CUDA allocation (256 bytes), so
+/// that the kernels' word loads meet the same alignment as on a GPU.
+pub(crate) struct Buffer {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: a plain owned allocation; the plan serialises runs, and launches run on the caller's
+// thread, so no two threads use one buffer at once.
+unsafe impl Send for Buffer {}
+unsafe impl Sync for Buffer {}
+
+const ALIGN: usize = 256;
+
+impl Buffer {
+    fn zeroed(len: usize) -> Buffer {
+        let layout = std::alloc::Layout::from_size_align(len.max(1), ALIGN).expect("a valid layout");
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        if ptr.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        Buffer { ptr, len }
+    }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        let layout = std::alloc::Layout::from_size_align(self.len.max(1), ALIGN).expect("a valid layout");
+        // SAFETY: allocated in `zeroed` with this layout.
+        unsafe { std::alloc::dealloc(self.ptr, layout) }
+    }
+}
+
+/// The kernels of one source run on the host, standing for a GPU of architecture `arch`.
+pub struct Emulator {
+    lib: Arc<Library>,
+    arch: u32,
+}
+
+impl Emulator {
+    /// The emulation of `source` standing for `arch` (one of [`ARCHS`] or any "sm_NN").
+    pub(crate) fn open(source: &Source, arch: &str) -> Result<Emulator> {
+        let number = arch
+            .strip_prefix("sm_")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| backend_err(format!("unknown emulated architecture {arch:?} (expected sm_NN)")))?;
+        Ok(Emulator { lib: library(source).map_err(backend_err)?, arch: number })
+    }
+
+    pub(crate) fn arch(&self) -> u32 {
+        self.arch
+    }
+}
+
+impl Gpu for Emulator {
+    type Buffer = Buffer;
+
+    fn describe(&self) -> String {
+        format!("emulated sm_{} on the host", self.arch)
+    }
+
+    fn free_bytes(&self) -> Result<usize> {
+        Ok(1 << 30)
+    }
+
+    fn alloc_zeroed(&self, bytes: usize) -> Result<Buffer> {
+        Ok(Buffer::zeroed(bytes))
+    }
+
+    fn upload(&self, bytes: &[u8]) -> Result<Buffer> {
+        let mut b = Buffer::zeroed(bytes.len());
+        self.write(bytes, &mut b)?;
+        Ok(b)
+    }
+
+    fn write(&self, bytes: &[u8], dst: &mut Buffer) -> Result<()> {
+        assert!(bytes.len() <= dst.len, "a copy past the end of a buffer");
+        // SAFETY: dst holds at least bytes.len() bytes (asserted) and does not overlap `bytes`.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst.ptr, bytes.len()) };
+        Ok(())
+    }
+
+    fn read(&self, src: &Buffer) -> Result<Vec<u8>> {
+        // SAFETY: src owns len initialised bytes (allocated zeroed).
+        Ok(unsafe { std::slice::from_raw_parts(src.ptr, src.len) }.to_vec())
+    }
+
+    fn launch(&self, name: &str, grid: Grid, args: &[Arg<'_, Buffer>]) -> Result<()> {
+        // What a GPU would refuse, refused here too: more than the default shared memory per block
+        // (kernels do not opt in to more) or threads per block.
+        if grid.shared_bytes as usize > SHARED_LIMIT || grid.threads > 1024 || grid.threads == 0 {
+            return Err(backend_err(format!(
+                "{name}: a launch of {} threads with {} bytes of shared memory per block",
+                grid.threads, grid.shared_bytes
+            )));
+        }
+        // One value per parameter, then a pointer to each, as cuLaunchKernel takes them.
+        enum Value {
+            Pointer(*mut u8),
+            I32(i32),
+            I64(i64),
+        }
+        let mut values: Vec<Value> = args
+            .iter()
+            .map(|a| match a {
+                Arg::Buffer(b) => Value::Pointer(b.ptr),
+                Arg::I32(v) => Value::I32(*v),
+                Arg::I64(v) => Value::I64(*v),
+            })
+            .collect();
+        let mut params: Vec<*mut c_void> = values
+            .iter_mut()
+            .map(|v| match v {
+                Value::Pointer(p) => p as *mut *mut u8 as *mut c_void,
+                Value::I32(v) => v as *mut i32 as *mut c_void,
+                Value::I64(v) => v as *mut i64 as *mut c_void,
+            })
+            .collect();
+        let c_name = CString::new(name).map_err(|_| backend_err(format!("kernel name {name:?}")))?;
+        // SAFETY: the parameters match the kernel's declaration (as on a GPU, checked by the
+        // compile tests) and point at `values`, alive for the call; buffers hold what the kernel
+        // indexes. The call runs the whole grid before returning.
+        let status = unsafe {
+            (self.lib.launch)(c_name.as_ptr(), grid.blocks, grid.threads, grid.shared_bytes, params.as_mut_ptr())
+        };
+        match status {
+            0 => Ok(()),
+            1 => Err(backend_err(format!("the emulation has no kernel {name}"))),
+            _ => Err(backend_err(format!("{name}: a block deadlocked at a barrier in the emulation"))),
+        }
+    }
+}
