@@ -285,3 +285,24 @@ extern "C" __global__ void conv_mma_u8(long long total, const u8* __restrict__ x
         }
     }
 }
+
+// The int8 tensor-core peak `ltvx bench` states shares of: each warp runs `iters` rounds of eight
+// independent m16n8k32 on registers (no memory traffic, enough independent work to fill the pipe),
+// then every thread stores its folded accumulators so that nothing is optimised away. `total` counts
+// threads (a multiple of 32); ops = total / 32 * iters * 8 * 16*8*32 * 2.
+extern "C" __global__ void peak_mma_u8(long long total, int* __restrict__ out, int iters) {
+    long long i = flat_index();
+    unsigned int a[4] = {(unsigned int)i, (unsigned int)i * 3u + 1u, (unsigned int)i * 5u + 2u, (unsigned int)i * 7u + 3u};
+    unsigned int b[2] = {(unsigned int)i * 11u + 4u, (unsigned int)i * 13u + 5u};
+    int acc[8][4];
+#pragma unroll
+    for (int j = 0; j < 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = j;
+    for (int r = 0; r < iters; r++) {
+#pragma unroll
+        for (int j = 0; j < 8; j++) mma_u8s8_m16n8k32(acc[j], a, b);
+    }
+    int folded = 0;
+#pragma unroll
+    for (int j = 0; j < 8; j++) folded += (acc[j][0] + acc[j][1] + acc[j][2] + acc[j][3]) * (2 * j + 1);
+    if (i < total) out[i] = folded;
+}

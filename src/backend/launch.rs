@@ -180,7 +180,7 @@ pub(crate) fn in_parts(
 }
 
 /// The head outputs of consecutive parts of a batch, joined in order.
-fn join(all: &mut HeadOutputs, part: HeadOutputs) {
+pub(crate) fn join(all: &mut HeadOutputs, part: HeadOutputs) {
     for (into, more) in [(&mut all.ltv, part.ltv), (&mut all.churn, part.churn), (&mut all.segment, part.segment)] {
         match (into, more) {
             (HeadValues::Accumulators(a), HeadValues::Accumulators(b)) => a.extend(b),

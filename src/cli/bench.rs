@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use ltvx::backend::cpu::Isa;
+use ltvx::backend::cuda::bench::DeviceFigures;
 use ltvx::backend::{self, BackendChoice, BackendKind};
 use ltvx::bench::{self, Config, Environment, Row, peak};
 use ltvx::data::synthetic;
@@ -86,6 +87,9 @@ struct Report {
     /// G multiply-adds per second of one core, per kernel family and precision.
     peak_gmacs_per_core: HashMap<String, f64>,
     rows: Vec<Row>,
+    /// The GPU's own figures for each CUDA batch: resident kernels, copies, the pipeline, the peak.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    cuda: Vec<DeviceFigures>,
     skipped: Vec<Skipped>,
 }
 
@@ -121,6 +125,7 @@ pub fn run(mut a: Args) -> Result<ExitCode> {
         },
         peak_gmacs_per_core: HashMap::new(),
         rows: Vec::new(),
+        cuda: Vec::new(),
         skipped: Vec::new(),
     };
     let configs = configs(&a, &model, &mut report.skipped)?;
@@ -143,6 +148,18 @@ pub fn run(mut a: Args) -> Result<ExitCode> {
             c.threads
         ));
         report.rows.push(bench::measure(&model, batch, c, &a.device.opencl(), duration, per_core * 1e9)?);
+        // The GPU's own figures, once per batch (host threads do not change them).
+        if c.backend == BackendKind::Cuda && c.threads == a.threads[0] {
+            let device = a.device.opencl().device.unwrap_or(0);
+            match ltvx::backend::cuda::bench::measure(&model, device, batch, duration) {
+                Ok(figures) => report.cuda.push(figures),
+                Err(e) => report.skipped.push(Skipped {
+                    backend: BackendKind::Cuda,
+                    isa: None,
+                    reason: format!("device figures at batch {}: {e}", c.batch),
+                }),
+            }
+        }
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report).map_err(|e| Error::Input(e.to_string()))?);
@@ -194,6 +211,39 @@ fn model_name(a: &Args, model: &Model) -> String {
     }
     .to_string()
         + &format!(" ({})", model.graph().name)
+}
+
+/// The GPU's own figures: resident kernel time, copies, the pipelined run against the copy bound,
+/// the share of the int8 tensor-core peak, and the slowest kernels.
+fn print_cuda(figures: &[DeviceFigures]) {
+    let Some(first) = figures.first() else { return };
+    println!("cuda: {} · driver {} (times from CUDA events; copies page-locked)", first.device, first.driver);
+    println!(
+        "{:>7} {:>11} {:>13} {:>9} {:>9} {:>13} {:>13} {:>6} {:>8} {:>6}",
+        "batch", "kernels ms", "resident/s", "in ms", "out ms", "copy bound/s", "pipelined/s", "of cb", "TOPS", "peak"
+    );
+    for f in figures {
+        println!(
+            "{:>7} {:>11.3} {:>13.0} {:>9.3} {:>9.3} {:>13.0} {:>13.0} {:>5.0}% {:>8.1} {:>6}",
+            f.batch,
+            f.resident_ms,
+            f.resident_customers_per_s,
+            f.h2d_ms,
+            f.d2h_ms,
+            f.copy_bound_customers_per_s,
+            f.pipelined_customers_per_s,
+            f.pipelined_share_of_copy_bound * 100.0,
+            f.resident_tops,
+            f.peak_share.map_or("-".to_string(), |p| format!("{:.0}%", p * 100.0))
+        );
+    }
+    if let Some(peak) = first.peak_tops {
+        println!("int8 tensor-core peak measured here: {peak:.0} TOPS");
+    }
+    if let Some(last) = figures.last() {
+        let kernels: Vec<String> = last.kernels.iter().map(|k| format!("{} {:.3}", k.kernel, k.ms)).collect();
+        println!("kernels at batch {} (ms): {}", last.batch, kernels.join(", "));
+    }
 }
 
 /// Every configuration to time; backends and families that cannot run here go to `skipped`.
@@ -309,6 +359,7 @@ fn print_table(r: &Report) {
     for row in r.rows.iter().filter(|row| row.backend == BackendKind::Opencl) {
         println!("batch {}: {}", row.batch, row.plan);
     }
+    print_cuda(&r.cuda);
     for s in &r.skipped {
         println!(
             "{:<10} {:<11} unavailable: {}",

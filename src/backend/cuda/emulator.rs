@@ -5,7 +5,8 @@
 //! tensor-core fragments included, bit for bit against the reference (`Options::cuda_emulation`).
 //!
 //! It is a correctness tool, slow by design (the threads of a block are fibers switched at every
-//! barrier and warp collective), and only as right as emulation.hpp's reading of the PTX ISA.
+//! barrier and warp collective), and only as right as emulation.hpp's reading of the PTX ISA. Its
+//! lanes are one queue: every call completes before it returns.
 
 use std::collections::HashMap;
 use std::ffi::{CString, c_char, c_uint, c_void};
@@ -156,23 +157,24 @@ impl Gpu for Emulator {
 
     fn upload(&self, bytes: &[u8]) -> Result<Buffer> {
         let mut b = Buffer::zeroed(bytes.len());
-        self.write(bytes, &mut b)?;
+        self.write(0, 0, bytes, &mut b)?;
         Ok(b)
     }
 
-    fn write(&self, bytes: &[u8], dst: &mut Buffer) -> Result<()> {
+    fn write(&self, _lane: usize, _port: usize, bytes: &[u8], dst: &mut Buffer) -> Result<()> {
         assert!(bytes.len() <= dst.len, "a copy past the end of a buffer");
         // SAFETY: dst holds at least bytes.len() bytes (asserted) and does not overlap `bytes`.
         unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst.ptr, bytes.len()) };
         Ok(())
     }
 
-    fn read(&self, src: &Buffer) -> Result<Vec<u8>> {
-        // SAFETY: src owns len initialised bytes (allocated zeroed).
-        Ok(unsafe { std::slice::from_raw_parts(src.ptr, src.len) }.to_vec())
+    fn read(&self, _lane: usize, src: &Buffer, bytes: usize) -> Result<Vec<u8>> {
+        assert!(bytes <= src.len, "a read past the end of a buffer");
+        // SAFETY: src owns len ≥ bytes initialised bytes (allocated zeroed).
+        Ok(unsafe { std::slice::from_raw_parts(src.ptr, bytes) }.to_vec())
     }
 
-    fn launch(&self, name: &str, grid: Grid, args: &[Arg<'_, Buffer>]) -> Result<()> {
+    fn launch(&self, _lane: usize, name: &str, grid: Grid, args: &[Arg<'_, Buffer>]) -> Result<()> {
         // What a GPU would refuse, refused here too: more than the default shared memory per block
         // (kernels do not opt in to more) or threads per block.
         if grid.shared_bytes as usize > SHARED_LIMIT || grid.threads > 1024 || grid.threads == 0 {
@@ -215,5 +217,46 @@ impl Gpu for Emulator {
             1 => Err(backend_err(format!("the emulation has no kernel {name}"))),
             _ => Err(backend_err(format!("{name}: a block deadlocked at a barrier in the emulation"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cuda::nvrtc::SOURCES;
+
+    /// The benchmark's peak kernel runs with the arguments `bench::peak` passes (one warp here), and
+    /// its stores depend on the products: two runs with different round counts differ.
+    #[test]
+    fn peak_kernel_runs_with_the_bench_arguments() {
+        let gpu = match Emulator::open(&SOURCES[0], "sm_90") {
+            Ok(gpu) => gpu,
+            Err(e) => return println!("skipped: {e}"),
+        };
+        let out = gpu.alloc_zeroed(32 * 4).unwrap();
+        let grid = Grid { blocks: 1, threads: 32, shared_bytes: 0 };
+        let mut results = Vec::new();
+        for iters in [1, 2] {
+            gpu.launch(0, "peak_mma_u8", grid, &[Arg::I64(32), Arg::Buffer(&out), Arg::I32(iters)]).unwrap();
+            results.push(gpu.read(0, &out, 32 * 4).unwrap());
+        }
+        assert_ne!(results[0], results[1]);
+    }
+
+    /// A kernel whose threads wait at a barrier some of them never reach is reported, not hung
+    /// (on a GPU that is undefined behaviour).
+    #[test]
+    fn a_barrier_some_threads_skip_is_a_deadlock() {
+        const STUCK: Source = Source {
+            name: "stuck.cu",
+            text: "extern \"C\" __global__ void stuck(long long total) {\n    if (threadIdx.x == 0) return;\n    __syncthreads();\n}\n",
+        };
+        let gpu = match Emulator::open(&STUCK, "sm_90") {
+            Ok(gpu) => gpu,
+            Err(e) => return println!("skipped: {e}"),
+        };
+        let err = gpu.launch(0, "stuck", Grid { blocks: 1, threads: 64, shared_bytes: 0 }, &[Arg::I64(0)]).unwrap_err();
+        assert!(err.to_string().contains("deadlocked"), "{err}");
+        assert!(gpu.launch(0, "absent", Grid { blocks: 1, threads: 32, shared_bytes: 0 }, &[]).is_err());
     }
 }

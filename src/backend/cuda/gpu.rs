@@ -1,12 +1,16 @@
-//! What a plan needs of a GPU: buffers, copies and kernel launches. The CUDA driver ([`Driver`],
-//! through cudarc) provides them on a real GPU; the host emulation of the kernels
-//! ([`super::emulator::Emulator`]) on a machine without one, so that the plan code and every kernel
-//! run in the test suite everywhere.
+//! What a plan needs of a GPU: buffers, copies and kernel launches, on one of [`LANES`] queues. The
+//! CUDA driver ([`Driver`], through cudarc) provides them on a real GPU, a lane being a stream; the
+//! host emulation of the kernels ([`super::emulator::Emulator`]) on a machine without one, where
+//! every call completes in order, so that the plan code and every kernel run in the test suite
+//! everywhere.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg,
+    result, sys,
+};
 use cudarc::nvrtc::Ptx;
 
 use super::backend_err;
@@ -15,6 +19,13 @@ use crate::error::{Error, Result};
 
 /// Dynamic shared memory a block may have without opting in (48 KiB on every architecture).
 pub(crate) const SHARED_LIMIT: usize = 48 * 1024;
+
+/// Queues work may run on concurrently: the plan alternates parts of a large batch between them so
+/// that one part's copies overlap another's kernels.
+pub(crate) const LANES: usize = 2;
+
+/// Host inputs a lane stages per part: the sequence and the static features.
+pub(crate) const PORTS: usize = 2;
 
 /// A kernel argument, in the order of the kernel's parameters.
 pub(crate) enum Arg<'a, B> {
@@ -39,24 +50,84 @@ pub(crate) trait Gpu: Send + Sync {
     fn free_bytes(&self) -> Result<usize>;
     fn alloc_zeroed(&self, bytes: usize) -> Result<Self::Buffer>;
     fn upload(&self, bytes: &[u8]) -> Result<Self::Buffer>;
-    /// Copies `bytes` to the start of `dst`.
-    fn write(&self, bytes: &[u8], dst: &mut Self::Buffer) -> Result<()>;
-    /// The whole of `src`, once every launch before it has finished.
-    fn read(&self, src: &Self::Buffer) -> Result<Vec<u8>>;
-    /// Queues kernel `name`; the arguments must match its declaration in kernels/cuda (checked
-    /// against the declarations by the compile tests; nothing checks them at run time).
-    fn launch(&self, name: &str, grid: Grid, args: &[Arg<'_, Self::Buffer>]) -> Result<()>;
+    /// Queues a copy of `bytes` to the start of `dst` on `lane`, through the lane's staging buffer
+    /// `port` (page-locked on a GPU, so the copy is asynchronous; `bytes` may be dropped at once).
+    fn write(&self, lane: usize, port: usize, bytes: &[u8], dst: &mut Self::Buffer) -> Result<()>;
+    /// The first `bytes` bytes of `src`, once everything queued on `lane` before has finished.
+    fn read(&self, lane: usize, src: &Self::Buffer, bytes: usize) -> Result<Vec<u8>>;
+    /// Queues kernel `name` on `lane`; the arguments must match its declaration in kernels/cuda
+    /// (checked against the declarations by the compile tests; nothing checks them at run time).
+    fn launch(&self, lane: usize, name: &str, grid: Grid, args: &[Arg<'_, Self::Buffer>]) -> Result<()>;
 }
 
 pub(crate) fn driver_err(what: &str, e: impl std::fmt::Display) -> Error {
     backend_err(format!("{what}: {e}"))
 }
 
-/// One CUDA device through the driver API, with one module of kernels and one stream.
+/// Page-locked host memory, with the event of the last copy to or from it (the host must not touch
+/// it before that copy has completed).
+pub(crate) struct Pinned {
+    ptr: *mut u8,
+    len: usize,
+    copied: CudaEvent,
+}
+
+// SAFETY: an owned page-locked allocation; users wait for `copied` before touching it.
+unsafe impl Send for Pinned {}
+
+impl Pinned {
+    pub(crate) fn new(ctx: &Arc<CudaContext>, bytes: usize) -> Result<Pinned> {
+        // SAFETY: a plain page-locked allocation of at least one byte, freed in drop.
+        let ptr = unsafe { result::malloc_host(bytes.max(1), 0) }.map_err(|e| driver_err("page-locked memory", e))?;
+        let copied = ctx.new_event(None).map_err(|e| driver_err("creating an event", e))?;
+        Ok(Pinned { ptr: ptr as *mut u8, len: bytes.max(1), copied })
+    }
+
+    /// The first `bytes` bytes, once the last copy to or from them has completed.
+    pub(crate) fn bytes_mut(&mut self, bytes: usize) -> Result<&mut [u8]> {
+        assert!(bytes <= self.len, "past the end of page-locked memory");
+        self.copied.synchronize().map_err(|e| driver_err("waiting for a copy", e))?;
+        // SAFETY: the allocation holds len ≥ bytes bytes and no copy uses it now.
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.ptr, bytes) })
+    }
+
+    /// Queues a copy of the first `bytes` bytes to the start of `dst` on `stream`.
+    pub(crate) fn copy_to(&mut self, bytes: usize, dst: &mut CudaSlice<u8>, stream: &Arc<CudaStream>) -> Result<()> {
+        assert!(bytes <= self.len && bytes <= dst.len(), "a copy past the end of a buffer");
+        let (ptr, _written) = dst.device_ptr_mut(stream);
+        // SAFETY: both sides hold `bytes`; the host side is page-locked and untouched until
+        // `copied`, recorded next, has completed.
+        let host = unsafe { std::slice::from_raw_parts(self.ptr, bytes) };
+        unsafe { result::memcpy_htod_async(ptr, host, stream.cu_stream()) }.map_err(|e| driver_err("copying in", e))?;
+        self.copied.record(stream).map_err(|e| driver_err("recording a copy", e))
+    }
+
+    /// Queues a copy of the first `bytes` bytes of `src` into this memory on `stream`.
+    pub(crate) fn copy_from(&mut self, bytes: usize, src: &CudaSlice<u8>, stream: &Arc<CudaStream>) -> Result<()> {
+        assert!(bytes <= self.len && bytes <= src.len(), "a copy past the end of a buffer");
+        let (ptr, _read) = src.device_ptr(stream);
+        // SAFETY: as in copy_to, the other way.
+        let host = unsafe { std::slice::from_raw_parts_mut(self.ptr, bytes) };
+        unsafe { result::memcpy_dtoh_async(host, ptr, stream.cu_stream()) }
+            .map_err(|e| driver_err("copying out", e))?;
+        self.copied.record(stream).map_err(|e| driver_err("recording a copy", e))
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        // SAFETY: allocated by malloc_host; a copy still using it is waited for first.
+        let _ = self.copied.synchronize();
+        let _ = unsafe { result::free_host(self.ptr as *mut std::ffi::c_void) };
+    }
+}
+
+/// One CUDA device through the driver API, with one module of kernels and a stream per lane.
 pub(crate) struct Driver {
     pub(crate) ctx: Arc<CudaContext>,
-    pub(crate) stream: Arc<CudaStream>,
+    pub(crate) streams: [Arc<CudaStream>; LANES],
     functions: HashMap<String, CudaFunction>,
+    staging: [Mutex<[Option<Pinned>; PORTS]>; LANES],
     label: String,
 }
 
@@ -64,6 +135,12 @@ impl Driver {
     /// Compiles `source` for device `device`'s architecture (through the PTX cache) and loads it.
     pub(crate) fn open(device: usize, source: &Source) -> Result<Driver> {
         let ctx = CudaContext::new(device).map_err(|e| driver_err(&format!("GPU {device}"), e))?;
+        // cudarc would record and wait for an event per buffer argument of every launch to order
+        // streams; the plan orders them itself (each lane's buffers are used on that lane only,
+        // weights and fresh buffers are complete before any lane sees them, staging buffers have
+        // their own events), so those per-launch events would only add latency.
+        // SAFETY: see above: no buffer is used on two streams without a synchronisation between.
+        unsafe { ctx.disable_event_tracking() };
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         let (major, minor) = ctx.compute_capability().map_err(|e| driver_err("compute capability", e))?;
         // dp4a (every int8 kernel) needs compute capability 6.1.
@@ -79,14 +156,32 @@ impl Driver {
             .into_iter()
             .map(|k| module.load_function(&k.name).map(|f| (k.name.clone(), f)).map_err(|e| driver_err(&k.name, e)))
             .collect::<Result<HashMap<_, _>>>()?;
-        let stream = ctx.default_stream();
-        Ok(Driver { ctx, stream, functions, label: format!("GPU {device}: {name}, {arch}") })
+        let stream = || ctx.new_stream().map_err(|e| driver_err("creating a stream", e));
+        let streams = [stream()?, stream()?];
+        let staging = std::array::from_fn(|_| Mutex::new([None, None]));
+        Ok(Driver { ctx, streams, functions, staging, label: format!("GPU {device}: {name}, {arch}") })
     }
 
     /// The device's compute capability as an architecture number (e.g. 90).
     pub(crate) fn arch(&self) -> Result<u32> {
         let (major, minor) = self.ctx.compute_capability().map_err(|e| driver_err("compute capability", e))?;
         Ok((major * 10 + minor) as u32)
+    }
+
+    /// An event with timing recorded on `lane` now.
+    pub(crate) fn mark(&self, lane: usize) -> Result<CudaEvent> {
+        self.streams[lane]
+            .record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
+            .map_err(|e| driver_err("recording an event", e))
+    }
+
+    /// Lane `lane`'s staging buffer `port`, holding at least `bytes`.
+    fn staging<'a>(&self, slot: &'a mut Option<Pinned>, bytes: usize) -> Result<&'a mut Pinned> {
+        if slot.as_ref().is_none_or(|s| s.len < bytes) {
+            *slot = None;
+            *slot = Some(Pinned::new(&self.ctx, bytes)?);
+        }
+        Ok(slot.as_mut().expect("allocated above"))
     }
 }
 
@@ -102,28 +197,38 @@ impl Gpu for Driver {
     }
 
     fn alloc_zeroed(&self, bytes: usize) -> Result<CudaSlice<u8>> {
-        self.stream.alloc_zeros::<u8>(bytes).map_err(|e| driver_err("allocating device memory", e))
+        let stream = &self.streams[0];
+        let buf = stream.alloc_zeros::<u8>(bytes.max(1)).map_err(|e| driver_err("allocating device memory", e))?;
+        // Zeroed before any lane uses it (cudarc's own cross-stream tracking is off, see `open`).
+        stream.synchronize().map_err(|e| driver_err("allocating device memory", e))?;
+        Ok(buf)
     }
 
     fn upload(&self, bytes: &[u8]) -> Result<CudaSlice<u8>> {
-        self.stream.clone_htod(bytes).map_err(|e| driver_err("uploading weights", e))
+        let stream = &self.streams[0];
+        let buf = stream.clone_htod(bytes).map_err(|e| driver_err("uploading weights", e))?;
+        stream.synchronize().map_err(|e| driver_err("uploading weights", e))?;
+        Ok(buf)
     }
 
-    fn write(&self, bytes: &[u8], dst: &mut CudaSlice<u8>) -> Result<()> {
-        let mut view = dst.slice_mut(0..bytes.len());
-        self.stream.memcpy_htod(bytes, &mut view).map_err(|e| driver_err("copying inputs", e))
+    fn write(&self, lane: usize, port: usize, bytes: &[u8], dst: &mut CudaSlice<u8>) -> Result<()> {
+        let mut ports = self.staging[lane].lock().map_err(|_| backend_err("a staging buffer was poisoned".into()))?;
+        let staging = self.staging(&mut ports[port], bytes.len())?;
+        staging.bytes_mut(bytes.len())?.copy_from_slice(bytes);
+        staging.copy_to(bytes.len(), dst, &self.streams[lane])
     }
 
-    fn read(&self, src: &CudaSlice<u8>) -> Result<Vec<u8>> {
-        let v = self.stream.clone_dtoh(src).map_err(|e| driver_err("copying results", e))?;
+    fn read(&self, lane: usize, src: &CudaSlice<u8>, bytes: usize) -> Result<Vec<u8>> {
+        let stream = &self.streams[lane];
+        let v = stream.clone_dtoh(&src.slice(0..bytes)).map_err(|e| driver_err("copying results", e))?;
         // Copies into pageable memory complete before returning, but say so rather than rely on it.
-        self.stream.synchronize().map_err(|e| driver_err("copying results", e))?;
+        stream.synchronize().map_err(|e| driver_err("copying results", e))?;
         Ok(v)
     }
 
-    fn launch(&self, name: &str, grid: Grid, args: &[Arg<'_, CudaSlice<u8>>]) -> Result<()> {
+    fn launch(&self, lane: usize, name: &str, grid: Grid, args: &[Arg<'_, CudaSlice<u8>>]) -> Result<()> {
         let function = self.functions.get(name).ok_or_else(|| backend_err(format!("no kernel {name} loaded")))?;
-        let mut launch = self.stream.launch_builder(function);
+        let mut launch = self.streams[lane].launch_builder(function);
         for a in args {
             match a {
                 Arg::Buffer(b) => launch.arg(*b),

@@ -2,6 +2,7 @@
 //! kernels/cuda compiled by NVRTC ([`nvrtc`]). cudarc panics when libcuda or libnvrtc is missing, so
 //! presence is checked first and absence becomes one line.
 
+pub mod bench;
 mod compile;
 pub mod emulator;
 mod gpu;

@@ -5,6 +5,11 @@
 //! runs in parts when its buffers would not fit in half of the device memory free at the time, so a
 //! large batch is split rather than running out of memory.
 //!
+//! A large batch runs as a pipeline of parts alternating between the GPU's lanes (streams): while
+//! part i's inputs are copied in from page-locked memory and its kernels run, the host encodes part
+//! i+1 and reads part i-1's outputs back, so copies, kernels and host work overlap. Buffers are
+//! kept between runs for the largest part seen.
+//!
 //! The plan is written against [`Gpu`]: the CUDA driver on a GPU, the host emulation in tests.
 
 use std::collections::BTreeMap;
@@ -12,9 +17,9 @@ use std::sync::Mutex;
 
 use super::backend_err;
 use super::compile::{Compiled, compile};
-use super::gpu::{Arg, Gpu, Grid};
+use super::gpu::{Arg, Gpu, Grid, LANES};
 use crate::backend::cpu::program::Program;
-use crate::backend::launch::{Boundary, Encoding, Head, Input, SEQ_SLOT, Step, StepArg, in_parts, read_outputs};
+use crate::backend::launch::{Boundary, Encoding, Head, Input, SEQ_SLOT, Step, StepArg, join, read_outputs};
 use crate::backend::{BackendKind, Plan, Trace};
 use crate::engine::{Batch, HeadOutputs, HeadValues};
 use crate::error::Result;
@@ -40,14 +45,32 @@ pub(crate) struct CudaPlan<G: Gpu> {
     static_features: usize,
     boundaries: Vec<Boundary>,
     heads: [Head; 3],
-    /// Runs so far; also serialises runs, whose buffers share the one stream.
-    runs: Mutex<u64>,
+    /// Runs so far and each lane's buffers; also serialises runs, which share the lanes.
+    state: Mutex<State<G::Buffer>>,
+    /// Customers per part of a pipelined batch, at least and at most.
+    part_bounds: (usize, usize),
 }
 
-/// The per-batch buffers of one part, and the rows they hold.
+struct State<B> {
+    runs: u64,
+    lanes: Vec<Buffers<B>>,
+}
+
+/// A lane's per-batch buffers, with room for `capacity` customers.
 pub(crate) struct Buffers<B> {
     pub(crate) slots: Vec<B>,
-    pub(crate) rows: usize,
+    pub(crate) capacity: usize,
+}
+
+/// Customers per part of a pipelined batch: at most this many, and at least
+/// [`PIPELINE_MIN_ROWS`] (smaller parts would cost more in launches than overlap saves).
+pub(crate) const PIPELINE_ROWS: usize = 65_536;
+pub(crate) const PIPELINE_MIN_ROWS: usize = 8_192;
+
+/// Customers per part for a batch of `rows` when at most `fit` fit in one lane's buffers: about a
+/// quarter of the batch, so that a pipeline forms, within `bounds`.
+pub(crate) fn part_size(rows: usize, fit: usize, bounds: (usize, usize)) -> usize {
+    rows.div_ceil(4).clamp(bounds.0, bounds.1).min(fit).max(1)
 }
 
 impl<G: Gpu> CudaPlan<G> {
@@ -68,34 +91,81 @@ impl<G: Gpu> CudaPlan<G> {
             static_features: p.static_features,
             boundaries,
             heads,
-            runs: Mutex::new(0),
+            state: Mutex::new(State { runs: 0, lanes: Vec::new() }),
+            part_bounds: (PIPELINE_MIN_ROWS, PIPELINE_ROWS),
         })
     }
 
-    /// Customers per part: their buffers in at most half the device memory free now (the rest left
-    /// for the driver, other processes and fragmentation).
-    pub(crate) fn part_rows(&self) -> Result<usize> {
+    /// Customers one lane's buffers may hold: all lanes' buffers in at most half the device memory
+    /// free now (the rest left for the driver, other processes and fragmentation), counting what
+    /// this plan holds already as free.
+    pub(crate) fn fit_rows(&self, held: usize) -> Result<usize> {
         let per_row: usize = self.slots.iter().sum::<usize>().max(1);
-        let rows = self.gpu.free_bytes()? / 2 / per_row;
+        let rows = (self.gpu.free_bytes()? + held) / 2 / LANES / per_row;
         if rows == 0 {
             return Err(backend_err(format!("{}: no device memory free for one customer", self.gpu.describe())));
         }
         Ok(rows)
     }
 
-    /// Scores `batch` in parts that fit the device, joined in order.
-    fn scored(&self, batch: &Batch, trace: Option<&mut BTreeMap<String, Vec<u8>>>) -> Result<HeadOutputs> {
-        let mut runs =
-            self.runs.lock().map_err(|_| backend_err("an earlier run panicked while holding the device".into()))?;
-        in_parts(batch, self.part_rows()?, trace, |part, trace| {
-            *runs += 1;
-            if part.is_empty() {
-                return Ok(self.empty_outputs());
+    /// Scores `batch` in parts that fit the device, pipelined over the lanes, joined in order.
+    fn scored(&self, batch: &Batch, mut trace: Option<&mut BTreeMap<String, Vec<u8>>>) -> Result<HeadOutputs> {
+        let mut state =
+            self.state.lock().map_err(|_| backend_err("an earlier run panicked while holding the device".into()))?;
+        state.runs += 1;
+        if batch.is_empty() {
+            return Ok(self.empty_outputs());
+        }
+        let held: usize = state.lanes.iter().map(|b| b.capacity * self.slots.iter().sum::<usize>()).sum();
+        let part = part_size(batch.len(), self.fit_rows(held)?, self.part_bounds);
+        self.ensure_buffers(&mut state, part.min(batch.len()))?;
+        let starts: Vec<usize> = (0..batch.len()).step_by(part).collect();
+        let mut joined: Option<HeadOutputs> = None;
+        let mut pending: Option<(usize, Batch)> = None;
+        for (i, &start) in starts.iter().enumerate() {
+            let lane = i % LANES;
+            let piece = batch.slice(start..(start + part).min(batch.len()));
+            self.queue(lane, &piece, &mut state.lanes[lane])?;
+            // The previous part finishes while this one is queued behind it.
+            if let Some((lane, piece)) = pending.replace((lane, piece)) {
+                let out = self.collect(lane, piece.len(), &state.lanes[lane], trace.as_deref_mut())?;
+                append(&mut joined, out);
             }
-            let mut bufs = self.alloc(part.len())?;
-            self.write_inputs(part, &mut bufs)?;
-            self.launch_all(&bufs)?;
-            read_outputs(&self.heads, &self.boundaries, &self.slots, trace, |slot| self.gpu.read(&bufs.slots[slot]))
+        }
+        let (lane, piece) = pending.expect("a non-empty batch has a part");
+        let out = self.collect(lane, piece.len(), &state.lanes[lane], trace)?;
+        append(&mut joined, out);
+        Ok(joined.expect("a non-empty batch has outputs"))
+    }
+
+    /// Makes every lane's buffers hold at least `rows` customers.
+    fn ensure_buffers(&self, state: &mut State<G::Buffer>, rows: usize) -> Result<()> {
+        if state.lanes.len() == LANES && state.lanes.iter().all(|b| b.capacity >= rows) {
+            return Ok(());
+        }
+        state.lanes.clear();
+        for _ in 0..LANES {
+            state.lanes.push(self.alloc(rows)?);
+        }
+        Ok(())
+    }
+
+    /// Encodes `part`, queues its copies in and every launch on `lane`.
+    fn queue(&self, lane: usize, part: &Batch, bufs: &mut Buffers<G::Buffer>) -> Result<()> {
+        self.write_inputs(lane, part, bufs)?;
+        self.launch_all(lane, part.len(), bufs)
+    }
+
+    /// The head outputs (and the trace) of the `rows` customers last queued on `lane`.
+    fn collect(
+        &self,
+        lane: usize,
+        rows: usize,
+        bufs: &Buffers<G::Buffer>,
+        trace: Option<&mut BTreeMap<String, Vec<u8>>>,
+    ) -> Result<HeadOutputs> {
+        read_outputs(&self.heads, &self.boundaries, &self.slots, trace, |slot| {
+            self.gpu.read(lane, &bufs.slots[slot], rows * self.slots[slot])
         })
     }
 
@@ -110,41 +180,46 @@ impl<G: Gpu> CudaPlan<G> {
     /// kernel, its static part by the host, and nothing may be left undefined if a model has neither.
     pub(crate) fn alloc(&self, rows: usize) -> Result<Buffers<G::Buffer>> {
         let slots = self.slots.iter().map(|&row| self.gpu.alloc_zeroed(rows * row)).collect::<Result<Vec<_>>>()?;
-        Ok(Buffers { slots, rows })
+        Ok(Buffers { slots, capacity: rows })
     }
 
-    /// The host's encoding of `batch`'s inputs: the sequence slot's bytes, and the concatenated
-    /// slot's (static features in place) when the model has static features.
-    pub(crate) fn encode(&self, batch: &Batch) -> (Vec<u8>, Option<Vec<u8>>) {
-        let seq = self.encoding.bytes(batch.seq(), Input::Seq);
-        let (_, width, offset) = self.concat;
-        let stat =
-            (self.static_features > 0).then(|| self.encoding.concat_rows(batch, width, offset, self.static_features));
-        (seq, stat)
+    /// The host's encoding of `batch`'s inputs, as (port, slot, bytes): the sequence, and the
+    /// concatenated rows with the static features in place when the model has static features.
+    pub(crate) fn encode(&self, batch: &Batch) -> Vec<(usize, usize, Vec<u8>)> {
+        let mut inputs = vec![(0, SEQ_SLOT, self.encoding.bytes(batch.seq(), Input::Seq))];
+        if self.static_features > 0 {
+            let (slot, width, offset) = self.concat;
+            inputs.push((1, slot, self.encoding.concat_rows(batch, width, offset, self.static_features)));
+        }
+        inputs
     }
 
-    /// The slots the host writes: the sequence, and the concatenated features when there are
-    /// static ones.
-    pub(crate) fn input_slots(&self) -> (usize, Option<usize>) {
-        (SEQ_SLOT, (self.static_features > 0).then_some(self.concat.0))
-    }
-
-    fn write_inputs(&self, batch: &Batch, bufs: &mut Buffers<G::Buffer>) -> Result<()> {
-        let (seq, stat) = self.encode(batch);
-        let (seq_slot, stat_slot) = self.input_slots();
-        self.gpu.write(&seq, &mut bufs.slots[seq_slot])?;
-        if let (Some(bytes), Some(slot)) = (stat, stat_slot) {
-            self.gpu.write(&bytes, &mut bufs.slots[slot])?;
+    /// Queues the encoding of `batch`'s inputs into `bufs` on `lane`.
+    pub(crate) fn write_inputs(&self, lane: usize, batch: &Batch, bufs: &mut Buffers<G::Buffer>) -> Result<()> {
+        for (port, slot, bytes) in self.encode(batch) {
+            self.gpu.write(lane, port, &bytes, &mut bufs.slots[slot])?;
         }
         Ok(())
     }
 
-    /// Queues every launch of the model over `bufs`.
-    pub(crate) fn launch_all(&self, bufs: &Buffers<G::Buffer>) -> Result<()> {
+    /// Queues every launch of the model for the first `rows` customers of `bufs` on `lane`.
+    pub(crate) fn launch_all(&self, lane: usize, rows: usize, bufs: &Buffers<G::Buffer>) -> Result<()> {
+        self.launch_steps(lane, rows, bufs, |_| Ok(()))
+    }
+
+    /// As [`Self::launch_all`], calling `after` with each launch's kernel name once it is queued.
+    pub(crate) fn launch_steps(
+        &self,
+        lane: usize,
+        rows: usize,
+        bufs: &Buffers<G::Buffer>,
+        mut after: impl FnMut(&str) -> Result<()>,
+    ) -> Result<()> {
+        debug_assert!(rows <= bufs.capacity);
         for step in &self.steps {
             let name = self.kernels[step.kernel];
-            let (total, grid) = launch_shape(step, bufs.rows)
-                .ok_or_else(|| backend_err(format!("{name}: {} customers exceed one grid", bufs.rows)))?;
+            let (total, grid) = launch_shape(step, rows)
+                .ok_or_else(|| backend_err(format!("{name}: {rows} customers exceed one grid")))?;
             let args: Vec<Arg<'_, G::Buffer>> = std::iter::once(Arg::I64(total as i64))
                 .chain(step.args.iter().map(|a| match a {
                     StepArg::Slot(i) => Arg::Buffer(&bufs.slots[*i]),
@@ -152,13 +227,30 @@ impl<G: Gpu> CudaPlan<G> {
                     StepArg::Int(v) => Arg::I32(*v),
                 }))
                 .collect();
-            self.gpu.launch(name, grid, &args)?;
+            self.gpu.launch(lane, name, grid, &args)?;
+            after(name)?;
         }
         Ok(())
     }
 
+    /// The slots holding head outputs, each once, with their bytes per customer.
+    pub(crate) fn head_slots(&self) -> Vec<(usize, usize)> {
+        let mut slots: Vec<usize> = self.heads.iter().map(|h| h.slot).collect();
+        slots.sort_unstable();
+        slots.dedup();
+        slots.into_iter().map(|s| (s, self.slots[s])).collect()
+    }
+
     pub(crate) fn runs(&self) -> u64 {
-        self.runs.lock().map(|r| *r).unwrap_or_default()
+        self.state.lock().map(|s| s.runs).unwrap_or_default()
+    }
+}
+
+/// Adds a part's outputs to those of the parts before it.
+fn append(joined: &mut Option<HeadOutputs>, part: HeadOutputs) {
+    match joined {
+        None => *joined = Some(part),
+        Some(all) => join(all, part),
     }
 }
 
@@ -196,5 +288,48 @@ impl<G: Gpu + 'static> Plan for CudaPlan<G> {
         let mut boundaries = BTreeMap::new();
         let heads = self.scored(batch, Some(&mut boundaries))?;
         Ok(Trace { boundaries, heads })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::BackendChoice;
+    use crate::backend::cuda::emulator::{ARCHS, Emulator};
+    use crate::backend::cuda::nvrtc::SOURCES;
+    use crate::data::synthetic;
+    use crate::engine::Engine;
+    use crate::model::Preset;
+    use crate::model::init::{InitOptions, init};
+
+    /// A batch in many parts alternates lanes and reuses their buffers, a later smaller batch the
+    /// same buffers: the traces equal the reference's, on the emulation of both kernel forms.
+    #[test]
+    fn pipelined_parts_join_in_order() {
+        let opts = InitOptions {
+            preset: Preset::Tiny,
+            precision: Precision::Int8,
+            seed: 5,
+            sparsity: 0.0,
+            inputs: None,
+            block: None,
+        };
+        let model = init(&opts).unwrap().into_model().unwrap();
+        let program = Program::compile(model.graph(), &model.shapes).unwrap();
+        let reference = Engine::build(&model, BackendChoice::Kind(BackendKind::Reference)).unwrap();
+        for arch in ARCHS {
+            let gpu = match Emulator::open(&SOURCES[0], arch) {
+                Ok(gpu) => gpu,
+                Err(e) => return println!("skipped: {e}"),
+            };
+            let number = gpu.arch();
+            let mut plan = CudaPlan::new(gpu, number, &model, &program).unwrap();
+            plan.part_bounds = (3, 5);
+            for n in [23, 4, 1] {
+                let batch = synthetic::customers(model.graph().inputs, n, n as u64);
+                assert_eq!(plan.trace(&batch).unwrap(), reference.trace(&batch).unwrap(), "{arch}, batch {n}");
+            }
+            assert_eq!(plan.runs(), 3);
+        }
     }
 }
