@@ -79,17 +79,20 @@ extern "C" __global__ void conv_u8(long long total, const u8* __restrict__ x, co
 }
 
 // Global average pool: sum (q - z_in) over the steps of one channel, one (M, sh) for the layer,
-// written into a row of `ld` bytes at `off` (the pooled part of the concatenated features).
+// written into a row of `ld` bytes at `off` (the pooled part of the concatenated features). The
+// input is [customer][channel][step], or [customer][step][channel] with `channels_last`.
 // Threads: (customer, channel).
 extern "C" __global__ void gap_u8(long long total, const u8* __restrict__ x, u8* __restrict__ y, int channels,
-                                  int steps, int ld, int off, int m, int sh, int z_in, int z_out) {
+                                  int steps, int ld, int off, int m, int sh, int z_in, int z_out,
+                                  int channels_last) {
     long long i = flat_index();
     if (i >= total) return;
     int c = (int)(i % channels);
     long long b = i / channels;
-    const u8* row = x + i * steps;
+    const u8* row = channels_last ? x + b * steps * channels + c : x + i * steps;
+    int step_stride = channels_last ? channels : 1;
     unsigned int acc = (unsigned int)(-steps * z_in);
-    for (int t = 0; t < steps; t++) acc += row[t];
+    for (int t = 0; t < steps; t++) acc += row[t * step_stride];
     y[b * ld + off + c] = requant((int)acc, m, sh, z_out, 0);
 }
 
@@ -175,7 +178,12 @@ extern "C" __global__ void head_dequant_f32(long long total, const u8* __restric
 //    step sharing one A fragment. With the max-pool fused, fragment rows g and g+8 are the steps 2p
 //    and 2p+1 of pooled output p, so both accumulators are in the same lane: the pool is a max of
 //    two registers before one requantization (monotone, so the same bits as pooling after it).
-// 3. Epilogue: requantization as in conv_u8, written [customer][channel][step].
+// 3. Epilogue: requantization as in conv_u8, written [customer][channel][step], or with
+//    `out_channels_last` [customer][step][channel] (each lane's column pair then is two adjacent
+//    bytes, and a warp's stores fall in a few rows instead of 32 strided places).
+//
+// The input is [customer][channel][step] (the host's sequence), or [customer][step][channel] with
+// `in_channels_last`, when staging is a contiguous copy per customer.
 //
 // w: [n_pad][kw] words, n_pad = cout rounded up to 32 (zero rows past cout), kw a multiple of 8;
 // bias, mult and shift: n_pad entries. `stride`: bytes of a staged row, a multiple of 16 and at
@@ -189,16 +197,22 @@ __device__ __forceinline__ unsigned int load_word(const u8* p, int aligned) {
 
 // Copies the block's customers into shared memory channels-last between their padding rows.
 __device__ void stage_inputs(u8* staged, const u8* __restrict__ x, int nb, int cb, int stride, int cin, int t_in,
-                             int k, int left, int z_in) {
+                             int k, int left, int z_in, int channels_last) {
     int padded = (t_in + k - 1) * cin;
     for (int i = threadIdx.x; i < cb * stride; i += blockDim.x) staged[i] = (i % stride) < padded ? (u8)z_in : 0;
     __syncthreads();
     int per = cin * t_in;
     for (int i = threadIdx.x; i < nb * per; i += blockDim.x) {
         int b = i / per, r = i % per;
-        staged[b * stride + (r % t_in + left) * cin + r / t_in] = x[i];
+        int at = channels_last ? left * cin + r : (r % t_in + left) * cin + r / t_in;
+        staged[b * stride + at] = x[i];
     }
     __syncthreads();
+}
+
+// Where output (customer b, step s, channel col) goes.
+__device__ __forceinline__ long long out_index(long long b, int s, int col, int cout, int t_out, int channels_last) {
+    return channels_last ? (b * t_out + s) * cout + col : (b * cout + col) * t_out + s;
 }
 
 // One fragment row of a tile: the output it stands for (customer b, output step s), and where its
@@ -224,11 +238,11 @@ extern "C" __global__ void conv_mma_u8(long long total, const u8* __restrict__ x
                                        const int* __restrict__ bias, const int* __restrict__ mult,
                                        const int* __restrict__ shift, u8* __restrict__ y, int cin, int t_in,
                                        int cout, int t_out, int k, int left, int kw, int z_in, int z_out, int relu,
-                                       int pool, int cb, int stride) {
+                                       int pool, int in_channels_last, int out_channels_last, int cb, int stride) {
     u8* staged = dynamic_shared();
     long long b0 = (long long)blockIdx.x * cb;
     int nb = (int)min((long long)cb, total - b0);
-    stage_inputs(staged, x + b0 * cin * t_in, nb, cb, stride, cin, t_in, k, left, z_in);
+    stage_inputs(staged, x + b0 * cin * t_in, nb, cb, stride, cin, t_in, k, left, z_in, in_channels_last);
 
     int lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
     int rows = nb * t_out;
@@ -272,14 +286,15 @@ extern "C" __global__ void conv_mma_u8(long long total, const u8* __restrict__ x
                 int col = nt * 32 + n * 8 + 2 * t4 + j;
                 if (col >= cout) continue;
                 int m = mult[col], sh = shift[col];
+                int cl = out_channels_last;
                 if (pool) {
                     if (lo.valid)
-                        y[((b0 + lo.b) * cout + col) * t_out + lo.s] =
+                        y[out_index(b0 + lo.b, lo.s, col, cout, t_out, cl)] =
                             requant(max(acc[n][j], acc[n][2 + j]), m, sh, z_out, relu);
                 } else {
-                    if (lo.valid) y[((b0 + lo.b) * cout + col) * t_out + lo.s] = requant(acc[n][j], m, sh, z_out, relu);
+                    if (lo.valid) y[out_index(b0 + lo.b, lo.s, col, cout, t_out, cl)] = requant(acc[n][j], m, sh, z_out, relu);
                     if (hi.valid)
-                        y[((b0 + hi.b) * cout + col) * t_out + hi.s] = requant(acc[n][2 + j], m, sh, z_out, relu);
+                        y[out_index(b0 + hi.b, hi.s, col, cout, t_out, cl)] = requant(acc[n][2 + j], m, sh, z_out, relu);
                 }
             }
         }

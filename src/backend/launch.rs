@@ -46,6 +46,9 @@ pub(crate) struct Boundary {
     pub(crate) tensor: String,
     pub(crate) slot: usize,
     pub(crate) range: Range<usize>,
+    /// `Some((steps, channels))` when the device keeps the tensor channels-last (`[step][channel]`);
+    /// the trace shows every tensor as the reference has it, `[channel][step]`.
+    pub(crate) channels_last: Option<(usize, usize)>,
 }
 
 pub(crate) struct Head {
@@ -228,7 +231,13 @@ pub(crate) fn read_outputs(
             let bytes = fetch(bd.slot)?;
             let values = trace.entry(bd.tensor.clone()).or_default();
             for row in bytes.chunks_exact(slots[bd.slot]) {
-                values.extend_from_slice(&row[bd.range.clone()]);
+                let part = &row[bd.range.clone()];
+                match bd.channels_last {
+                    None => values.extend_from_slice(part),
+                    Some((steps, channels)) => {
+                        values.extend((0..channels).flat_map(|c| (0..steps).map(move |t| part[t * channels + c])))
+                    }
+                }
             }
         }
     }

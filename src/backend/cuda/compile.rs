@@ -90,7 +90,14 @@ impl Builder {
     }
 
     fn boundary(&mut self, tensor: &str, slot: usize, range: std::ops::Range<usize>) {
-        self.boundaries.push(Boundary { tensor: tensor.to_string(), slot, range });
+        self.boundaries.push(Boundary { tensor: tensor.to_string(), slot, range, channels_last: None });
+    }
+
+    /// A boundary the device keeps channels-last (`steps` x `channels` per customer).
+    fn boundary_channels_last(&mut self, tensor: &str, slot: usize, steps: usize, channels: usize) {
+        let range = 0..steps * channels;
+        let channels_last = Some((steps, channels));
+        self.boundaries.push(Boundary { tensor: tensor.to_string(), slot, range, channels_last });
     }
 }
 
@@ -107,6 +114,7 @@ fn pack4(w: &[u8], rows: usize) -> (Vec<u8>, usize) {
 }
 
 /// An int8 convolution's (or dense layer's, as one step and one tap) sizes.
+#[derive(Clone)]
 struct LayerShape {
     cin: usize,
     t_in: usize,
@@ -122,7 +130,8 @@ const TILE_ROWS: usize = 256;
 /// How conv_mma_u8 runs a layer: customers per block and the bytes of one staged row (a multiple of
 /// 16, covering the padded input and the last output step's whole padded reduction row). `None`
 /// when not even one customer fits in shared memory.
-fn mma_tile(l: &LayerShape, words: usize) -> Option<(Tile, usize)> {
+fn mma_tile(l: &LayerShape) -> Option<(Tile, usize)> {
+    let words = (l.cin * l.k).div_ceil(32) * 8;
     let stride = ((l.t_in + l.k - 1) * l.cin).max((l.t_in - 1) * l.cin + 4 * words).next_multiple_of(16);
     let customers = TILE_ROWS.div_ceil(l.t_out).min(SHARED_LIMIT / stride);
     (customers > 0).then_some((Tile { customers, shared_bytes: customers * stride }, stride))
@@ -152,12 +161,36 @@ fn padded32(mut v: Vec<i32>) -> Vec<i32> {
     v
 }
 
-/// One int8 convolution or dense layer from slot `io.0` to `io.1`: conv_mma_u8 on tensor cores when
-/// asked and its inputs fit in shared memory, else conv_u8 / dense_u8 (dp4a). `params`: the folded
-/// weights and bias, multipliers and shifts; `z`: input and output zero points; `flags`: ReLU, pool.
+/// How an int8 layer runs: on conv_mma_u8 (its tile and staged row bytes) or dp4a, and whether
+/// its input and output are channels-last (`[customer][step][channel]`; else channels-first).
+struct LayerForm {
+    tiled: Option<(Tile, usize)>,
+    in_channels_last: bool,
+    out_channels_last: bool,
+}
+
+/// The form of each convolution: tensor-core tiles where asked and the staged inputs fit; outputs
+/// channels-last where the next reader takes them (the next convolution on tensor cores, or the
+/// global average pool), which makes the tiled kernels' stores and staging copies contiguous. The
+/// sequence arrives channels-first from the host.
+fn conv_forms(shapes: &[LayerShape], tensor_cores: bool) -> Vec<LayerForm> {
+    let tiled: Vec<Option<(Tile, usize)>> =
+        shapes.iter().map(|l| if tensor_cores { mma_tile(l) } else { None }).collect();
+    let mut forms: Vec<LayerForm> = Vec::with_capacity(shapes.len());
+    for (i, t) in tiled.iter().enumerate() {
+        let in_channels_last = i > 0 && forms[i - 1].out_channels_last;
+        let next_takes_it = tiled.get(i + 1).is_none_or(|next| next.is_some());
+        forms.push(LayerForm { tiled: *t, in_channels_last, out_channels_last: t.is_some() && next_takes_it });
+    }
+    forms
+}
+
+/// One int8 convolution or dense layer from slot `io.0` to `io.1`, in `form`. `params`: the
+/// folded weights and bias, multipliers and shifts; `z`: input and output zero points; `flags`:
+/// ReLU, pool.
 fn layer_int8(
     b: &mut Builder,
-    tensor_cores: bool,
+    form: &LayerForm,
     io: (usize, usize),
     l: &LayerShape,
     params: (Vec<u8>, Vec<i32>, Vec<i32>, Vec<i32>),
@@ -167,8 +200,7 @@ fn layer_int8(
     let (x, y) = io;
     let (w, bias, mult, shift) = params;
     let dense = l.t_in == 1 && l.k == 1;
-    let tiled = if tensor_cores { mma_tile(l, (l.cin * l.k).div_ceil(32) * 8) } else { None };
-    if let Some((tile, stride)) = tiled {
+    if let Some((tile, stride)) = form.tiled {
         let (packed, words) = pack_tap_major(&w, l);
         let args = vec![
             StepArg::Slot(x),
@@ -188,12 +220,15 @@ fn layer_int8(
             StepArg::Int(z.1),
             flag(flags.0),
             flag(flags.1),
+            flag(form.in_channels_last),
+            flag(form.out_channels_last),
             int(tile.customers),
             int(stride),
         ];
         b.launch("conv_mma_u8", args, Vec::new(), Some(tile));
         return;
     }
+    debug_assert!(!form.in_channels_last && !form.out_channels_last, "the dp4a kernels are channels-first");
     let (w4, words) = pack4(&w, l.cout);
     let mut args = vec![StepArg::Slot(x), b.constant(w4), b.ints(bias), b.ints(mult), b.ints(shift), StepArg::Slot(y)];
     if dense {
@@ -208,19 +243,28 @@ fn layer_int8(
 
 /// The int8 launches; returns the heads and the concatenated-features slot.
 fn compile_int8(b: &mut Builder, m: &Int8Params, p: &Program, tensor_cores: bool) -> ([Head; 3], usize) {
+    let shapes: Vec<LayerShape> = p
+        .convs
+        .iter()
+        .map(|c| LayerShape { cin: c.in_c, t_in: c.t_in, cout: c.out_c, t_out: c.t_out(), k: c.kernel, left: c.left })
+        .collect();
+    let forms = conv_forms(&shapes, tensor_cores);
     let mut x = b.slot(p.seq_channels * p.seq_len);
-    for c in &p.convs {
+    for ((c, shape), form) in p.convs.iter().zip(&shapes).zip(&forms) {
         let z_in = m.input(&c.layer)[0].zero_point;
         let (w, bias) = m.folded(&c.layer, &[z_in]);
         let (mult, shift) = m.requant(&c.layer);
         let y = b.slot(c.out_c * c.t_out());
-        let shape =
-            LayerShape { cin: c.in_c, t_in: c.t_in, cout: c.out_c, t_out: c.t_out(), k: c.kernel, left: c.left };
         let z = (z_in as i32, m.output_z(&c.layer));
-        layer_int8(b, tensor_cores, (x, y), &shape, (w, bias, mult, shift), z, (c.relu, c.pool));
-        b.boundary(&c.output, y, 0..c.out_c * c.t_out());
+        layer_int8(b, form, (x, y), shape, (w, bias, mult, shift), z, (c.relu, c.pool));
+        if form.out_channels_last {
+            b.boundary_channels_last(&c.output, y, c.t_out(), c.out_c);
+        } else {
+            b.boundary(&c.output, y, 0..c.out_c * c.t_out());
+        }
         x = y;
     }
+    let gap_channels_last = forms.last().is_some_and(|f| f.out_channels_last);
     let concat = b.slot(p.concat_width());
     let gap_off = p.concat_offsets().0;
     let gap = m.requant(&p.gap_layer);
@@ -235,6 +279,7 @@ fn compile_int8(b: &mut Builder, m: &Int8Params, p: &Program, tensor_cores: bool
         StepArg::Int(gap.1[0]),
         StepArg::Int(m.input(&p.gap_layer)[0].zero_point as i32),
         StepArg::Int(m.z(&p.gap_output)),
+        flag(gap_channels_last),
     ];
     b.step("gap_u8", args, vec![p.gap_channels]);
     b.boundary(&p.gap_output, concat, gap_off..gap_off + p.gap_channels);
@@ -250,7 +295,13 @@ fn compile_int8(b: &mut Builder, m: &Int8Params, p: &Program, tensor_cores: bool
         // A dense layer is a one-step convolution with one tap over its inputs as channels; the
         // folded bias already carries each input's own zero point, so the padding value is unused.
         let shape = LayerShape { cin: d.n_in, t_in: 1, cout: d.n_out, t_out: 1, k: 1, left: 0 };
-        layer_int8(b, tensor_cores, (x, y), &shape, (w, bias, mult, shift), (0, m.output_z(&d.layer)), (d.relu, false));
+        let form = LayerForm {
+            tiled: if tensor_cores { mma_tile(&shape) } else { None },
+            in_channels_last: false,
+            out_channels_last: false,
+        };
+        let z = (0, m.output_z(&d.layer));
+        layer_int8(b, &form, (x, y), &shape, (w, bias, mult, shift), z, (d.relu, false));
         b.boundary(&d.output, y, 0..d.n_out);
         x = y;
     }
@@ -362,7 +413,7 @@ fn compile_float(b: &mut Builder, model: &Model, p: &Program) -> ([Head; 3], usi
 
 #[cfg(test)]
 mod tests {
-    use super::{LayerShape, compile, pack_tap_major, pack4};
+    use super::{LayerShape, compile, conv_forms, pack_tap_major, pack4};
     use crate::backend::cpu::program::Program;
     use crate::backend::cuda::nvrtc::{Param, SOURCES, kernels};
     use crate::backend::launch::StepArg;
@@ -397,6 +448,20 @@ mod tests {
             assert!(row[6..].iter().all(|&b| b == 0));
         }
         assert!(packed[3 * 32..].iter().all(|&b| b == 0));
+    }
+
+    /// Outputs go channels-last only into a reader that takes them: a tiled convolution or the pool
+    /// at the end, never a dp4a convolution; a layer too large for shared memory runs on dp4a.
+    #[test]
+    fn channels_last_only_between_tiled_readers() {
+        let small = LayerShape { cin: 32, t_in: 52, cout: 32, t_out: 52, k: 5, left: 2 };
+        let huge = LayerShape { cin: 512, t_in: 200, cout: 32, t_out: 200, k: 3, left: 1 };
+        let forms = conv_forms(&[small.clone(), huge, small.clone(), small], true);
+        let seen: Vec<(bool, bool, bool)> =
+            forms.iter().map(|f| (f.tiled.is_some(), f.in_channels_last, f.out_channels_last)).collect();
+        assert_eq!(seen, [(true, false, false), (false, false, false), (true, false, true), (true, true, true)]);
+        let dp4a = conv_forms(&[LayerShape { cin: 4, t_in: 52, cout: 8, t_out: 26, k: 3, left: 1 }], false);
+        assert!(dp4a[0].tiled.is_none() && !dp4a[0].out_channels_last);
     }
 
     fn signatures() -> Vec<(String, Vec<Param>)> {

@@ -134,7 +134,7 @@ impl Builder<'_> {
     }
 
     fn boundary(&mut self, tensor: &str, slot: usize, range: Range<usize>) {
-        self.boundaries.push(Boundary { tensor: tensor.to_string(), slot, range });
+        self.boundaries.push(Boundary { tensor: tensor.to_string(), slot, range, channels_last: None });
     }
 }
 
