@@ -183,13 +183,15 @@ fn conformance_of(kind: BackendKind, options: &Options, variants: &[Variant]) {
         }
     }
     // Block-sparse models at batches that leave partial tiles: 16×4 blocks (one-strip sparse tiles)
-    // and 32×4 (two strips sharing their groups, on VNNI).
-    for (preset, precision, n, rows) in [
-        (Preset::Base, Precision::Int8, 53, 16),
-        (Preset::Tiny, Precision::Int8, 130, 16),
-        (Preset::Base, Precision::Fp32, 17, 16),
-        (Preset::Base, Precision::Int8, 29, 32),
-        (Preset::Tiny, Precision::Int8, 67, 32),
+    // and 32×4 (two strips sharing their groups, on VNNI); 32×32, the blocks the CUDA tensor-core
+    // kernel skips.
+    for (preset, precision, n, (rows, cols)) in [
+        (Preset::Base, Precision::Int8, 53, (16, 4)),
+        (Preset::Tiny, Precision::Int8, 130, (16, 4)),
+        (Preset::Base, Precision::Fp32, 17, (16, 4)),
+        (Preset::Base, Precision::Int8, 29, (32, 4)),
+        (Preset::Tiny, Precision::Int8, 67, (32, 4)),
+        (Preset::Base, Precision::Int8, 37, (32, 32)),
     ] {
         let opts = InitOptions {
             preset,
@@ -197,12 +199,12 @@ fn conformance_of(kind: BackendKind, options: &Options, variants: &[Variant]) {
             seed: 3,
             sparsity: 0.75,
             inputs: None,
-            block: Some(BlockShape { rows, cols: 4 }),
+            block: Some(BlockShape { rows, cols }),
         };
         let m = init(&opts).unwrap().into_model().unwrap();
         let variant = if precision == Precision::Int8 { Variant::Int8 } else { Variant::Fp32 };
         let batch = synthetic::customers(m.graph().inputs, n, 9);
-        run(format!("{preset} 75% block-sparse ({rows}x4) {precision}"), m, variant, batch);
+        run(format!("{preset} 75% block-sparse ({rows}x{cols}) {precision}"), m, variant, batch);
     }
     // The base preset (value model v1) in every precision.
     let graph = Preset::Base.graph(Preset::Base.default_inputs());

@@ -186,7 +186,9 @@ extern "C" __global__ void head_dequant_f32(long long total, const u8* __restric
 // `in_channels_last`, when staging is a contiguous copy per customer.
 //
 // w: [n_pad][kw] words, n_pad = cout rounded up to 32 (zero rows past cout), kw a multiple of 8;
-// bias, mult and shift: n_pad entries. `stride`: bytes of a staged row, a multiple of 16 and at
+// live: per 32-column tile and 32-byte reduction step, 0 where that block of weights is all zero
+// (block-sparse models): the warp skips its loads and products, a uniform branch; bias, mult and
+// shift: n_pad entries. `stride`: bytes of a staged row, a multiple of 16 and at
 // least (t_in - 1)*cin + 4*kw. Threads: any multiple of 32. `total` counts customers.
 
 // Four bytes from p as one little-endian word; word loads need p 4-byte aligned.
@@ -235,7 +237,7 @@ __device__ __forceinline__ TileRow tile_row(const u8* staged, int q, int conv_st
 }
 
 extern "C" __global__ void conv_mma_u8(long long total, const u8* __restrict__ x, const int* __restrict__ w,
-                                       const int* __restrict__ bias, const int* __restrict__ mult,
+                                       const int* __restrict__ live, const int* __restrict__ bias, const int* __restrict__ mult,
                                        const int* __restrict__ shift, u8* __restrict__ y, int cin, int t_in,
                                        int cout, int t_out, int k, int left, int kw, int z_in, int z_out, int relu,
                                        int pool, int in_channels_last, int out_channels_last, int cb, int stride) {
@@ -268,7 +270,9 @@ extern "C" __global__ void conv_mma_u8(long long total, const u8* __restrict__ x
         }
         // This lane's column g of each 8-column group: weight rows nt*32 + 8n + g.
         const int* wt = w + (long long)(nt * 32 + g) * kw;
+        const int* live_nt = live + nt * (kw / 8);
         for (int kk = 0; kk < kw; kk += 8) {
+            if (!live_nt[kk / 8]) continue;
             unsigned int a[4] = {load_word(lo.a + 4 * kk + 4 * t4, aligned), load_word(hi.a + 4 * kk + 4 * t4, aligned),
                                  load_word(lo.a + 4 * kk + 16 + 4 * t4, aligned),
                                  load_word(hi.a + 4 * kk + 16 + 4 * t4, aligned)};
