@@ -75,13 +75,38 @@ pub(crate) enum Encoding {
     F32,
 }
 
+/// Values below which encoding stays on one thread (starting threads would cost more).
+const ENCODE_VALUES_PER_THREAD: usize = 1 << 16;
+
 impl Encoding {
     pub(crate) fn bytes(&self, x: &[f32], input: Input) -> Vec<u8> {
+        let mut out = vec![0u8; x.len() * self.width()];
+        self.encode_into(x, input, &mut out, 1);
+        out
+    }
+
+    /// Encodes `x` into `out` (`x.len() * width()` bytes), on up to `threads` threads.
+    pub(crate) fn encode_into(&self, x: &[f32], input: Input, out: &mut [u8], threads: usize) {
+        let e = self.width();
+        debug_assert_eq!(out.len(), x.len() * e);
+        let threads = threads.min(x.len() / ENCODE_VALUES_PER_THREAD).max(1);
+        let per = x.len().div_ceil(threads).max(1);
+        std::thread::scope(|s| {
+            for (x, out) in x.chunks(per).zip(out.chunks_mut(per * e)) {
+                let mut run = move || self.encode_chunk(x, input, out);
+                if threads == 1 { run() } else { drop(s.spawn(run)) }
+            }
+        });
+    }
+
+    fn encode_chunk(&self, x: &[f32], input: Input, out: &mut [u8]) {
         match (self, input) {
             (Encoding::U8 { seq: q, .. }, Input::Seq) | (Encoding::U8 { stat: q, .. }, Input::Static) => {
-                x.iter().map(|&v| q.quantize(v)).collect()
+                for (o, &v) in out.iter_mut().zip(x) {
+                    *o = q.quantize(v);
+                }
             }
-            (Encoding::F32, _) => bytemuck::cast_slice(x).to_vec(),
+            (Encoding::F32, _) => out.copy_from_slice(bytemuck::cast_slice(x)),
         }
     }
 
@@ -89,13 +114,30 @@ impl Encoding {
     /// encoded at `offset` of rows `width` elements wide, the rest zero (the pooled part is the
     /// device's to write).
     pub(crate) fn concat_rows(&self, batch: &Batch, width: usize, offset: usize, static_features: usize) -> Vec<u8> {
-        let e = self.width();
-        let stat = self.bytes(batch.stat(), Input::Static);
-        let mut rows = vec![0u8; batch.len() * width * e];
-        for (row, s) in rows.chunks_exact_mut(width * e).zip(stat.chunks_exact(static_features * e)) {
-            row[offset * e..(offset + static_features) * e].copy_from_slice(s);
-        }
+        let mut rows = vec![0u8; batch.len() * width * self.width()];
+        self.concat_rows_into(batch.stat(), (width, offset, static_features), &mut rows, 1);
         rows
+    }
+
+    /// As [`Self::concat_rows`] for the static features `stat` (whole rows), into `out`, on up to
+    /// `threads` threads; `layout`: (row width, offset, static features) in elements.
+    pub(crate) fn concat_rows_into(&self, stat: &[f32], layout: (usize, usize, usize), out: &mut [u8], threads: usize) {
+        let (width, offset, static_features) = layout;
+        let e = self.width();
+        let rows = stat.len() / static_features.max(1);
+        let threads = threads.min(stat.len() / ENCODE_VALUES_PER_THREAD).max(1);
+        let per = rows.div_ceil(threads).max(1);
+        std::thread::scope(|s| {
+            for (stat, out) in stat.chunks(per * static_features).zip(out.chunks_mut(per * width * e)) {
+                let mut run = move || {
+                    for (row, x) in out.chunks_exact_mut(width * e).zip(stat.chunks_exact(static_features)) {
+                        row.fill(0);
+                        self.encode_chunk(x, Input::Static, &mut row[offset * e..(offset + static_features) * e]);
+                    }
+                };
+                if threads == 1 { run() } else { drop(s.spawn(run)) }
+            }
+        });
     }
 
     pub(crate) fn width(&self) -> usize {
@@ -242,4 +284,33 @@ pub(crate) fn read_outputs(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Encoding on several threads writes exactly what one thread does, for both encodings and
+    /// both inputs, with chunks that do not divide the rows evenly.
+    #[test]
+    fn threaded_encoding_equals_one_thread() {
+        let seq = ActQuant { scale: 0.05, inv_scale: 20.0, zero_point: 7 };
+        let stat = ActQuant { scale: 0.1, inv_scale: 10.0, zero_point: 30 };
+        let (rows, per, width, offset) = (3_001, 97, 130, 33);
+        let x: Vec<f32> = (0..rows * per).map(|i| ((i * 7919) % 1000) as f32 / 50.0 - 3.0).collect();
+        for encoding in [Encoding::U8 { seq, stat }, Encoding::F32] {
+            let e = encoding.width();
+            let mut one = vec![0u8; x.len() * e];
+            let mut three = vec![1u8; x.len() * e];
+            encoding.encode_into(&x, Input::Seq, &mut one, 1);
+            encoding.encode_into(&x, Input::Seq, &mut three, 3);
+            assert!(one == three);
+            let mut one = vec![0u8; rows * width * e];
+            let mut three = vec![1u8; rows * width * e];
+            encoding.concat_rows_into(&x, (width, offset, per), &mut one, 1);
+            encoding.concat_rows_into(&x, (width, offset, per), &mut three, 3);
+            assert!(one == three);
+            assert!(one[..offset * e].iter().all(|&b| b == 0), "the pooled part stays zero");
+        }
+    }
 }

@@ -146,7 +146,8 @@ fn implemented(kind: BackendKind, options: &Options) -> Box<dyn Backend> {
         BackendKind::Opencl => Box::new(opencl::OpenCl { select: options.opencl.clone() }),
         // `--device N` is one option for both device backends; it is carried in the OpenCL selection.
         BackendKind::Cuda => {
-            Box::new(cuda::Cuda { device: options.opencl.device.unwrap_or(0), emulate: options.cuda_emulation.clone() })
+            let device = options.opencl.device.unwrap_or(0);
+            Box::new(cuda::Cuda { device, threads: options.threads, emulate: options.cuda_emulation.clone() })
         }
     }
 }

@@ -68,7 +68,7 @@ pub fn measure(model: &Model, device: usize, batch: &Batch, duration: Duration) 
     let program = Program::compile(model.graph(), &model.shapes).map_err(backend_err)?;
     let gpu = Driver::open(device, source_for(model))?;
     let arch = gpu.arch()?;
-    let plan = CudaPlan::new(gpu, arch, model, &program)?;
+    let plan = CudaPlan::new(gpu, arch, model, &program, 1)?;
     let rows = batch.len();
     let fit = plan.fit_rows(0)? * LANES;
     if rows > fit {
@@ -127,7 +127,7 @@ fn timed(gpu: &Driver, lane: usize, work: impl FnOnce() -> Result<()>) -> Result
 fn resident(plan: &CudaPlan<Driver>, batch: &Batch, slice: Duration) -> Result<(f64, Vec<KernelTime>)> {
     let rows = batch.len();
     let mut bufs = plan.alloc(rows)?;
-    plan.write_inputs(0, batch, &mut bufs)?;
+    plan.write_inputs(0, batch, 0..rows, &mut bufs)?;
     // A warm-up run: first launches load the module's code.
     plan.launch_all(0, rows, &bufs)?;
     let gpu = &plan.gpu;

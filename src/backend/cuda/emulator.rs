@@ -157,14 +157,23 @@ impl Gpu for Emulator {
 
     fn upload(&self, bytes: &[u8]) -> Result<Buffer> {
         let mut b = Buffer::zeroed(bytes.len());
-        self.write(0, 0, bytes, &mut b)?;
+        self.write(0, 0, bytes.len(), &mut b, &mut |staging| staging.copy_from_slice(bytes))?;
         Ok(b)
     }
 
-    fn write(&self, _lane: usize, _port: usize, bytes: &[u8], dst: &mut Buffer) -> Result<()> {
-        assert!(bytes.len() <= dst.len, "a copy past the end of a buffer");
-        // SAFETY: dst holds at least bytes.len() bytes (asserted) and does not overlap `bytes`.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst.ptr, bytes.len()) };
+    fn write(
+        &self,
+        _lane: usize,
+        _port: usize,
+        bytes: usize,
+        dst: &mut Buffer,
+        fill: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<()> {
+        assert!(bytes <= dst.len, "a copy past the end of a buffer");
+        let mut staging = vec![0u8; bytes];
+        fill(&mut staging);
+        // SAFETY: dst holds at least `bytes` bytes (asserted) and does not overlap `staging`.
+        unsafe { std::ptr::copy_nonoverlapping(staging.as_ptr(), dst.ptr, bytes) };
         Ok(())
     }
 

@@ -50,9 +50,17 @@ pub(crate) trait Gpu: Send + Sync {
     fn free_bytes(&self) -> Result<usize>;
     fn alloc_zeroed(&self, bytes: usize) -> Result<Self::Buffer>;
     fn upload(&self, bytes: &[u8]) -> Result<Self::Buffer>;
-    /// Queues a copy of `bytes` to the start of `dst` on `lane`, through the lane's staging buffer
-    /// `port` (page-locked on a GPU, so the copy is asynchronous; `bytes` may be dropped at once).
-    fn write(&self, lane: usize, port: usize, bytes: &[u8], dst: &mut Self::Buffer) -> Result<()>;
+    /// Queues a copy of `bytes` bytes to the start of `dst` on `lane`, which `fill` writes into the
+    /// lane's staging buffer `port` first (page-locked on a GPU: the host encodes straight into it,
+    /// and the copy is asynchronous).
+    fn write(
+        &self,
+        lane: usize,
+        port: usize,
+        bytes: usize,
+        dst: &mut Self::Buffer,
+        fill: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<()>;
     /// The first `bytes` bytes of `src`, once everything queued on `lane` before has finished.
     fn read(&self, lane: usize, src: &Self::Buffer, bytes: usize) -> Result<Vec<u8>>;
     /// Queues kernel `name` on `lane`; the arguments must match its declaration in kernels/cuda
@@ -211,11 +219,18 @@ impl Gpu for Driver {
         Ok(buf)
     }
 
-    fn write(&self, lane: usize, port: usize, bytes: &[u8], dst: &mut CudaSlice<u8>) -> Result<()> {
+    fn write(
+        &self,
+        lane: usize,
+        port: usize,
+        bytes: usize,
+        dst: &mut CudaSlice<u8>,
+        fill: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<()> {
         let mut ports = self.staging[lane].lock().map_err(|_| backend_err("a staging buffer was poisoned".into()))?;
-        let staging = self.staging(&mut ports[port], bytes.len())?;
-        staging.bytes_mut(bytes.len())?.copy_from_slice(bytes);
-        staging.copy_to(bytes.len(), dst, &self.streams[lane])
+        let staging = self.staging(&mut ports[port], bytes)?;
+        fill(staging.bytes_mut(bytes)?);
+        staging.copy_to(bytes, dst, &self.streams[lane])
     }
 
     fn read(&self, lane: usize, src: &CudaSlice<u8>, bytes: usize) -> Result<Vec<u8>> {

@@ -71,6 +71,8 @@ fn unusable_with(devices: Vec<Device>) -> Probe {
 #[derive(Debug, Clone, Default)]
 pub struct Cuda {
     pub device: usize,
+    /// Host threads encoding inputs.
+    pub threads: usize,
     pub emulate: Option<String>,
 }
 
@@ -109,7 +111,7 @@ impl Backend for Cuda {
         if let Some(arch) = &self.emulate {
             let gpu = emulator::Emulator::open(source_for(model), arch)?;
             let arch = gpu.arch();
-            return Ok(Box::new(plan::CudaPlan::new(gpu, arch, model, &program)?));
+            return Ok(Box::new(plan::CudaPlan::new(gpu, arch, model, &program, self.threads)?));
         }
         if let Some(reason) = self.probe().reason {
             return Err(backend_err(reason));
@@ -120,7 +122,7 @@ impl Backend for Cuda {
         let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let gpu = gpu::Driver::open(self.device, source_for(model))?;
             let arch = gpu.arch()?;
-            plan::CudaPlan::new(gpu, arch, model, &program)
+            plan::CudaPlan::new(gpu, arch, model, &program, self.threads)
         }))
         .map_err(|_| backend_err("the CUDA driver or NVRTC library lacks a function ltvx needs (too old?)".into()))??;
         Ok(Box::new(built))

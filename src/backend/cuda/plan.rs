@@ -13,6 +13,7 @@
 //! The plan is written against [`Gpu`]: the CUDA driver on a GPU, the host emulation in tests.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::sync::Mutex;
 
 use super::backend_err;
@@ -49,6 +50,8 @@ pub(crate) struct CudaPlan<G: Gpu> {
     state: Mutex<State<G::Buffer>>,
     /// Customers per part of a pipelined batch, at least and at most.
     part_bounds: (usize, usize),
+    /// Host threads encoding inputs.
+    threads: usize,
 }
 
 struct State<B> {
@@ -74,8 +77,9 @@ pub(crate) fn part_size(rows: usize, fit: usize, bounds: (usize, usize)) -> usiz
 }
 
 impl<G: Gpu> CudaPlan<G> {
-    /// `arch` (e.g. 90) decides the kernels: tensor cores from sm_80, dp4a before.
-    pub(crate) fn new(gpu: G, arch: u32, model: &Model, p: &Program) -> Result<CudaPlan<G>> {
+    /// `arch` (e.g. 90) decides the kernels: tensor cores from sm_80, dp4a before. `threads`: host
+    /// threads encoding inputs.
+    pub(crate) fn new(gpu: G, arch: u32, model: &Model, p: &Program, threads: usize) -> Result<CudaPlan<G>> {
         let Compiled { kernels, consts, slots, steps, boundaries, heads, concat, encoding } =
             compile(model, p, arch >= 80)?;
         let consts = consts.iter().map(|c| gpu.upload(c)).collect::<Result<Vec<_>>>()?;
@@ -93,6 +97,7 @@ impl<G: Gpu> CudaPlan<G> {
             heads,
             state: Mutex::new(State { runs: 0, lanes: Vec::new() }),
             part_bounds: (PIPELINE_MIN_ROWS, PIPELINE_ROWS),
+            threads: threads.max(1),
         })
     }
 
@@ -121,19 +126,20 @@ impl<G: Gpu> CudaPlan<G> {
         self.ensure_buffers(&mut state, part.min(batch.len()))?;
         let starts: Vec<usize> = (0..batch.len()).step_by(part).collect();
         let mut joined: Option<HeadOutputs> = None;
-        let mut pending: Option<(usize, Batch)> = None;
+        let mut pending: Option<(usize, usize)> = None;
         for (i, &start) in starts.iter().enumerate() {
             let lane = i % LANES;
-            let piece = batch.slice(start..(start + part).min(batch.len()));
-            self.queue(lane, &piece, &mut state.lanes[lane])?;
+            let rows = start..(start + part).min(batch.len());
+            let n = rows.len();
+            self.queue(lane, batch, rows, &mut state.lanes[lane])?;
             // The previous part finishes while this one is queued behind it.
-            if let Some((lane, piece)) = pending.replace((lane, piece)) {
-                let out = self.collect(lane, piece.len(), &state.lanes[lane], trace.as_deref_mut())?;
+            if let Some((lane, n)) = pending.replace((lane, n)) {
+                let out = self.collect(lane, n, &state.lanes[lane], trace.as_deref_mut())?;
                 append(&mut joined, out);
             }
         }
-        let (lane, piece) = pending.expect("a non-empty batch has a part");
-        let out = self.collect(lane, piece.len(), &state.lanes[lane], trace)?;
+        let (lane, n) = pending.expect("a non-empty batch has a part");
+        let out = self.collect(lane, n, &state.lanes[lane], trace)?;
         append(&mut joined, out);
         Ok(joined.expect("a non-empty batch has outputs"))
     }
@@ -150,10 +156,11 @@ impl<G: Gpu> CudaPlan<G> {
         Ok(())
     }
 
-    /// Encodes `part`, queues its copies in and every launch on `lane`.
-    fn queue(&self, lane: usize, part: &Batch, bufs: &mut Buffers<G::Buffer>) -> Result<()> {
-        self.write_inputs(lane, part, bufs)?;
-        self.launch_all(lane, part.len(), bufs)
+    /// Encodes customers `rows` of `batch`, queues their copies in and every launch on `lane`.
+    fn queue(&self, lane: usize, batch: &Batch, rows: Range<usize>, bufs: &mut Buffers<G::Buffer>) -> Result<()> {
+        let n = rows.len();
+        self.write_inputs(lane, batch, rows, bufs)?;
+        self.launch_all(lane, n, bufs)
     }
 
     /// The head outputs (and the trace) of the `rows` customers last queued on `lane`.
@@ -186,18 +193,52 @@ impl<G: Gpu> CudaPlan<G> {
     /// The host's encoding of `batch`'s inputs, as (port, slot, bytes): the sequence, and the
     /// concatenated rows with the static features in place when the model has static features.
     pub(crate) fn encode(&self, batch: &Batch) -> Vec<(usize, usize, Vec<u8>)> {
-        let mut inputs = vec![(0, SEQ_SLOT, self.encoding.bytes(batch.seq(), Input::Seq))];
+        self.inputs(batch.len())
+            .into_iter()
+            .map(|(port, slot, len)| {
+                let mut bytes = vec![0u8; len];
+                self.encode_port(batch, 0..batch.len(), port, &mut bytes);
+                (port, slot, bytes)
+            })
+            .collect()
+    }
+
+    /// The inputs the host writes for `rows` customers, as (port, slot, bytes).
+    fn inputs(&self, rows: usize) -> Vec<(usize, usize, usize)> {
+        let mut inputs = vec![(0, SEQ_SLOT, rows * self.slots[SEQ_SLOT])];
         if self.static_features > 0 {
-            let (slot, width, offset) = self.concat;
-            inputs.push((1, slot, self.encoding.concat_rows(batch, width, offset, self.static_features)));
+            inputs.push((1, self.concat.0, rows * self.slots[self.concat.0]));
         }
         inputs
     }
 
-    /// Queues the encoding of `batch`'s inputs into `bufs` on `lane`.
-    pub(crate) fn write_inputs(&self, lane: usize, batch: &Batch, bufs: &mut Buffers<G::Buffer>) -> Result<()> {
-        for (port, slot, bytes) in self.encode(batch) {
-            self.gpu.write(lane, port, &bytes, &mut bufs.slots[slot])?;
+    /// Encodes customers `rows` of `batch` for input `port` into `out`, on the plan's threads.
+    fn encode_port(&self, batch: &Batch, rows: Range<usize>, port: usize, out: &mut [u8]) {
+        let sizes = batch.sizes;
+        if port == 0 {
+            let per = sizes.seq_channels * sizes.seq_len;
+            let x = &batch.seq()[rows.start * per..rows.end * per];
+            self.encoding.encode_into(x, Input::Seq, out, self.threads);
+        } else {
+            let per = sizes.static_features;
+            let stat = &batch.stat()[rows.start * per..rows.end * per];
+            let (_, width, offset) = self.concat;
+            self.encoding.concat_rows_into(stat, (width, offset, per), out, self.threads);
+        }
+    }
+
+    /// Queues the encoding of customers `rows` of `batch` into `bufs` on `lane`, encoded straight
+    /// into the lane's staging buffers.
+    pub(crate) fn write_inputs(
+        &self,
+        lane: usize,
+        batch: &Batch,
+        rows: Range<usize>,
+        bufs: &mut Buffers<G::Buffer>,
+    ) -> Result<()> {
+        for (port, slot, bytes) in self.inputs(rows.len()) {
+            let mut fill = |out: &mut [u8]| self.encode_port(batch, rows.clone(), port, out);
+            self.gpu.write(lane, port, bytes, &mut bufs.slots[slot], &mut fill)?;
         }
         Ok(())
     }
@@ -323,7 +364,7 @@ mod tests {
                 Err(e) => return println!("skipped: {e}"),
             };
             let number = gpu.arch();
-            let mut plan = CudaPlan::new(gpu, number, &model, &program).unwrap();
+            let mut plan = CudaPlan::new(gpu, number, &model, &program, 2).unwrap();
             plan.part_bounds = (3, 5);
             for n in [23, 4, 1] {
                 let batch = synthetic::customers(model.graph().inputs, n, n as u64);
