@@ -24,6 +24,11 @@ pub const ARCHS: [&str; 2] = ["sm_75", "sm_90"];
 
 type LaunchFn = unsafe extern "C" fn(*const c_char, c_uint, c_uint, c_uint, *mut *mut c_void) -> i32;
 
+/// `Err(one line)` when the kernels cannot be emulated here (no working C++ compiler).
+pub fn available() -> std::result::Result<(), String> {
+    super::nvrtc::SOURCES.iter().try_for_each(|s| library(s).map(|_| ()))
+}
+
 /// A compiled emulation of one kernel source; kept for the process, since compiling takes seconds.
 struct Library {
     _lib: libloading::Library,
