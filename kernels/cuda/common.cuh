@@ -44,6 +44,10 @@ __device__ __forceinline__ void mma_u8s8_m16n8k32(int (&d)[4], const unsigned in
 #endif
 }
 
+// A 32-bit word at p, which must be 4-byte aligned (the emulation checks it; a GPU faults).
+__device__ __forceinline__ unsigned int load_u32(const void* p) { return *(const unsigned int*)p; }
+__device__ __forceinline__ void store_u32(void* p, unsigned int v) { *(unsigned int*)p = v; }
+
 // The block's dynamic shared memory (its size is the launch's).
 extern __shared__ __align__(16) unsigned char ltvx_dynamic_shared[];
 __device__ __forceinline__ unsigned char* dynamic_shared() { return ltvx_dynamic_shared; }

@@ -8,7 +8,8 @@
 // per switch, elsewhere), so __syncthreads() and warp collectives behave as on
 // a GPU for any code that is correct there (no data race between barriers). A barrier that can never
 // complete (threads of a block waiting at different barriers, or some having returned) is reported
-// as a deadlock, not a hang. Every GPU primitive the kernels use through common.cuh is defined here
+// as a deadlock, not a hang, and a word access a GPU would fault on (misaligned) fails the launch.
+// Every GPU primitive the kernels use through common.cuh is defined here
 // from its PTX ISA specification: dp4a, mma.sync m16n8k32 (u8 x s8 -> s32, wrapping), f16 -> f32.
 
 #if !defined(__x86_64__)
@@ -115,6 +116,8 @@ struct Block {
     // Set by a barrier arrival, a completed barrier or a finished fiber: a round of the scheduler
     // without any of them is a deadlock.
     bool progressed = false;
+    // Set by a word access at an address a GPU would fault on.
+    bool misaligned = false;
     Barrier block;
     std::vector<Barrier> warps;
     // Per warp, per lane: the registers a warp collective exchanges.
@@ -156,8 +159,10 @@ inline void fiber_entry() {
     switch_to(block->fibers[block->current], block->scheduler);
 }
 
-// Runs `body` as every thread of one block; false on a deadlock.
-inline bool run_block(dim3 index, dim3 dim, size_t shared_bytes, std::function<void()> body) {
+enum Status { DONE = 0, NO_KERNEL = 1, DEADLOCK = 2, MISALIGNED = 3 };
+
+// Runs `body` as every thread of one block.
+inline Status run_block(dim3 index, dim3 dim, size_t shared_bytes, std::function<void()> body) {
     Block b;
     int threads = (int)(dim.x * dim.y * dim.z);
     b.fibers.resize(threads);
@@ -188,11 +193,11 @@ inline bool run_block(dim3 index, dim3 dim, size_t shared_bytes, std::function<v
         }
         if (!b.progressed && remaining > 0) {
             block = nullptr;
-            return false;
+            return DEADLOCK;
         }
     }
     block = nullptr;
-    return true;
+    return b.misaligned ? MISALIGNED : DONE;
 }
 
 }  // namespace emu
@@ -205,6 +210,22 @@ inline bool run_block(dim3 index, dim3 dim, size_t shared_bytes, std::function<v
 inline void __syncthreads() { emu::wait(emu::block->block); }
 
 inline unsigned char* dynamic_shared() { return emu::block->shared.data(); }
+
+// Word accesses: as on a GPU, but an address that is not 4-byte aligned (a fault there) is recorded
+// and fails the launch.
+inline void check_aligned(const void* p) {
+    if ((uintptr_t)p % 4 != 0) emu::block->misaligned = true;
+}
+inline unsigned int load_u32(const void* p) {
+    check_aligned(p);
+    unsigned int v;
+    std::memcpy(&v, p, 4);
+    return v;
+}
+inline void store_u32(void* p, unsigned int v) {
+    check_aligned(p);
+    std::memcpy(p, &v, 4);
+}
 
 // dp4a.u32.s32: four u8 x s8 products added to c, in 32-bit wrapping arithmetic.
 inline int dp4a_u8s8(unsigned int a, int b, int c) {
@@ -276,18 +297,19 @@ Entry entry(const char* name, void (*k)(A...)) {
     return Entry{name, [k](void** params) { call(k, params, std::index_sequence_for<A...>{}); }};
 }
 
-// 0: done; 1: no kernel of that name; 2: a block deadlocked.
+// A Status: the first block's failure, or DONE.
 inline int launch(const std::vector<Entry>& table, const char* name, unsigned grid, unsigned threads,
                   unsigned shared_bytes, void** params) {
     const Entry* e = nullptr;
     for (const Entry& t : table)
         if (std::strcmp(t.name, name) == 0) e = &t;
-    if (!e) return 1;
+    if (!e) return NO_KERNEL;
     grid_dim = dim3{grid, 1, 1};
     for (unsigned g = 0; g < grid; g++) {
-        if (!run_block(dim3{g, 1, 1}, dim3{threads, 1, 1}, shared_bytes, [&] { e->run(params); })) return 2;
+        Status s = run_block(dim3{g, 1, 1}, dim3{threads, 1, 1}, shared_bytes, [&] { e->run(params); });
+        if (s != DONE) return s;
     }
-    return 0;
+    return DONE;
 }
 
 }  // namespace emu

@@ -183,7 +183,7 @@ extern "C" __global__ void head_dequant_f32(long long total, const u8* __restric
 //    bytes, and a warp's stores fall in a few rows instead of 32 strided places).
 //
 // The input is [customer][channel][step] (the host's sequence), or [customer][step][channel] with
-// `in_channels_last`, when staging is a contiguous copy per customer.
+// `in_channels_last` (and a Dense layer's single step), when staging is a contiguous copy.
 //
 // w: [n_pad][kw] words, n_pad = cout rounded up to 32 (zero rows past cout), kw a multiple of 8;
 // live: per 32-column tile and 32-byte reduction step, 0 where that block of weights is all zero
@@ -193,21 +193,44 @@ extern "C" __global__ void head_dequant_f32(long long total, const u8* __restric
 
 // Four bytes from p as one little-endian word; word loads need p 4-byte aligned.
 __device__ __forceinline__ unsigned int load_word(const u8* p, int aligned) {
-    if (aligned) return *(const unsigned int*)p;
+    if (aligned) return load_u32(p);
     return (unsigned int)p[0] | ((unsigned int)p[1] << 8) | ((unsigned int)p[2] << 16) | ((unsigned int)p[3] << 24);
 }
 
-// Copies the block's customers into shared memory channels-last between their padding rows.
+// Copies the block's customers into shared memory channels-last, every other byte of their rows
+// z_in: the convolution's padding (zero in real terms) and the slack past it, which meets zero
+// weights only. The two writes are disjoint, so one barrier ends both. Words where the input region
+// starts and ends on word boundaries (a Dense layer or a channels-last input of a multiple of four
+// bytes, the common case), bytes otherwise.
 __device__ void stage_inputs(u8* staged, const u8* __restrict__ x, int nb, int cb, int stride, int cin, int t_in,
-                             int k, int left, int z_in, int channels_last) {
-    int padded = (t_in + k - 1) * cin;
-    for (int i = threadIdx.x; i < cb * stride; i += blockDim.x) staged[i] = (i % stride) < padded ? (u8)z_in : 0;
-    __syncthreads();
+                             int left, int z_in, int channels_last) {
     int per = cin * t_in;
-    for (int i = threadIdx.x; i < nb * per; i += blockDim.x) {
-        int b = i / per, r = i % per;
-        int at = channels_last ? left * cin + r : (r % t_in + left) * cin + r / t_in;
-        staged[b * stride + at] = x[i];
+    int front = left * cin, back = front + per;
+    if (((front | per) & 3) == 0) {
+        unsigned int pad = (unsigned int)z_in * 0x01010101u;
+        int words = stride / 4;
+        for (int i = threadIdx.x; i < cb * words; i += blockDim.x) {
+            int b = i / words, r = 4 * (i % words);
+            if (b >= nb || r < front || r >= back) store_u32(staged + 4 * i, pad);
+        }
+    } else {
+        for (int i = threadIdx.x; i < cb * stride; i += blockDim.x) {
+            int b = i / stride, r = i % stride;
+            if (b >= nb || r < front || r >= back) staged[i] = (u8)z_in;
+        }
+    }
+    if (channels_last && (per & 3) == 0 && (front & 3) == 0) {
+        int words = per / 4;
+        for (int i = threadIdx.x; i < nb * words; i += blockDim.x) {
+            int b = i / words, r = i % words;
+            store_u32(staged + b * stride + front + 4 * r, load_u32(x + 4 * (long long)i));
+        }
+    } else {
+        for (int i = threadIdx.x; i < nb * per; i += blockDim.x) {
+            int b = i / per, r = i % per;
+            int at = channels_last ? front + r : (r % t_in + left) * cin + r / t_in;
+            staged[b * stride + at] = x[i];
+        }
     }
     __syncthreads();
 }
@@ -244,7 +267,7 @@ extern "C" __global__ void conv_mma_u8(long long total, const u8* __restrict__ x
     u8* staged = dynamic_shared();
     long long b0 = (long long)blockIdx.x * cb;
     int nb = (int)min((long long)cb, total - b0);
-    stage_inputs(staged, x + b0 * cin * t_in, nb, cb, stride, cin, t_in, k, left, z_in, in_channels_last);
+    stage_inputs(staged, x + b0 * cin * t_in, nb, cb, stride, cin, t_in, left, z_in, in_channels_last);
 
     int lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
     int rows = nb * t_out;

@@ -312,11 +312,10 @@ fn compile_int8(b: &mut Builder, m: &Int8Params, p: &Program, tensor_cores: bool
         // A dense layer is a one-step convolution with one tap over its inputs as channels; the
         // folded bias already carries each input's own zero point, so the padding value is unused.
         let shape = LayerShape { cin: d.n_in, t_in: 1, cout: d.n_out, t_out: 1, k: 1, left: 0 };
-        let form = LayerForm {
-            tiled: if tensor_cores { mma_tile(&shape) } else { None },
-            in_channels_last: false,
-            out_channels_last: false,
-        };
+        // One step: channels-first and channels-last are the same bytes, and the tiled kernel copies
+        // channels-last rows whole.
+        let tiled = if tensor_cores { mma_tile(&shape) } else { None };
+        let form = LayerForm { tiled, in_channels_last: tiled.is_some(), out_channels_last: false };
         let z = (0, m.output_z(&d.layer));
         layer_int8(b, &form, (x, y), &shape, (w, bias, mult, shift), z, (d.relu, false));
         b.boundary(&d.output, y, 0..d.n_out);

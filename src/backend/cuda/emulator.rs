@@ -229,7 +229,8 @@ impl Gpu for Emulator {
         match status {
             0 => Ok(()),
             1 => Err(backend_err(format!("the emulation has no kernel {name}"))),
-            _ => Err(backend_err(format!("{name}: a block deadlocked at a barrier in the emulation"))),
+            2 => Err(backend_err(format!("{name}: a block deadlocked at a barrier in the emulation"))),
+            _ => Err(backend_err(format!("{name}: a misaligned word access in the emulation (a fault on a GPU)"))),
         }
     }
 }
@@ -258,12 +259,13 @@ mod tests {
     }
 
     /// A kernel whose threads wait at a barrier some of them never reach is reported, not hung
-    /// (on a GPU that is undefined behaviour).
+    /// (on a GPU that is undefined behaviour), and so is a misaligned word store (a fault there).
     #[test]
     fn a_barrier_some_threads_skip_is_a_deadlock() {
         const STUCK: Source = Source {
             name: "stuck.cu",
-            text: "extern \"C\" __global__ void stuck(long long total) {\n    if (threadIdx.x == 0) return;\n    __syncthreads();\n}\n",
+            text: "extern \"C\" __global__ void stuck(long long total) {\n    if (threadIdx.x == 0) return;\n    __syncthreads();\n}\n\
+                   extern \"C\" __global__ void skewed(long long total) { store_u32(dynamic_shared() + 2, 1); }\n",
         };
         let gpu = match Emulator::open(&STUCK, "sm_90") {
             Ok(gpu) => gpu,
@@ -271,6 +273,9 @@ mod tests {
         };
         let err = gpu.launch(0, "stuck", Grid { blocks: 1, threads: 64, shared_bytes: 0 }, &[Arg::I64(0)]).unwrap_err();
         assert!(err.to_string().contains("deadlocked"), "{err}");
+        let err =
+            gpu.launch(0, "skewed", Grid { blocks: 1, threads: 32, shared_bytes: 8 }, &[Arg::I64(0)]).unwrap_err();
+        assert!(err.to_string().contains("misaligned"), "{err}");
         assert!(gpu.launch(0, "absent", Grid { blocks: 1, threads: 32, shared_bytes: 0 }, &[]).is_err());
     }
 }
