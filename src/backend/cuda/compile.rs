@@ -28,6 +28,9 @@ pub(super) struct Compiled {
     /// The concatenated-features slot.
     pub(super) concat: usize,
     pub(super) encoding: Encoding,
+    /// Per weighted layer (convolutions, dense layers, heads; `Program::layer_macs`'s order), the
+    /// share of its weight blocks the kernels run: below 1 where zero blocks are skipped.
+    pub(super) densities: Vec<f64>,
 }
 
 /// Compiles `p` (of `model`) into launches; `tensor_cores` (sm_80+) puts the int8 convolutions and
@@ -45,8 +48,9 @@ pub(super) fn compile(model: &Model, p: &Program, tensor_cores: bool) -> Result<
         }
         Precision::Fp32 | Precision::Fp16 => (Encoding::F32, compile_float(&mut b, model, p)),
     };
-    let Builder { kernels, consts, slots, steps, boundaries } = b;
-    Ok(Compiled { kernels, consts, slots, steps, boundaries, heads, concat, encoding })
+    let Builder { kernels, consts, slots, steps, boundaries, densities } = b;
+    let densities = if densities.is_empty() { vec![1.0; p.layer_macs().len()] } else { densities };
+    Ok(Compiled { kernels, consts, slots, steps, boundaries, heads, concat, encoding, densities })
 }
 
 #[derive(Default)]
@@ -56,6 +60,8 @@ struct Builder {
     slots: Vec<usize>,
     steps: Vec<Step>,
     boundaries: Vec<Boundary>,
+    /// Of each int8 convolution and dense layer so far (see `Compiled::densities`).
+    densities: Vec<f64>,
 }
 
 impl Builder {
@@ -218,6 +224,7 @@ fn layer_int8(
     if let Some((tile, stride)) = form.tiled {
         let (packed, words) = pack_tap_major(&w, l);
         let live = live_blocks(&packed, words);
+        b.densities.push(live.iter().filter(|&&l| l != 0).count() as f64 / live.len().max(1) as f64);
         let args = vec![
             StepArg::Slot(x),
             b.constant(packed),
@@ -246,6 +253,7 @@ fn layer_int8(
         return;
     }
     debug_assert!(!form.in_channels_last && !form.out_channels_last, "the dp4a kernels are channels-first");
+    b.densities.push(1.0);
     let (w4, words) = pack4(&w, l.cout);
     let mut args = vec![StepArg::Slot(x), b.constant(w4), b.ints(bias), b.ints(mult), b.ints(shift), StepArg::Slot(y)];
     if dense {
@@ -323,6 +331,7 @@ fn compile_int8(b: &mut Builder, m: &Int8Params, p: &Program, tensor_cores: bool
     }
     let mut heads = Vec::new();
     for (name, width) in &p.heads {
+        b.densities.push(1.0);
         let input = m.input(name);
         let y = b.slot(width * 4);
         if m.model.layer_precision(name) == Precision::Int8 {
@@ -516,6 +525,12 @@ mod tests {
             }
         }
         assert!(dead_shares.len() >= 4, "{dead_shares:?}");
+        // What the plan reports as executed: the layers' multiply-adds times their live shares.
+        let macs = p.layer_macs();
+        assert_eq!(c.densities.len(), macs.len());
+        let executed: f64 = macs.iter().zip(&c.densities).map(|(&m, d)| m as f64 * d).sum();
+        let share = executed / macs.iter().sum::<u64>() as f64;
+        assert!((0.1..0.45).contains(&share), "executed share {share}");
         assert!(dead_shares.iter().all(|&d| (0.5..=0.85).contains(&d)), "{dead_shares:?}");
     }
 

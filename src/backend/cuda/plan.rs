@@ -52,6 +52,8 @@ pub(crate) struct CudaPlan<G: Gpu> {
     part_bounds: (usize, usize),
     /// Host threads encoding inputs.
     threads: usize,
+    /// Multiply-adds per customer the kernels run (zero weight blocks skipped).
+    executed_macs: u64,
 }
 
 struct State<B> {
@@ -80,8 +82,9 @@ impl<G: Gpu> CudaPlan<G> {
     /// `arch` (e.g. 90) decides the kernels: tensor cores from sm_80, dp4a before. `threads`: host
     /// threads encoding inputs.
     pub(crate) fn new(gpu: G, arch: u32, model: &Model, p: &Program, threads: usize) -> Result<CudaPlan<G>> {
-        let Compiled { kernels, consts, slots, steps, boundaries, heads, concat, encoding } =
+        let Compiled { kernels, consts, slots, steps, boundaries, heads, concat, encoding, densities } =
             compile(model, p, arch >= 80)?;
+        let executed_macs = p.layer_macs().iter().zip(&densities).map(|(&m, d)| (m as f64 * d).round() as u64).sum();
         let consts = consts.iter().map(|c| gpu.upload(c)).collect::<Result<Vec<_>>>()?;
         Ok(CudaPlan {
             gpu,
@@ -98,6 +101,7 @@ impl<G: Gpu> CudaPlan<G> {
             state: Mutex::new(State { runs: 0, lanes: Vec::new() }),
             part_bounds: (PIPELINE_MIN_ROWS, PIPELINE_ROWS),
             threads: threads.max(1),
+            executed_macs,
         })
     }
 
@@ -329,6 +333,10 @@ impl<G: Gpu + 'static> Plan for CudaPlan<G> {
         let mut boundaries = BTreeMap::new();
         let heads = self.scored(batch, Some(&mut boundaries))?;
         Ok(Trace { boundaries, heads })
+    }
+
+    fn executed_macs(&self) -> Option<u64> {
+        Some(self.executed_macs)
     }
 }
 
