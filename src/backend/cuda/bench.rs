@@ -19,6 +19,7 @@ use serde::Serialize;
 use super::gpu::{Driver, Gpu, Grid, LANES, Pinned, driver_err};
 use super::plan::{Buffers, CudaPlan, PIPELINE_MIN_ROWS, PIPELINE_ROWS, part_size};
 use super::{backend_err, source_for};
+use crate::backend::Plan;
 use crate::backend::cpu::program::Program;
 use crate::engine::Batch;
 use crate::error::Result;
@@ -53,7 +54,8 @@ pub struct DeviceFigures {
     pub pipelined_customers_per_s: f64,
     pub pipelined_part: usize,
     pub pipelined_share_of_copy_bound: f64,
-    /// Tera int8 operations per second of the resident run (two per multiply-add executed).
+    /// Tera operations per second of the resident run (two per multiply-add executed: zero blocks
+    /// skipped are not counted).
     pub resident_tops: f64,
     /// The measured int8 tensor-core peak (int8 models on sm_80 or later), and the share of it.
     pub peak_tops: Option<f64>,
@@ -79,7 +81,8 @@ pub fn measure(model: &Model, device: usize, batch: &Batch, duration: Duration) 
     let (h2d_ms, d2h_ms, h2d_bytes, d2h_bytes) = copies(&plan, batch, slice)?;
     let part = part_size(rows, fit / LANES, (PIPELINE_MIN_ROWS, PIPELINE_ROWS));
     let pipelined_s = pipelined(&plan, batch, part, slice)?;
-    let tops = rows as f64 / (resident_ms / 1e3) * 2.0 * model.macs() as f64 / 1e12;
+    let macs = plan.executed_macs().unwrap_or(model.macs());
+    let tops = rows as f64 / (resident_ms / 1e3) * 2.0 * macs as f64 / 1e12;
     let peak_tops = if model.precision() == Precision::Int8 && arch >= 80 { Some(peak(&plan.gpu)?) } else { None };
     let copy_bound = rows as f64 / (h2d_ms.max(d2h_ms) / 1e3);
     let pipelined_rate = rows as f64 / pipelined_s;
