@@ -188,6 +188,10 @@ impl Gpu for Emulator {
         Ok(unsafe { std::slice::from_raw_parts(src.ptr, bytes) }.to_vec())
     }
 
+    fn replay(&self, _lane: usize, _key: (usize, u64), record: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+        record()
+    }
+
     fn launch(&self, _lane: usize, name: &str, grid: Grid, args: &[Arg<'_, Buffer>]) -> Result<()> {
         // What a GPU would refuse, refused here too: more than the default shared memory per block
         // (kernels do not opt in to more) or threads per block.

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{
-    CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg,
-    result, sys,
+    CudaContext, CudaEvent, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig,
+    PushKernelArg, result, sys,
 };
 use cudarc::nvrtc::Ptx;
 
@@ -66,6 +66,10 @@ pub(crate) trait Gpu: Send + Sync {
     /// Queues kernel `name` on `lane`; the arguments must match its declaration in kernels/cuda
     /// (checked against the declarations by the compile tests; nothing checks them at run time).
     fn launch(&self, lane: usize, name: &str, grid: Grid, args: &[Arg<'_, Self::Buffer>]) -> Result<()>;
+    /// Queues on `lane` what `record` queues there: on a GPU as a CUDA graph recorded the first time
+    /// for `key` and replayed after (one submission instead of a launch per kernel), elsewhere
+    /// directly. `record` must queue the same work every time for the same key.
+    fn replay(&self, lane: usize, key: (usize, u64), record: &mut dyn FnMut() -> Result<()>) -> Result<()>;
 }
 
 pub(crate) fn driver_err(what: &str, e: impl std::fmt::Display) -> Error {
@@ -130,12 +134,29 @@ impl Drop for Pinned {
     }
 }
 
+/// Recorded launch sequences, by (lane, key), at most this many (then they are recorded afresh).
+const GRAPHS: usize = 128;
+
+/// A recorded CUDA graph.
+struct Recorded(CudaGraph);
+
+// SAFETY: a graph is used only under the driver's `graphs` mutex, never by two threads at once.
+unsafe impl Send for Recorded {}
+
+#[derive(Default)]
+struct Graphs {
+    by_key: HashMap<(usize, usize, u64), Recorded>,
+    /// Why recording failed once: launches then go directly, for good.
+    failed: Option<String>,
+}
+
 /// One CUDA device through the driver API, with one module of kernels and a stream per lane.
 pub(crate) struct Driver {
     pub(crate) ctx: Arc<CudaContext>,
     pub(crate) streams: [Arc<CudaStream>; LANES],
     functions: HashMap<String, CudaFunction>,
     staging: [Mutex<[Option<Pinned>; PORTS]>; LANES],
+    graphs: Mutex<Graphs>,
     label: String,
 }
 
@@ -167,7 +188,8 @@ impl Driver {
         let stream = || ctx.new_stream().map_err(|e| driver_err("creating a stream", e));
         let streams = [stream()?, stream()?];
         let staging = std::array::from_fn(|_| Mutex::new([None, None]));
-        Ok(Driver { ctx, streams, functions, staging, label: format!("GPU {device}: {name}, {arch}") })
+        let label = format!("GPU {device}: {name}, {arch}");
+        Ok(Driver { ctx, streams, functions, staging, graphs: Mutex::default(), label })
     }
 
     /// The device's compute capability as an architecture number (e.g. 90).
@@ -197,7 +219,10 @@ impl Gpu for Driver {
     type Buffer = CudaSlice<u8>;
 
     fn describe(&self) -> String {
-        self.label.clone()
+        match self.graphs.lock().ok().and_then(|g| g.failed.clone()) {
+            Some(why) => format!("{}; no CUDA graphs ({why})", self.label),
+            None => self.label.clone(),
+        }
     }
 
     fn free_bytes(&self) -> Result<usize> {
@@ -262,5 +287,42 @@ impl Gpu for Driver {
         // kernel indexes.
         unsafe { launch.launch(cfg) }.map_err(|e| driver_err(name, e))?;
         Ok(())
+    }
+
+    fn replay(&self, lane: usize, key: (usize, u64), record: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+        let mut graphs = self.graphs.lock().map_err(|_| backend_err("the graph cache was poisoned".into()))?;
+        if graphs.failed.is_some() {
+            return record();
+        }
+        let k = (lane, key.0, key.1);
+        if let Some(g) = graphs.by_key.get(&k) {
+            return g.0.launch().map_err(|e| driver_err("replaying a graph", e));
+        }
+        if graphs.by_key.len() >= GRAPHS {
+            graphs.by_key.clear();
+        }
+        let stream = &self.streams[lane];
+        // Relaxed: other threads' CUDA calls (another plan's allocations) stay legal meanwhile.
+        if let Err(e) = stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED) {
+            graphs.failed = Some(format!("capture: {e}"));
+            return record();
+        }
+        let recorded = record();
+        let captured = stream.end_capture(sys::CUgraphInstantiate_flags(0));
+        match (recorded, captured) {
+            (Ok(()), Ok(Some(graph))) => {
+                graph.launch().map_err(|e| driver_err("launching a graph", e))?;
+                graphs.by_key.insert(k, Recorded(graph));
+                Ok(())
+            }
+            // Nothing was queued while capturing: the launches' own error stands.
+            (Err(e), _) => Err(e),
+            // The capture came to nothing: run the launches directly, now and from now on.
+            (Ok(()), captured) => {
+                let why = captured.err().map_or_else(|| "nothing captured".to_string(), |e| e.to_string());
+                graphs.failed = Some(format!("capture: {why}"));
+                record()
+            }
+        }
     }
 }

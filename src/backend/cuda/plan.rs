@@ -54,6 +54,8 @@ pub(crate) struct CudaPlan<G: Gpu> {
     threads: usize,
     /// Multiply-adds per customer the kernels run (zero weight blocks skipped).
     executed_macs: u64,
+    /// The next `Buffers::generation`.
+    generations: std::sync::atomic::AtomicU64,
 }
 
 struct State<B> {
@@ -61,11 +63,17 @@ struct State<B> {
     lanes: Vec<Buffers<B>>,
 }
 
-/// A lane's per-batch buffers, with room for `capacity` customers.
+/// A lane's per-batch buffers, with room for `capacity` customers; `generation` tells them apart
+/// from any allocated before (recorded launch sequences name their buffers).
 pub(crate) struct Buffers<B> {
     pub(crate) slots: Vec<B>,
     pub(crate) capacity: usize,
+    generation: u64,
 }
+
+/// Batches up to this many customers replay recorded launch sequences (CUDA graphs): for them a
+/// launch per kernel costs more than the kernels.
+const GRAPH_ROWS: usize = 4096;
 
 /// Customers per part of a pipelined batch: at most this many, and at least
 /// [`PIPELINE_MIN_ROWS`] (smaller parts would cost more in launches than overlap saves).
@@ -102,6 +110,7 @@ impl<G: Gpu> CudaPlan<G> {
             part_bounds: (PIPELINE_MIN_ROWS, PIPELINE_ROWS),
             threads: threads.max(1),
             executed_macs,
+            generations: Default::default(),
         })
     }
 
@@ -191,7 +200,8 @@ impl<G: Gpu> CudaPlan<G> {
     /// kernel, its static part by the host, and nothing may be left undefined if a model has neither.
     pub(crate) fn alloc(&self, rows: usize) -> Result<Buffers<G::Buffer>> {
         let slots = self.slots.iter().map(|&row| self.gpu.alloc_zeroed(rows * row)).collect::<Result<Vec<_>>>()?;
-        Ok(Buffers { slots, capacity: rows })
+        let generation = self.generations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Buffers { slots, capacity: rows, generation })
     }
 
     /// The host's encoding of `batch`'s inputs, as (port, slot, bytes): the sequence, and the
@@ -247,8 +257,13 @@ impl<G: Gpu> CudaPlan<G> {
         Ok(())
     }
 
-    /// Queues every launch of the model for the first `rows` customers of `bufs` on `lane`.
+    /// Queues every launch of the model for the first `rows` customers of `bufs` on `lane`, as a
+    /// recorded sequence for small batches.
     pub(crate) fn launch_all(&self, lane: usize, rows: usize, bufs: &Buffers<G::Buffer>) -> Result<()> {
+        if rows <= GRAPH_ROWS {
+            let mut record = || self.launch_steps(lane, rows, bufs, |_| Ok(()));
+            return self.gpu.replay(lane, (rows, bufs.generation), &mut record);
+        }
         self.launch_steps(lane, rows, bufs, |_| Ok(()))
     }
 
