@@ -10,13 +10,15 @@
 //!   memory, the batch cut into parts alternating between two streams so that copies overlap
 //!   kernels, compared with that copy bound (host encoding and the scores epilogue excluded: the
 //!   engine's row has them);
-//! - **peak**: the measured int8 tensor-core peak (`peak_mma_u8`) and the resident run's share of it.
+//! - **peak**: the measured int8 tensor-core peak of `mma.sync` (`peak_mma_u8`; Hopper's warpgroup
+//!   `wgmma` reaches more) and the resident run's share of it, counting useful multiply-adds only
+//!   (not the padding of tiles to 16 x 32 x 32).
 
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::gpu::{Driver, Gpu, Grid, LANES, Pinned, driver_err};
+use super::gpu::{Driver, Gpu, Grid, LANES, Pinned, driver_err, driver_version};
 use super::plan::{Buffers, CudaPlan, PIPELINE_MIN_ROWS, PIPELINE_ROWS, part_size};
 use super::{backend_err, source_for};
 use crate::backend::Plan;
@@ -57,7 +59,8 @@ pub struct DeviceFigures {
     /// Tera operations per second of the resident run (two per multiply-add executed: zero blocks
     /// skipped are not counted).
     pub resident_tops: f64,
-    /// The measured int8 tensor-core peak (int8 models on sm_80 or later), and the share of it.
+    /// The measured int8 `mma.sync` peak (int8 models on sm_80 or later; Hopper's `wgmma` is faster
+    /// still), and the resident run's share of it.
     pub peak_tops: Option<f64>,
     pub peak_share: Option<f64>,
 }
@@ -67,6 +70,12 @@ pub fn measure(model: &Model, device: usize, batch: &Batch, duration: Duration) 
     if let Some(reason) = super::probe(device).reason {
         return Err(backend_err(reason));
     }
+    // As in `Cuda::build`: cudarc panics on a driver function the loaded library lacks.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| measure_on(model, device, batch, duration)))
+        .map_err(|_| backend_err("the CUDA driver or NVRTC library lacks a function ltvx needs (too old?)".into()))?
+}
+
+fn measure_on(model: &Model, device: usize, batch: &Batch, duration: Duration) -> Result<DeviceFigures> {
     let program = Program::compile(model.graph(), &model.shapes).map_err(backend_err)?;
     let gpu = Driver::open(device, source_for(model))?;
     let arch = gpu.arch()?;
@@ -126,33 +135,40 @@ fn timed(gpu: &Driver, lane: usize, work: impl FnOnce() -> Result<()>) -> Result
     start.elapsed_ms(&end).map(f64::from).map_err(|e| driver_err("timing", e))
 }
 
-/// Median ms of every kernel of one batch on the device, and each launch's median.
+/// Runs queued back to back between one pair of events, so that the device never waits for the
+/// host between them (one run alone would time the submission too).
+const BACK_TO_BACK: usize = 10;
+
+/// Median ms of every kernel of one batch on the device (as the plan queues it: a recorded graph for
+/// small batches), and each launch's median, timed by events queued between direct launches.
 fn resident(plan: &CudaPlan<Driver>, batch: &Batch, slice: Duration) -> Result<(f64, Vec<KernelTime>)> {
     let rows = batch.len();
     let mut bufs = plan.alloc(rows)?;
     plan.write_inputs(0, batch, 0..rows, &mut bufs)?;
-    // A warm-up run: first launches load the module's code.
+    // A warm-up run: first launches load the module's code (and record the graph).
     plan.launch_all(0, rows, &bufs)?;
     let gpu = &plan.gpu;
-    let total = median_ms(slice / 2, || timed(gpu, 0, || plan.launch_all(0, rows, &bufs)))?;
-    let mut per: Vec<(String, Vec<f64>)> = Vec::new();
+    let runs = || (0..BACK_TO_BACK).try_for_each(|_| plan.launch_all(0, rows, &bufs));
+    let total = median_ms(slice / 2, || timed(gpu, 0, runs))? / BACK_TO_BACK as f64;
+    let steps = plan.launch_count();
+    let mut per: Vec<Vec<f64>> = vec![Vec::new(); steps];
+    let mut names = Vec::new();
     for _ in 0..5 {
-        let mut marks = vec![gpu.mark(0)?];
-        let mut names = Vec::new();
+        // Events made before anything is queued, so that making them adds no gaps between launches.
+        let marks = (0..=steps).map(|_| gpu.event()).collect::<Result<Vec<_>>>()?;
+        marks[0].record(&gpu.streams[0]).map_err(|e| driver_err("timing", e))?;
+        names.clear();
         plan.launch_steps(0, rows, &bufs, |name| {
             names.push(name.to_string());
-            marks.push(gpu.mark(0)?);
-            Ok(())
+            marks[names.len()].record(&gpu.streams[0]).map_err(|e| driver_err("timing", e))
         })?;
-        per.resize_with(names.len(), Default::default);
-        for (i, name) in names.into_iter().enumerate() {
-            let ms = marks[i].elapsed_ms(&marks[i + 1]).map_err(|e| driver_err("timing", e))?;
-            per[i].0 = name;
-            per[i].1.push(f64::from(ms));
+        for (i, times) in per.iter_mut().enumerate() {
+            times.push(f64::from(marks[i].elapsed_ms(&marks[i + 1]).map_err(|e| driver_err("timing", e))?));
         }
     }
-    let kernels = per
+    let kernels = names
         .into_iter()
+        .zip(per)
         .map(|(kernel, mut ms)| {
             ms.sort_by(f64::total_cmp);
             KernelTime { kernel, ms: ms[ms.len() / 2] }
@@ -207,8 +223,12 @@ fn copies(plan: &CudaPlan<Driver>, batch: &Batch, slice: Duration) -> Result<(f6
     let gpu = &plan.gpu;
     let mut bufs = plan.alloc(batch.len())?;
     let mut staged = Staged::new(plan, batch)?;
-    let h2d = median_ms(slice / 2, || timed(gpu, 0, || staged.copy_in(gpu, 0, &mut bufs)))?;
-    let d2h = median_ms(slice / 2, || timed(gpu, 0, || staged.copy_out(gpu, 0, &bufs)))?;
+    let h2d = median_ms(slice / 2, || {
+        timed(gpu, 0, || (0..BACK_TO_BACK).try_for_each(|_| staged.copy_in(gpu, 0, &mut bufs)))
+    })? / BACK_TO_BACK as f64;
+    let d2h =
+        median_ms(slice / 2, || timed(gpu, 0, || (0..BACK_TO_BACK).try_for_each(|_| staged.copy_out(gpu, 0, &bufs))))?
+            / BACK_TO_BACK as f64;
     Ok((h2d, d2h, Staged::bytes(&staged.inputs), Staged::bytes(&staged.outputs)))
 }
 
@@ -243,15 +263,16 @@ fn pipelined(plan: &CudaPlan<Driver>, batch: &Batch, part: usize, slice: Duratio
     Ok(median_ms(slice, once)? / 1e3)
 }
 
-/// The int8 tensor-core peak in tera-ops/s: enough warps of peak_mma_u8 to fill every
-/// multiprocessor several times over, timed with events (median of several runs).
+/// The int8 peak of `mma.sync` in tera-ops/s (on Hopper the warpgroup `wgmma` instructions reach
+/// more; ltvx's kernels use `mma.sync`, so this is their ceiling): many waves of peak_mma_u8 blocks,
+/// so that a partial last wave weighs little, timed with events (median of several runs).
 fn peak(gpu: &Driver) -> Result<f64> {
-    const ITERS: i32 = 4096;
+    const ITERS: i32 = 512;
     let sms = gpu
         .ctx
         .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
         .map_err(|e| driver_err("multiprocessor count", e))? as u32;
-    let grid = Grid { blocks: sms * 8, threads: 256, shared_bytes: 0 };
+    let grid = Grid { blocks: sms * 64, threads: 256, shared_bytes: 0 };
     let threads = (grid.blocks * grid.threads) as usize;
     let out = gpu.alloc_zeroed(threads * 4)?;
     let launch = || {
@@ -266,16 +287,4 @@ fn peak(gpu: &Driver) -> Result<f64> {
     let ms = median_ms(Duration::from_millis(200), || timed(gpu, 0, launch))?;
     let ops = (threads / 32) as f64 * f64::from(ITERS) * 8.0 * (16 * 8 * 32 * 2) as f64;
     Ok(ops / (ms / 1e3) / 1e12)
-}
-
-/// The CUDA driver's version, e.g. "13.0".
-fn driver_version() -> String {
-    let mut v = 0;
-    // SAFETY: the driver library is loaded (a plan was built); the pointer is to a live local.
-    let status = unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut v) };
-    if status == cudarc::driver::sys::CUresult::CUDA_SUCCESS {
-        format!("{}.{}", v / 1000, (v % 1000) / 10)
-    } else {
-        format!("unknown ({status:?})")
-    }
 }

@@ -192,6 +192,10 @@ impl Gpu for Emulator {
         record()
     }
 
+    fn idle(&self) -> Result<()> {
+        Ok(())
+    }
+
     fn launch(&self, _lane: usize, name: &str, grid: Grid, args: &[Arg<'_, Buffer>]) -> Result<()> {
         // What a GPU would refuse, refused here too: more than the default shared memory per block
         // (kernels do not opt in to more) or threads per block.

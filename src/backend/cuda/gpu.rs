@@ -70,10 +70,25 @@ pub(crate) trait Gpu: Send + Sync {
     /// for `key` and replayed after (one submission instead of a launch per kernel), elsewhere
     /// directly. `record` must queue the same work every time for the same key.
     fn replay(&self, lane: usize, key: (usize, u64), record: &mut dyn FnMut() -> Result<()>) -> Result<()>;
+    /// Waits until nothing queued on any lane is still running: before buffers are freed (their
+    /// frees are not ordered with the other lane's work) and after a failed run.
+    fn idle(&self) -> Result<()>;
 }
 
 pub(crate) fn driver_err(what: &str, e: impl std::fmt::Display) -> Error {
     backend_err(format!("{what}: {e}"))
+}
+
+/// The CUDA driver's version, e.g. "13.0".
+pub(crate) fn driver_version() -> String {
+    let mut v = 0;
+    // SAFETY: only called once the driver library is loaded; the pointer is to a live local.
+    let status = unsafe { sys::cuDriverGetVersion(&mut v) };
+    if status == sys::CUresult::CUDA_SUCCESS {
+        format!("{}.{}", v / 1000, (v % 1000) / 10)
+    } else {
+        format!("unknown ({status:?})")
+    }
 }
 
 /// Page-locked host memory, with the event of the last copy to or from it (the host must not touch
@@ -89,6 +104,8 @@ unsafe impl Send for Pinned {}
 
 impl Pinned {
     pub(crate) fn new(ctx: &Arc<CudaContext>, bytes: usize) -> Result<Pinned> {
+        // The raw driver calls below act on the thread's current context.
+        ctx.bind_to_thread().map_err(|e| driver_err("binding the context", e))?;
         // SAFETY: a plain page-locked allocation of at least one byte, freed in drop.
         let ptr = unsafe { result::malloc_host(bytes.max(1), 0) }.map_err(|e| driver_err("page-locked memory", e))?;
         let copied = ctx.new_event(None).map_err(|e| driver_err("creating an event", e))?;
@@ -106,6 +123,7 @@ impl Pinned {
     /// Queues a copy of the first `bytes` bytes to the start of `dst` on `stream`.
     pub(crate) fn copy_to(&mut self, bytes: usize, dst: &mut CudaSlice<u8>, stream: &Arc<CudaStream>) -> Result<()> {
         assert!(bytes <= self.len && bytes <= dst.len(), "a copy past the end of a buffer");
+        stream.context().bind_to_thread().map_err(|e| driver_err("binding the context", e))?;
         let (ptr, _written) = dst.device_ptr_mut(stream);
         // SAFETY: both sides hold `bytes`; the host side is page-locked and untouched until
         // `copied`, recorded next, has completed.
@@ -117,6 +135,7 @@ impl Pinned {
     /// Queues a copy of the first `bytes` bytes of `src` into this memory on `stream`.
     pub(crate) fn copy_from(&mut self, bytes: usize, src: &CudaSlice<u8>, stream: &Arc<CudaStream>) -> Result<()> {
         assert!(bytes <= self.len && bytes <= src.len(), "a copy past the end of a buffer");
+        stream.context().bind_to_thread().map_err(|e| driver_err("binding the context", e))?;
         let (ptr, _read) = src.device_ptr(stream);
         // SAFETY: as in copy_to, the other way.
         let host = unsafe { std::slice::from_raw_parts_mut(self.ptr, bytes) };
@@ -143,6 +162,15 @@ struct Recorded(CudaGraph);
 // SAFETY: a graph is used only under the driver's `graphs` mutex, never by two threads at once.
 unsafe impl Send for Recorded {}
 
+/// Ends a stream's capture if what is being recorded panics, so that the stream stays usable.
+struct Capturing<'a>(&'a Arc<CudaStream>);
+
+impl Drop for Capturing<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.end_capture(sys::CUgraphInstantiate_flags(0));
+    }
+}
+
 #[derive(Default)]
 struct Graphs {
     by_key: HashMap<(usize, usize, u64), Recorded>,
@@ -154,9 +182,10 @@ struct Graphs {
 pub(crate) struct Driver {
     pub(crate) ctx: Arc<CudaContext>,
     pub(crate) streams: [Arc<CudaStream>; LANES],
+    /// Before `functions`: recorded graphs name the module's kernels, so they go first.
+    graphs: Mutex<Graphs>,
     functions: HashMap<String, CudaFunction>,
     staging: [Mutex<[Option<Pinned>; PORTS]>; LANES],
-    graphs: Mutex<Graphs>,
     label: String,
 }
 
@@ -180,7 +209,18 @@ impl Driver {
         }
         let arch = format!("sm_{major}{minor}");
         let ptx = nvrtc::compile_cached(source, &arch).map_err(backend_err)?;
-        let module = ctx.load_module(Ptx::from_src(ptx)).map_err(|e| driver_err(&format!("loading {arch} PTX"), e))?;
+        let module = ctx.load_module(Ptx::from_src(ptx)).map_err(|e| {
+            if e.0 == sys::cudaError_enum::CUDA_ERROR_UNSUPPORTED_PTX_VERSION {
+                let nvrtc = nvrtc::version().unwrap_or_else(|e| e);
+                backend_err(format!(
+                    "the CUDA driver ({}) cannot load PTX from NVRTC {nvrtc}, which is newer: use an NVRTC no newer \
+                     than the driver",
+                    driver_version()
+                ))
+            } else {
+                driver_err(&format!("loading {arch} PTX"), e)
+            }
+        })?;
         let functions = nvrtc::kernels(source)
             .into_iter()
             .map(|k| module.load_function(&k.name).map(|f| (k.name.clone(), f)).map_err(|e| driver_err(&k.name, e)))
@@ -189,7 +229,7 @@ impl Driver {
         let streams = [stream()?, stream()?];
         let staging = std::array::from_fn(|_| Mutex::new([None, None]));
         let label = format!("GPU {device}: {name}, {arch}");
-        Ok(Driver { ctx, streams, functions, staging, graphs: Mutex::default(), label })
+        Ok(Driver { ctx, streams, graphs: Mutex::default(), functions, staging, label })
     }
 
     /// The device's compute capability as an architecture number (e.g. 90).
@@ -200,9 +240,14 @@ impl Driver {
 
     /// An event with timing recorded on `lane` now.
     pub(crate) fn mark(&self, lane: usize) -> Result<CudaEvent> {
-        self.streams[lane]
-            .record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
-            .map_err(|e| driver_err("recording an event", e))
+        let event = self.event()?;
+        event.record(&self.streams[lane]).map_err(|e| driver_err("recording an event", e))?;
+        Ok(event)
+    }
+
+    /// An event with timing, not yet recorded.
+    pub(crate) fn event(&self) -> Result<CudaEvent> {
+        self.ctx.new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT)).map_err(|e| driver_err("creating an event", e))
     }
 
     /// Lane `lane`'s staging buffer `port`, holding at least `bytes`.
@@ -289,6 +334,10 @@ impl Gpu for Driver {
         Ok(())
     }
 
+    fn idle(&self) -> Result<()> {
+        self.streams.iter().try_for_each(|s| s.synchronize().map_err(|e| driver_err("waiting for the GPU", e)))
+    }
+
     fn replay(&self, lane: usize, key: (usize, u64), record: &mut dyn FnMut() -> Result<()>) -> Result<()> {
         let mut graphs = self.graphs.lock().map_err(|_| backend_err("the graph cache was poisoned".into()))?;
         if graphs.failed.is_some() {
@@ -307,7 +356,9 @@ impl Gpu for Driver {
             graphs.failed = Some(format!("capture: {e}"));
             return record();
         }
+        let capturing = Capturing(stream);
         let recorded = record();
+        std::mem::forget(capturing);
         let captured = stream.end_capture(sys::CUgraphInstantiate_flags(0));
         match (recorded, captured) {
             (Ok(()), Ok(Some(graph))) => {

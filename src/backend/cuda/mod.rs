@@ -39,13 +39,8 @@ pub fn probe(device: usize) -> Probe {
         return unusable("the CUDA driver found no GPU".into());
     }
     let devices = (0..count)
-        .map(|i| match CudaContext::new(i) {
-            Ok(ctx) => {
-                let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
-                let (major, minor) = ctx.compute_capability().unwrap_or((0, 0));
-                let mem = ctx.total_mem().map(|b| b as f64 / (1u64 << 30) as f64).unwrap_or(0.0);
-                Device { index: i, name, detail: format!("compute capability {major}.{minor}, {mem:.1} GiB") }
-            }
+        .map(|i| match describe(i) {
+            Ok((name, detail)) => Device { index: i, name, detail },
             Err(e) => Device { index: i, name: "unavailable GPU".into(), detail: e.to_string() },
         })
         .collect();
@@ -60,6 +55,26 @@ pub fn probe(device: usize) -> Probe {
         return Probe { reason: Some(reason), ..unusable_with(devices) };
     }
     Probe { backend: BackendKind::Cuda, usable: true, reason: None, devices, selected: Some(device) }
+}
+
+/// GPU `i`'s name and "compute capability X.Y, N GiB", from device queries that create no context
+/// (a context costs time and memory on every GPU, some perhaps another user's).
+fn describe(i: usize) -> std::result::Result<(String, String), cudarc::driver::DriverError> {
+    use cudarc::driver::result::device;
+    use cudarc::driver::sys::CUdevice_attribute as A;
+    cudarc::driver::result::init()?;
+    let dev = device::get(i as i32)?;
+    let name = device::get_name(dev)?;
+    // SAFETY: `dev` came from device::get.
+    let (major, minor, bytes) = unsafe {
+        (
+            device::get_attribute(dev, A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?,
+            device::get_attribute(dev, A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?,
+            device::total_mem(dev)?,
+        )
+    };
+    let gib = bytes as f64 / (1u64 << 30) as f64;
+    Ok((name, format!("compute capability {major}.{minor}, {gib:.1} GiB")))
 }
 
 fn unusable_with(devices: Vec<Device>) -> Probe {

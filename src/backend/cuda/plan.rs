@@ -127,7 +127,7 @@ impl<G: Gpu> CudaPlan<G> {
     }
 
     /// Scores `batch` in parts that fit the device, pipelined over the lanes, joined in order.
-    fn scored(&self, batch: &Batch, mut trace: Option<&mut BTreeMap<String, Vec<u8>>>) -> Result<HeadOutputs> {
+    fn scored(&self, batch: &Batch, trace: Option<&mut BTreeMap<String, Vec<u8>>>) -> Result<HeadOutputs> {
         let mut state =
             self.state.lock().map_err(|_| backend_err("an earlier run panicked while holding the device".into()))?;
         state.runs += 1;
@@ -136,7 +136,24 @@ impl<G: Gpu> CudaPlan<G> {
         }
         let held: usize = state.lanes.iter().map(|b| b.capacity * self.slots.iter().sum::<usize>()).sum();
         let part = part_size(batch.len(), self.fit_rows(held)?, self.part_bounds);
-        self.ensure_buffers(&mut state, part.min(batch.len()))?;
+        let scored = self.pipeline(&mut state, batch, part, trace);
+        if scored.is_err() {
+            // Parts may still run on the other lane: nothing may free or reuse their buffers before.
+            let _ = self.gpu.idle();
+        }
+        scored
+    }
+
+    /// The parts of `batch` (`part` customers each) queued on alternating lanes, each collected
+    /// while the next one runs.
+    fn pipeline(
+        &self,
+        state: &mut State<G::Buffer>,
+        batch: &Batch,
+        part: usize,
+        mut trace: Option<&mut BTreeMap<String, Vec<u8>>>,
+    ) -> Result<HeadOutputs> {
+        self.ensure_buffers(state, part.min(batch.len()))?;
         let starts: Vec<usize> = (0..batch.len()).step_by(part).collect();
         let mut joined: Option<HeadOutputs> = None;
         let mut pending: Option<(usize, usize)> = None;
@@ -162,6 +179,7 @@ impl<G: Gpu> CudaPlan<G> {
         if state.lanes.len() == LANES && state.lanes.iter().all(|b| b.capacity >= rows) {
             return Ok(());
         }
+        self.gpu.idle()?;
         state.lanes.clear();
         for _ in 0..LANES {
             state.lanes.push(self.alloc(rows)?);
@@ -301,8 +319,20 @@ impl<G: Gpu> CudaPlan<G> {
         slots.into_iter().map(|s| (s, self.slots[s])).collect()
     }
 
+    /// Launches per run.
+    pub(crate) fn launch_count(&self) -> usize {
+        self.steps.len()
+    }
+
     pub(crate) fn runs(&self) -> u64 {
         self.state.lock().map(|s| s.runs).unwrap_or_default()
+    }
+}
+
+impl<G: Gpu> Drop for CudaPlan<G> {
+    /// The buffers' frees are not ordered with the lanes' work: wait for it first.
+    fn drop(&mut self) {
+        let _ = self.gpu.idle();
     }
 }
 
@@ -319,12 +349,13 @@ fn append(joined: &mut Option<HeadOutputs>, part: HeadOutputs) {
 fn launch_shape(step: &Step, rows: usize) -> Option<(usize, Grid)> {
     match step.tile {
         Some(tile) => {
-            let blocks = u32::try_from(rows.div_ceil(tile.customers)).ok()?;
+            // gridDim.x stops at 2^31 - 1.
+            let blocks = i32::try_from(rows.div_ceil(tile.customers)).ok()? as u32;
             Some((rows, Grid { blocks, threads: TILE_THREADS, shared_bytes: tile.shared_bytes as u32 }))
         }
         None => {
             let total = rows * step.per_row.iter().product::<usize>();
-            let blocks = u32::try_from(total.div_ceil(BLOCK as usize)).ok()?;
+            let blocks = i32::try_from(total.div_ceil(BLOCK as usize)).ok()? as u32;
             Some((total, Grid { blocks, threads: BLOCK, shared_bytes: 0 }))
         }
     }
