@@ -234,6 +234,9 @@ inline int dp4a_u8s8(unsigned int a, int b, int c) {
     return (int)acc;
 }
 
+// __mulhi: the high 32 bits of the 64-bit product.
+inline int __mulhi(int a, int b) { return (int)(((long long)a * (long long)b) >> 32); }
+
 // cvt.f32.f16: IEEE binary16 widened exactly.
 inline float f16_to_f32(unsigned short h) {
     _Float16 v;

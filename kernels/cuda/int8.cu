@@ -20,11 +20,21 @@
 typedef unsigned char u8;
 typedef signed char s8;
 
-// q = clamp(((acc*M + 2^(sh-1)) >> sh) + z_out, lo, 255) in 64 bits; lo = z_out with ReLU.
+// q = clamp(((acc*M + 2^(sh-1)) >> sh) + z_out, lo, 255); lo = z_out with ReLU. From sh = 33 on
+// (the usual case) the same value comes from the product's high word alone, in 32-bit arithmetic:
+// (H + 2^(sh-33)) >> (sh-32) with H = floor(acc*M / 2^32) (the dropped low word is a fraction below
+// 1 of the divisor's unit and cannot move the floor; |H| < 2^30 and 2^(sh-33) <= 2^29, so nothing
+// overflows; the CPU backend's HIGH_WORD_SHIFT has the proof). Below it, 64 bits.
 __device__ __forceinline__ u8 requant(int acc, int m, int sh, int z_out, int relu) {
-    long long v = (((long long)acc * (long long)m + (1LL << (sh - 1))) >> sh) + (long long)z_out;
-    long long lo = relu ? (long long)z_out : 0LL;
-    return (u8)(v < lo ? lo : (v > 255LL ? 255LL : v));
+    int v;
+    if (sh >= 33) {
+        v = ((__mulhi(acc, m) + (1 << (sh - 33))) >> (sh - 32)) + z_out;
+    } else {
+        long long w = (((long long)acc * (long long)m + (1LL << (sh - 1))) >> sh) + (long long)z_out;
+        v = (int)(w < -1 ? -1 : (w > 256 ? 256 : w));
+    }
+    int lo = relu ? z_out : 0;
+    return (u8)(v < lo ? lo : (v > 255 ? 255 : v));
 }
 
 // The folded convolution accumulator of one output channel at step t: the reduction index runs over

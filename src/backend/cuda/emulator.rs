@@ -266,6 +266,61 @@ mod tests {
         assert_ne!(results[0], results[1]);
     }
 
+    /// The int8 kernels' requantization (a high-word form from shift 33, 64 bits below) equals the
+    /// reference's at every shift, extreme accumulators and multipliers, every zero point and ReLU.
+    #[test]
+    fn kernel_requantization_matches_the_reference_at_every_shift() {
+        const CASES: Source = Source {
+            name: "requant_cases.cu",
+            text: concat!(
+                include_str!("../../../kernels/cuda/common.cuh"),
+                include_str!("../../../kernels/cuda/int8.cu"),
+                "extern \"C\" __global__ void requant_cases(long long total, const int* acc, const int* m, \
+                 const int* sh, const int* flags, unsigned char* out) {\n\
+                 long long i = flat_index();\n\
+                 if (i < total) out[i] = requant(acc[i], m[i], sh[i], flags[i] & 255, flags[i] >> 8);\n}\n"
+            ),
+        };
+        let gpu = match Emulator::open(&CASES, "sm_90") {
+            Ok(gpu) => gpu,
+            Err(e) => return println!("skipped: {e}"),
+        };
+        let mut rng = crate::rng::Rng::new(11);
+        let (mut acc, mut m, mut sh, mut flags) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for shift in 1..=62 {
+            for a in [i32::MIN, i32::MIN + 1, -1, 0, 1, i32::MAX, rng.next_u64() as i32, rng.next_u64() as i32] {
+                for mult in [1, 1 << 30, i32::MAX, (rng.next_u64() >> 33) as i32] {
+                    for (z, relu) in [(0, 0), (128, 1), (255, 0), (37, 1)] {
+                        acc.push(a);
+                        m.push(mult);
+                        sh.push(shift);
+                        flags.push(z | (relu << 8));
+                    }
+                }
+            }
+        }
+        let n = acc.len();
+        let ints = |v: &[i32]| gpu.upload(bytemuck::cast_slice(v)).unwrap();
+        let (acc_b, m_b, sh_b, flags_b) = (ints(&acc), ints(&m), ints(&sh), ints(&flags));
+        let out = gpu.alloc_zeroed(n).unwrap();
+        let args = [
+            Arg::I64(n as i64),
+            Arg::Buffer(&acc_b),
+            Arg::Buffer(&m_b),
+            Arg::Buffer(&sh_b),
+            Arg::Buffer(&flags_b),
+            Arg::Buffer(&out),
+        ];
+        let grid = Grid { blocks: n.div_ceil(256) as u32, threads: 256, shared_bytes: 0 };
+        gpu.launch(0, "requant_cases", grid, &args).unwrap();
+        let got = gpu.read(0, &out, n).unwrap();
+        for i in 0..n {
+            let (z, relu) = ((flags[i] & 255) as u8, flags[i] >> 8 == 1);
+            let want = crate::model::quant::requantize(acc[i], m[i], sh[i] as u8, z, relu);
+            assert_eq!(got[i], want, "acc {} M {} sh {} z {z} relu {relu}", acc[i], m[i], sh[i]);
+        }
+    }
+
     /// A kernel whose threads wait at a barrier some of them never reach is reported, not hung
     /// (on a GPU that is undefined behaviour), and so is a misaligned word store (a fault there).
     #[test]
