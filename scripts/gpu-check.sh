@@ -24,20 +24,10 @@
 # the GPU; it runs with the LD_LIBRARY_PATH this script was started with, not the NVRTC one below.
 #
 # The bundle: the release `ltvx` and the test binaries, in $LTVX_BUNDLE (default: gpu-bundle/ beside
-# this script's folder), built on the development machine (glibc Linux x86-64, as the GPU host; cudarc
-# loads libcuda and libnvrtc at run time, so nothing CUDA is needed to build):
-#
-#   cargo build --release --locked
-#   cargo test --release --locked --no-run --message-format=json --test conformance --test cuda_kernels \
-#     | python3 -c 'import json, sys
-#   for l in sys.stdin:
-#       m = json.loads(l)
-#       if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
-#           print(m["target"]["name"], m["executable"])' \
-#     | while read -r name exe; do install -D "$exe" "gpu-bundle/$name"; done
-#   install -D target/release/ltvx gpu-bundle/ltvx
-#   # carry scripts/gpu-check.sh, scripts/bench-torch.py and gpu-bundle/ over, e.g.
-#   tar czf ltvx-gpu.tgz scripts/gpu-check.sh scripts/bench-torch.py gpu-bundle
+# this script's folder), built on the development machine by scripts/gpu-bundle.sh (glibc Linux
+# x86-64, as the GPU host; cudarc loads libcuda and libnvrtc at run time, so nothing CUDA is needed to
+# build). Carry scripts/gpu-check.sh, scripts/bench-torch.py and gpu-bundle/ over, e.g.
+#   scripts/gpu-bundle.sh && tar czf ltvx-gpu.tgz scripts/gpu-check.sh scripts/bench-torch.py gpu-bundle
 #
 # libnvrtc: cudarc (built for CUDA 12.8) loads libnvrtc.so or libnvrtc.so.12, never libnvrtc.so.13,
 # the name CUDA 13 installs. When neither loads, this script looks for a libnvrtc.so.13 (or .so.12) in
