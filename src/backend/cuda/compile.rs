@@ -489,6 +489,22 @@ mod tests {
         assert!(dp4a[0].tiled.is_none() && !dp4a[0].out_channels_last);
     }
 
+    /// The conformance suite's long-sequence case really mixes the forms: base at 1600 steps puts
+    /// its second convolution on dp4a between tiled layers.
+    #[test]
+    fn a_long_sequence_mixes_tiled_and_dp4a_layers() {
+        let inputs = crate::model::graph::InputSizes { seq_channels: 4, seq_len: 1600, static_features: 8 };
+        let graph = Preset::Base.graph(inputs);
+        let float = random_model(graph, Precision::Fp32, 5, 0.0).unwrap();
+        let ranges = synthetic_ranges(&float, 16, 5).unwrap();
+        let opts = Int8Options { f32_heads: false, calibration: "test".into() };
+        let m = to_int8(&float, &ranges, &opts).unwrap().into_model().unwrap();
+        let p = Program::compile(m.graph(), &m.shapes).unwrap();
+        let c = compile(&m, &p, true).unwrap();
+        let order: Vec<&str> = c.steps.iter().map(|s| c.kernels[s.kernel]).take(3).collect();
+        assert_eq!(order, ["conv_mma_u8", "conv_u8", "conv_mma_u8"]);
+    }
+
     /// A 32x32 block with one nonzero weight is live; all-zero blocks (and the zero padding) are not.
     #[test]
     fn live_blocks_mark_nonzero_weight_blocks() {
