@@ -269,16 +269,22 @@ __device__ __forceinline__ TileRow tile_row(const u8* staged, int q, int conv_st
     return r;
 }
 
-extern "C" __global__ void conv_mma_u8(long long total, const u8* __restrict__ x, const int* __restrict__ w,
-                                       const int* __restrict__ live, const int* __restrict__ bias, const int* __restrict__ mult,
-                                       const int* __restrict__ shift, u8* __restrict__ y, int cin, int t_in,
-                                       int cout, int t_out, int k, int left, int kw, int z_in, int z_out, int relu,
-                                       int pool, int in_channels_last, int out_channels_last, int cb, int stride) {
-    u8* staged = dynamic_shared();
-    long long b0 = (long long)blockIdx.x * cb;
-    int nb = (int)min((long long)cb, total - b0);
-    stage_inputs(staged, x + b0 * cin * t_in, nb, cb, stride, cin, t_in, left, z_in, in_channels_last);
+// The weights and requantization of one layer, as the tiled kernels read them.
+struct LayerWeights {
+    const int* w;
+    const int* live;
+    const int* bias;
+    const int* mult;
+    const int* shift;
+};
 
+// One layer's GEMM over the staged rows of a block's `nb` customers, by the block's warps: every
+// output (customer b of the block, step s, channel col) requantized and handed to `store`. Warps
+// take 16 x 32 tiles in turn; all 32 lanes run every mma (the only branches around it are uniform
+// across the warp).
+template <typename Store>
+__device__ void layer_tiles(const u8* staged, int stride, int nb, int cin, int cout, int t_out, int kw, int pool,
+                            LayerWeights lw, int z_out, int relu, Store store) {
     int lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
     int rows = nb * t_out;
     int m_tiles = (rows + (pool ? 7 : 15)) / (pool ? 8 : 16);
@@ -298,12 +304,12 @@ extern "C" __global__ void conv_mma_u8(long long total, const u8* __restrict__ x
 #pragma unroll
         for (int n = 0; n < 4; n++) {
             int col = nt * 32 + n * 8 + 2 * t4;
-            acc[n][0] = acc[n][2] = bias[col];
-            acc[n][1] = acc[n][3] = bias[col + 1];
+            acc[n][0] = acc[n][2] = lw.bias[col];
+            acc[n][1] = acc[n][3] = lw.bias[col + 1];
         }
         // This lane's column g of each 8-column group: weight rows nt*32 + 8n + g.
-        const int* wt = w + (long long)(nt * 32 + g) * kw;
-        const int* live_nt = live + nt * (kw / 8);
+        const int* wt = lw.w + (long long)(nt * 32 + g) * kw;
+        const int* live_nt = lw.live + nt * (kw / 8);
         for (int kk = 0; kk < kw; kk += 8) {
             if (!live_nt[kk / 8]) continue;
             unsigned int a[4] = {load_word(lo.a + 4 * kk + 4 * t4, aligned), load_word(hi.a + 4 * kk + 4 * t4, aligned),
@@ -322,19 +328,99 @@ extern "C" __global__ void conv_mma_u8(long long total, const u8* __restrict__ x
             for (int j = 0; j < 2; j++) {
                 int col = nt * 32 + n * 8 + 2 * t4 + j;
                 if (col >= cout) continue;
-                int m = mult[col], sh = shift[col];
-                int cl = out_channels_last;
+                int m = lw.mult[col], sh = lw.shift[col];
                 if (pool) {
-                    if (lo.valid)
-                        y[out_index(b0 + lo.b, lo.s, col, cout, t_out, cl)] =
-                            requant(max(acc[n][j], acc[n][2 + j]), m, sh, z_out, relu);
+                    if (lo.valid) store(lo.b, lo.s, col, requant(max(acc[n][j], acc[n][2 + j]), m, sh, z_out, relu));
                 } else {
-                    if (lo.valid) y[out_index(b0 + lo.b, lo.s, col, cout, t_out, cl)] = requant(acc[n][j], m, sh, z_out, relu);
-                    if (hi.valid)
-                        y[out_index(b0 + hi.b, hi.s, col, cout, t_out, cl)] = requant(acc[n][2 + j], m, sh, z_out, relu);
+                    if (lo.valid) store(lo.b, lo.s, col, requant(acc[n][j], m, sh, z_out, relu));
+                    if (hi.valid) store(hi.b, hi.s, col, requant(acc[n][2 + j], m, sh, z_out, relu));
                 }
             }
         }
+    }
+}
+
+extern "C" __global__ void conv_mma_u8(long long total, const u8* __restrict__ x, const int* __restrict__ w,
+                                       const int* __restrict__ live, const int* __restrict__ bias, const int* __restrict__ mult,
+                                       const int* __restrict__ shift, u8* __restrict__ y, int cin, int t_in,
+                                       int cout, int t_out, int k, int left, int kw, int z_in, int z_out, int relu,
+                                       int pool, int in_channels_last, int out_channels_last, int cb, int stride) {
+    u8* staged = dynamic_shared();
+    long long b0 = (long long)blockIdx.x * cb;
+    int nb = (int)min((long long)cb, total - b0);
+    stage_inputs(staged, x + b0 * cin * t_in, nb, cb, stride, cin, t_in, left, z_in, in_channels_last);
+    LayerWeights lw = {w, live, bias, mult, shift};
+    layer_tiles(staged, stride, nb, cin, cout, t_out, kw, pool, lw, z_out, relu, [&](int b, int s, int col, u8 q) {
+        y[out_index(b0 + b, s, col, cout, t_out, out_channels_last)] = q;
+    });
+}
+
+// ---- The whole convolution chain and its global average pool in one kernel (sm_80+) ----
+//
+// A block takes `cb` customers through every convolution in shared memory, two buffers of `cb`
+// rows of `stride` bytes taking turns: layer l reads one and writes its outputs straight into the
+// other in the next layer's staged form (channels-last between that layer's padding, z_in of the
+// next layer being this layer's output zero point), so no activation between convolutions goes to
+// device memory. The last layer writes its outputs channels-last from the start of each row; the
+// pool then sums them per channel, requantizes and writes the pooled part of the concatenated row
+// (`ld` bytes per customer, from `off`). With `tracing`, every layer's outputs are also written to
+// `trace` (`trace_row` bytes per customer, each layer channels-last from its offset), for the debug
+// trace; otherwise nothing but the pooled features leaves the chip.
+//
+// table: LAYER_FIELDS ints per layer (below); weights: every layer's tap-major words, as for
+// conv_mma_u8; ints: every layer's live mask, bias, multipliers and shifts (offsets in the table).
+enum {
+    L_CIN, L_TIN, L_COUT, L_TOUT, L_K, L_LEFT, L_KW, L_ZIN, L_ZOUT, L_RELU, L_POOL,
+    L_W, L_LIVE, L_BIAS, L_MULT, L_SHIFT, L_TRACE, LAYER_FIELDS
+};
+
+// Writes `value` into every byte of the block's rows outside [from, from + len) (all of a row past
+// the block's customers).
+__device__ void fill_around(u8* rows, int nb, int cb, int stride, int from, int len, int value) {
+    for (int i = threadIdx.x; i < cb * stride; i += blockDim.x) {
+        int b = i / stride, r = i % stride;
+        if (b >= nb || r < from || r >= from + len) rows[i] = (u8)value;
+    }
+}
+
+extern "C" __global__ void convs_mma_u8(long long total, const u8* __restrict__ x, const int* __restrict__ table,
+                                        const int* __restrict__ weights, const int* __restrict__ ints,
+                                        u8* __restrict__ y, u8* __restrict__ trace, int layers, int cb, int stride,
+                                        int ld, int off, int gap_m, int gap_sh, int gap_z_in, int gap_z_out,
+                                        int trace_row, int tracing) {
+    u8* buf[2] = {dynamic_shared(), dynamic_shared() + cb * stride};
+    long long b0 = (long long)blockIdx.x * cb;
+    int nb = (int)min((long long)cb, total - b0);
+    const int* first = table;
+    stage_inputs(buf[0], x + b0 * first[L_CIN] * first[L_TIN], nb, cb, stride, first[L_CIN], first[L_TIN],
+                 first[L_LEFT], first[L_ZIN], 0);
+    for (int l = 0; l < layers; l++) {
+        const int* L = table + l * LAYER_FIELDS;
+        const u8* in = buf[l & 1];
+        u8* out = buf[(l + 1) & 1];
+        int cout = L[L_COUT], t_out = L[L_TOUT];
+        // Where this layer's outputs start in a row: after the next layer's left padding.
+        int front = l + 1 < layers ? L[LAYER_FIELDS + L_LEFT] * cout : 0;
+        // The next layer's padding (and the slack past it) around the outputs; `out` was last read
+        // by the layer before, which every thread has finished (the barrier closing it).
+        fill_around(out, nb, cb, stride, front, t_out * cout, L[L_ZOUT]);
+        LayerWeights lw = {weights + L[L_W], ints + L[L_LIVE], ints + L[L_BIAS], ints + L[L_MULT], ints + L[L_SHIFT]};
+        u8* traced = tracing ? trace + b0 * trace_row + L[L_TRACE] : (u8*)0;
+        layer_tiles(in, stride, nb, L[L_CIN], cout, t_out, L[L_KW], L[L_POOL], lw, L[L_ZOUT], L[L_RELU],
+                    [&](int b, int s, int col, u8 q) {
+                        out[b * stride + front + s * cout + col] = q;
+                        if (traced) traced[(long long)b * trace_row + s * cout + col] = q;
+                    });
+        __syncthreads();
+    }
+    const int* L = table + (layers - 1) * LAYER_FIELDS;
+    int channels = L[L_COUT], steps = L[L_TOUT];
+    const u8* last = buf[layers & 1];
+    for (int i = threadIdx.x; i < nb * channels; i += blockDim.x) {
+        int b = i / channels, c = i % channels;
+        unsigned int acc = (unsigned int)(-steps * gap_z_in);
+        for (int t = 0; t < steps; t++) acc += last[b * stride + t * channels + c];
+        y[(b0 + b) * ld + off + c] = requant((int)acc, gap_m, gap_sh, gap_z_out, 0);
     }
 }
 

@@ -23,6 +23,8 @@ pub(crate) enum StepArg {
     /// A buffer uploaded when the plan was built.
     Const(usize),
     Int(i32),
+    /// An i32: 1 in a traced run (kernels that keep boundaries on chip then also write them out).
+    Tracing,
 }
 
 /// One kernel launch over `[customers, per_row…]` work-items, or over blocks of customers.

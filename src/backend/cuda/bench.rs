@@ -146,9 +146,9 @@ fn resident(plan: &CudaPlan<Driver>, batch: &Batch, slice: Duration) -> Result<(
     let mut bufs = plan.alloc(rows)?;
     plan.write_inputs(0, batch, 0..rows, &mut bufs)?;
     // A warm-up run: first launches load the module's code (and record the graph).
-    plan.launch_all(0, rows, &bufs)?;
+    plan.launch_all(0, rows, &bufs, false)?;
     let gpu = &plan.gpu;
-    let runs = || (0..BACK_TO_BACK).try_for_each(|_| plan.launch_all(0, rows, &bufs));
+    let runs = || (0..BACK_TO_BACK).try_for_each(|_| plan.launch_all(0, rows, &bufs, false));
     let total = median_ms(slice / 2, || timed(gpu, 0, runs))? / BACK_TO_BACK as f64;
     let steps = plan.launch_count();
     let mut per: Vec<Vec<f64>> = vec![Vec::new(); steps];
@@ -158,7 +158,7 @@ fn resident(plan: &CudaPlan<Driver>, batch: &Batch, slice: Duration) -> Result<(
         let marks = (0..=steps).map(|_| gpu.event()).collect::<Result<Vec<_>>>()?;
         marks[0].record(&gpu.streams[0]).map_err(|e| driver_err("timing", e))?;
         names.clear();
-        plan.launch_steps(0, rows, &bufs, |name| {
+        plan.launch_steps(0, rows, &bufs, false, |name| {
             names.push(name.to_string());
             marks[names.len()].record(&gpu.streams[0]).map_err(|e| driver_err("timing", e))
         })?;
@@ -251,7 +251,7 @@ fn pipelined(plan: &CudaPlan<Driver>, batch: &Batch, part: usize, slice: Duratio
             // One stream per lane keeps a lane's parts in order: part i+2 is copied in only after
             // part i's outputs have been copied out.
             staged.copy_in(gpu, lane, &mut lanes[lane])?;
-            plan.launch_all(lane, *rows, &lanes[lane])?;
+            plan.launch_all(lane, *rows, &lanes[lane], false)?;
             staged.copy_out(gpu, lane, &lanes[lane])?;
         }
         for s in &gpu.streams {

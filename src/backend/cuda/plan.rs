@@ -161,7 +161,7 @@ impl<G: Gpu> CudaPlan<G> {
             let lane = i % LANES;
             let rows = start..(start + part).min(batch.len());
             let n = rows.len();
-            self.queue(lane, batch, rows, &mut state.lanes[lane])?;
+            self.queue(lane, batch, rows, &mut state.lanes[lane], trace.is_some())?;
             // The previous part finishes while this one is queued behind it.
             if let Some((lane, n)) = pending.replace((lane, n)) {
                 let out = self.collect(lane, n, &state.lanes[lane], trace.as_deref_mut())?;
@@ -188,10 +188,17 @@ impl<G: Gpu> CudaPlan<G> {
     }
 
     /// Encodes customers `rows` of `batch`, queues their copies in and every launch on `lane`.
-    fn queue(&self, lane: usize, batch: &Batch, rows: Range<usize>, bufs: &mut Buffers<G::Buffer>) -> Result<()> {
+    fn queue(
+        &self,
+        lane: usize,
+        batch: &Batch,
+        rows: Range<usize>,
+        bufs: &mut Buffers<G::Buffer>,
+        traced: bool,
+    ) -> Result<()> {
         let n = rows.len();
         self.write_inputs(lane, batch, rows, bufs)?;
-        self.launch_all(lane, n, bufs)
+        self.launch_all(lane, n, bufs, traced)
     }
 
     /// The head outputs (and the trace) of the `rows` customers last queued on `lane`.
@@ -276,13 +283,14 @@ impl<G: Gpu> CudaPlan<G> {
     }
 
     /// Queues every launch of the model for the first `rows` customers of `bufs` on `lane`, as a
-    /// recorded sequence for small batches.
-    pub(crate) fn launch_all(&self, lane: usize, rows: usize, bufs: &Buffers<G::Buffer>) -> Result<()> {
+    /// recorded sequence for small batches; `traced`: the fusion boundaries kept on chip are written
+    /// out too.
+    pub(crate) fn launch_all(&self, lane: usize, rows: usize, bufs: &Buffers<G::Buffer>, traced: bool) -> Result<()> {
         if rows <= GRAPH_ROWS {
-            let mut record = || self.launch_steps(lane, rows, bufs, |_| Ok(()));
-            return self.gpu.replay(lane, (rows, bufs.generation), &mut record);
+            let mut record = || self.launch_steps(lane, rows, bufs, traced, |_| Ok(()));
+            return self.gpu.replay(lane, (rows, 2 * bufs.generation + u64::from(traced)), &mut record);
         }
-        self.launch_steps(lane, rows, bufs, |_| Ok(()))
+        self.launch_steps(lane, rows, bufs, traced, |_| Ok(()))
     }
 
     /// As [`Self::launch_all`], calling `after` with each launch's kernel name once it is queued.
@@ -291,6 +299,7 @@ impl<G: Gpu> CudaPlan<G> {
         lane: usize,
         rows: usize,
         bufs: &Buffers<G::Buffer>,
+        traced: bool,
         mut after: impl FnMut(&str) -> Result<()>,
     ) -> Result<()> {
         debug_assert!(rows <= bufs.capacity);
@@ -303,6 +312,7 @@ impl<G: Gpu> CudaPlan<G> {
                     StepArg::Slot(i) => Arg::Buffer(&bufs.slots[*i]),
                     StepArg::Const(i) => Arg::Buffer(&self.consts[*i]),
                     StepArg::Int(v) => Arg::I32(*v),
+                    StepArg::Tracing => Arg::I32(i32::from(traced)),
                 }))
                 .collect();
             self.gpu.launch(lane, name, grid, &args)?;

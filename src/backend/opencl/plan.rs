@@ -126,6 +126,7 @@ impl OpenclPlan {
                     StepArg::Slot(s) => Arg::Mem(&bufs[*s]),
                     StepArg::Const(c) => Arg::Mem(&self.consts[*c]),
                     StepArg::Int(v) => Arg::Int(*v),
+                    StepArg::Tracing => Arg::Int(i32::from(trace.is_some())),
                 })
                 .collect();
             let counts: Vec<usize> = std::iter::once(rows).chain(step.per_row.iter().copied()).collect();
