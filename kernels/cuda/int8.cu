@@ -207,6 +207,29 @@ __device__ __forceinline__ unsigned int load_word(const u8* p, int aligned) {
     return (unsigned int)p[0] | ((unsigned int)p[1] << 8) | ((unsigned int)p[2] << 16) | ((unsigned int)p[3] << 24);
 }
 
+// Writes `value` into every byte of the block's rows outside [from, from + len), and into the whole of
+// the rows past its `nb` customers. Only those bytes are visited (a convolution's padding and slack:
+// a few words a row), a word at a time where `from` and `len` are multiples of 4 (rows are a
+// multiple of 16 bytes).
+__device__ void fill_around(u8* rows, int nb, int cb, int stride, int from, int len, int value) {
+    if (((from | len) & 3) == 0) {
+        unsigned int word = (unsigned int)value * 0x01010101u;
+        int front = from / 4, around = (stride - len) / 4, skip = len / 4;
+        for (int i = threadIdx.x; i < nb * around; i += blockDim.x) {
+            int b = i / around, r = i % around;
+            store_u32(rows + b * stride + 4 * (r < front ? r : r + skip), word);
+        }
+        for (int i = threadIdx.x; i < (cb - nb) * stride / 4; i += blockDim.x) store_u32(rows + nb * stride + 4 * i, word);
+    } else {
+        int around = stride - len;
+        for (int i = threadIdx.x; i < nb * around; i += blockDim.x) {
+            int b = i / around, r = i % around;
+            rows[b * stride + (r < from ? r : r + len)] = (u8)value;
+        }
+        for (int i = threadIdx.x; i < (cb - nb) * stride; i += blockDim.x) rows[nb * stride + i] = (u8)value;
+    }
+}
+
 // Copies the block's customers into shared memory channels-last, every other byte of their rows
 // z_in: the convolution's padding (zero in real terms) and the slack past it, which meets zero
 // weights only. The two writes are disjoint, so one barrier ends both. Words where the input region
@@ -215,20 +238,8 @@ __device__ __forceinline__ unsigned int load_word(const u8* p, int aligned) {
 __device__ void stage_inputs(u8* staged, const u8* __restrict__ x, int nb, int cb, int stride, int cin, int t_in,
                              int left, int z_in, int channels_last) {
     int per = cin * t_in;
-    int front = left * cin, back = front + per;
-    if (((front | per) & 3) == 0) {
-        unsigned int pad = (unsigned int)z_in * 0x01010101u;
-        int words = stride / 4;
-        for (int i = threadIdx.x; i < cb * words; i += blockDim.x) {
-            int b = i / words, r = 4 * (i % words);
-            if (b >= nb || r < front || r >= back) store_u32(staged + 4 * i, pad);
-        }
-    } else {
-        for (int i = threadIdx.x; i < cb * stride; i += blockDim.x) {
-            int b = i / stride, r = i % stride;
-            if (b >= nb || r < front || r >= back) staged[i] = (u8)z_in;
-        }
-    }
+    int front = left * cin;
+    fill_around(staged, nb, cb, stride, front, per, z_in);
     if (channels_last && (per & 3) == 0 && (front & 3) == 0) {
         int words = per / 4;
         for (int i = threadIdx.x; i < nb * words; i += blockDim.x) {
@@ -373,15 +384,6 @@ enum {
     L_CIN, L_TIN, L_COUT, L_TOUT, L_K, L_LEFT, L_KW, L_ZIN, L_ZOUT, L_RELU, L_POOL,
     L_W, L_LIVE, L_BIAS, L_MULT, L_SHIFT, L_TRACE, LAYER_FIELDS
 };
-
-// Writes `value` into every byte of the block's rows outside [from, from + len) (all of a row past
-// the block's customers).
-__device__ void fill_around(u8* rows, int nb, int cb, int stride, int from, int len, int value) {
-    for (int i = threadIdx.x; i < cb * stride; i += blockDim.x) {
-        int b = i / stride, r = i % stride;
-        if (b >= nb || r < from || r >= from + len) rows[i] = (u8)value;
-    }
-}
 
 extern "C" __global__ void convs_mma_u8(long long total, const u8* __restrict__ x, const int* __restrict__ table,
                                         const int* __restrict__ weights, const int* __restrict__ ints,
