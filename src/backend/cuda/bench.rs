@@ -81,7 +81,7 @@ fn measure_on(model: &Model, device: usize, batch: &Batch, duration: Duration) -
     let arch = gpu.arch()?;
     let plan = CudaPlan::new(gpu, arch, model, &program, 1)?;
     let rows = batch.len();
-    let fit = plan.fit_rows(0)? * LANES;
+    let fit = plan.fit_rows(0, false)? * LANES;
     if rows > fit {
         return Err(backend_err(format!("batch {rows} does not fit on the device at once (at most {fit} customers)")));
     }
@@ -143,7 +143,7 @@ const BACK_TO_BACK: usize = 10;
 /// small batches), and each launch's median, timed by events queued between direct launches.
 fn resident(plan: &CudaPlan<Driver>, batch: &Batch, slice: Duration) -> Result<(f64, Vec<KernelTime>)> {
     let rows = batch.len();
-    let mut bufs = plan.alloc(rows)?;
+    let mut bufs = plan.alloc(rows, false)?;
     plan.write_inputs(0, batch, 0..rows, &mut bufs)?;
     // A warm-up run: first launches load the module's code (and record the graph).
     plan.launch_all(0, rows, &bufs, false)?;
@@ -221,7 +221,7 @@ impl Staged {
 /// Median ms of one batch's inputs in and head outputs out, and the bytes each way.
 fn copies(plan: &CudaPlan<Driver>, batch: &Batch, slice: Duration) -> Result<(f64, f64, usize, usize)> {
     let gpu = &plan.gpu;
-    let mut bufs = plan.alloc(batch.len())?;
+    let mut bufs = plan.alloc(batch.len(), false)?;
     let mut staged = Staged::new(plan, batch)?;
     let h2d = median_ms(slice / 2, || {
         timed(gpu, 0, || (0..BACK_TO_BACK).try_for_each(|_| staged.copy_in(gpu, 0, &mut bufs)))
@@ -243,7 +243,7 @@ fn pipelined(plan: &CudaPlan<Driver>, batch: &Batch, part: usize, slice: Duratio
             Ok((piece.len(), Staged::new(plan, &piece)?))
         })
         .collect::<Result<_>>()?;
-    let mut lanes: Vec<Buffers<_>> = (0..LANES).map(|_| plan.alloc(part)).collect::<Result<_>>()?;
+    let mut lanes: Vec<Buffers<_>> = (0..LANES).map(|_| plan.alloc(part, false)).collect::<Result<_>>()?;
     let mut once = || -> Result<f64> {
         let start = Instant::now();
         for (i, (rows, staged)) in parts.iter_mut().enumerate() {

@@ -33,6 +33,8 @@ pub(super) struct Compiled {
     /// Per weighted layer (convolutions, dense layers, heads; `Program::layer_macs`'s order), the
     /// share of its weight blocks the kernels run: below 1 where zero blocks are skipped.
     pub(super) densities: Vec<f64>,
+    /// A slot only traced runs write (boundaries a fused kernel otherwise keeps on chip).
+    pub(super) trace_only: Option<usize>,
 }
 
 /// Compiles `p` (of `model`) into launches; `tensor_cores` (sm_80+) puts the int8 convolutions and
@@ -50,9 +52,9 @@ pub(super) fn compile(model: &Model, p: &Program, tensor_cores: bool) -> Result<
         }
         Precision::Fp32 | Precision::Fp16 => (Encoding::F32, compile_float(&mut b, model, p)),
     };
-    let Builder { kernels, consts, slots, steps, boundaries, densities } = b;
+    let Builder { kernels, consts, slots, steps, boundaries, densities, trace_only } = b;
     let densities = if densities.is_empty() { vec![1.0; p.layer_macs().len()] } else { densities };
-    Ok(Compiled { kernels, consts, slots, steps, boundaries, heads, concat, encoding, densities })
+    Ok(Compiled { kernels, consts, slots, steps, boundaries, heads, concat, encoding, densities, trace_only })
 }
 
 #[derive(Default)]
@@ -64,6 +66,7 @@ struct Builder {
     boundaries: Vec<Boundary>,
     /// Of each int8 convolution and dense layer so far (see `Compiled::densities`).
     densities: Vec<f64>,
+    trace_only: Option<usize>,
 }
 
 impl Builder {
@@ -333,6 +336,7 @@ fn compile_chain(
     }
     debug_assert_eq!(table.len(), LAYER_FIELDS * shapes.len());
     let trace = b.slot(trace_row);
+    b.trace_only = Some(trace);
     for (tensor, at, steps, channels) in traced {
         let range = at..at + steps * channels;
         b.boundaries.push(Boundary { tensor, slot: trace, range, channels_last: Some((steps, channels)) });

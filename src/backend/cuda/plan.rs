@@ -56,6 +56,8 @@ pub(crate) struct CudaPlan<G: Gpu> {
     executed_macs: u64,
     /// The next `Buffers::generation`.
     generations: std::sync::atomic::AtomicU64,
+    /// A slot only traced runs write; other runs' buffers give it one byte.
+    trace_only: Option<usize>,
 }
 
 struct State<B> {
@@ -63,11 +65,14 @@ struct State<B> {
     lanes: Vec<Buffers<B>>,
 }
 
-/// A lane's per-batch buffers, with room for `capacity` customers; `generation` tells them apart
-/// from any allocated before (recorded launch sequences name their buffers).
+/// A lane's per-batch buffers, with room for `capacity` customers (and their trace-only slot with
+/// `traced`); `generation` tells them apart from any allocated before (recorded launch sequences
+/// name their buffers).
 pub(crate) struct Buffers<B> {
     pub(crate) slots: Vec<B>,
     pub(crate) capacity: usize,
+    traced: bool,
+    bytes: usize,
     generation: u64,
 }
 
@@ -90,7 +95,7 @@ impl<G: Gpu> CudaPlan<G> {
     /// `arch` (e.g. 90) decides the kernels: tensor cores from sm_80, dp4a before. `threads`: host
     /// threads encoding inputs.
     pub(crate) fn new(gpu: G, arch: u32, model: &Model, p: &Program, threads: usize) -> Result<CudaPlan<G>> {
-        let Compiled { kernels, consts, slots, steps, boundaries, heads, concat, encoding, densities } =
+        let Compiled { kernels, consts, slots, steps, boundaries, heads, concat, encoding, densities, trace_only } =
             compile(model, p, arch >= 80)?;
         let executed_macs = p.layer_macs().iter().zip(&densities).map(|(&m, d)| (m as f64 * d).round() as u64).sum();
         let consts = consts.iter().map(|c| gpu.upload(c)).collect::<Result<Vec<_>>>()?;
@@ -111,19 +116,26 @@ impl<G: Gpu> CudaPlan<G> {
             threads: threads.max(1),
             executed_macs,
             generations: Default::default(),
+            trace_only,
         })
     }
 
     /// Customers one lane's buffers may hold: all lanes' buffers in at most half the device memory
     /// free now (the rest left for the driver, other processes and fragmentation), counting what
     /// this plan holds already as free.
-    pub(crate) fn fit_rows(&self, held: usize) -> Result<usize> {
-        let per_row: usize = self.slots.iter().sum::<usize>().max(1);
+    pub(crate) fn fit_rows(&self, held: usize, traced: bool) -> Result<usize> {
+        let per_row = self.row_bytes(traced).max(1);
         let rows = (self.gpu.free_bytes()? + held) / 2 / LANES / per_row;
         if rows == 0 {
             return Err(backend_err(format!("{}: no device memory free for one customer", self.gpu.describe())));
         }
         Ok(rows)
+    }
+
+    /// Bytes per customer of the slots a run writes (the trace-only slot only when `traced`).
+    fn row_bytes(&self, traced: bool) -> usize {
+        let skipped = if traced { None } else { self.trace_only };
+        self.slots.iter().enumerate().filter(|(i, _)| Some(*i) != skipped).map(|(_, b)| b).sum()
     }
 
     /// Scores `batch` in parts that fit the device, pipelined over the lanes, joined in order.
@@ -134,8 +146,8 @@ impl<G: Gpu> CudaPlan<G> {
         if batch.is_empty() {
             return Ok(self.empty_outputs());
         }
-        let held: usize = state.lanes.iter().map(|b| b.capacity * self.slots.iter().sum::<usize>()).sum();
-        let part = part_size(batch.len(), self.fit_rows(held)?, self.part_bounds);
+        let held: usize = state.lanes.iter().map(|b| b.bytes).sum();
+        let part = part_size(batch.len(), self.fit_rows(held, trace.is_some())?, self.part_bounds);
         let scored = self.pipeline(&mut state, batch, part, trace);
         if scored.is_err() {
             // Parts may still run on the other lane: nothing may free or reuse their buffers before.
@@ -153,7 +165,7 @@ impl<G: Gpu> CudaPlan<G> {
         part: usize,
         mut trace: Option<&mut BTreeMap<String, Vec<u8>>>,
     ) -> Result<HeadOutputs> {
-        self.ensure_buffers(state, part.min(batch.len()))?;
+        self.ensure_buffers(state, part.min(batch.len()), trace.is_some())?;
         let starts: Vec<usize> = (0..batch.len()).step_by(part).collect();
         let mut joined: Option<HeadOutputs> = None;
         let mut pending: Option<(usize, usize)> = None;
@@ -174,15 +186,15 @@ impl<G: Gpu> CudaPlan<G> {
         Ok(joined.expect("a non-empty batch has outputs"))
     }
 
-    /// Makes every lane's buffers hold at least `rows` customers.
-    fn ensure_buffers(&self, state: &mut State<G::Buffer>, rows: usize) -> Result<()> {
-        if state.lanes.len() == LANES && state.lanes.iter().all(|b| b.capacity >= rows) {
+    /// Makes every lane's buffers hold at least `rows` customers (and their traces with `traced`).
+    fn ensure_buffers(&self, state: &mut State<G::Buffer>, rows: usize, traced: bool) -> Result<()> {
+        if state.lanes.len() == LANES && state.lanes.iter().all(|b| b.capacity >= rows && (b.traced || !traced)) {
             return Ok(());
         }
         self.gpu.idle()?;
         state.lanes.clear();
         for _ in 0..LANES {
-            state.lanes.push(self.alloc(rows)?);
+            state.lanes.push(self.alloc(rows, traced)?);
         }
         Ok(())
     }
@@ -221,12 +233,16 @@ impl<G: Gpu> CudaPlan<G> {
         HeadOutputs { ltv: empty(ltv), churn: empty(churn), segment: empty(segment) }
     }
 
-    /// Buffers for `rows` customers. Zeroed: the concatenated row's pooled part is written by a
-    /// kernel, its static part by the host, and nothing may be left undefined if a model has neither.
-    pub(crate) fn alloc(&self, rows: usize) -> Result<Buffers<G::Buffer>> {
-        let slots = self.slots.iter().map(|&row| self.gpu.alloc_zeroed(rows * row)).collect::<Result<Vec<_>>>()?;
+    /// Buffers for `rows` customers (the trace-only slot a byte unless `traced`). Zeroed: the
+    /// concatenated row's pooled part is written by a kernel, its static part by the host, and
+    /// nothing may be left undefined if a model has neither.
+    pub(crate) fn alloc(&self, rows: usize, traced: bool) -> Result<Buffers<G::Buffer>> {
+        let skipped = if traced { None } else { self.trace_only };
+        let sizes: Vec<usize> =
+            self.slots.iter().enumerate().map(|(i, &row)| if Some(i) == skipped { 1 } else { rows * row }).collect();
+        let slots = sizes.iter().map(|&bytes| self.gpu.alloc_zeroed(bytes)).collect::<Result<Vec<_>>>()?;
         let generation = self.generations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(Buffers { slots, capacity: rows, generation })
+        Ok(Buffers { slots, capacity: rows, traced, bytes: sizes.iter().sum(), generation })
     }
 
     /// The host's encoding of `batch`'s inputs, as (port, slot, bytes): the sequence, and the
@@ -302,7 +318,7 @@ impl<G: Gpu> CudaPlan<G> {
         traced: bool,
         mut after: impl FnMut(&str) -> Result<()>,
     ) -> Result<()> {
-        debug_assert!(rows <= bufs.capacity);
+        debug_assert!(rows <= bufs.capacity && (bufs.traced || !traced));
         for step in &self.steps {
             let name = self.kernels[step.kernel];
             let (total, grid) = launch_shape(step, rows)
@@ -408,7 +424,8 @@ mod tests {
     use crate::model::init::{InitOptions, init};
 
     /// A batch in many parts alternates lanes and reuses their buffers, a later smaller batch the
-    /// same buffers: the traces equal the reference's, on the emulation of both kernel forms.
+    /// same buffers, untraced and traced runs take turns: the outputs equal the reference's, on the
+    /// emulation of both kernel forms.
     #[test]
     fn pipelined_parts_join_in_order() {
         let opts = InitOptions {
@@ -432,9 +449,12 @@ mod tests {
             plan.part_bounds = (3, 5);
             for n in [23, 4, 1] {
                 let batch = synthetic::customers(model.graph().inputs, n, n as u64);
-                assert_eq!(plan.trace(&batch).unwrap(), reference.trace(&batch).unwrap(), "{arch}, batch {n}");
+                let want = reference.trace(&batch).unwrap();
+                // A plain run (the trace-only slot a byte), then a traced one on grown buffers.
+                assert_eq!(plan.run(&batch).unwrap(), want.heads, "{arch}, batch {n}");
+                assert_eq!(plan.trace(&batch).unwrap(), want, "{arch}, batch {n}");
             }
-            assert_eq!(plan.runs(), 3);
+            assert_eq!(plan.runs(), 6);
         }
     }
 }
