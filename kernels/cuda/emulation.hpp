@@ -8,10 +8,14 @@
 // per switch, elsewhere), so __syncthreads() and warp collectives behave as on
 // a GPU for any code that is correct there (no data race between barriers). A barrier that can never
 // complete (threads of a block waiting at different barriers, or some having returned) is reported
-// as a deadlock, not a hang, and a word access a GPU would fault on (misaligned) fails the launch.
+// as a deadlock, not a hang, a word access a GPU would fault on (misaligned) fails the launch, shared
+// memory ends at an inaccessible page (an overrun faults), and odd blocks run their threads in reverse
+// order (a race within a phase changes results).
 // Every GPU primitive the kernels use through common.cuh is defined here
 // from its PTX ISA specification: dp4a, mma.sync m16n8k32 (u8 x s8 -> s32, wrapping), f16 -> f32.
 
+#include <sys/mman.h>
+#include <unistd.h>
 #if !defined(__x86_64__)
 #include <ucontext.h>
 #endif
@@ -122,11 +126,37 @@ struct Block {
     std::vector<Barrier> warps;
     // Per warp, per lane: the registers a warp collective exchanges.
     std::vector<uint32_t> exchange;
-    std::vector<unsigned char> shared;
+    unsigned char* shared = nullptr;
     std::function<void()> body;
 };
 
 inline thread_local Block* block = nullptr;
+
+// Shared memory ends exactly at a page the process may not touch, so that a kernel reading or
+// writing past its dynamic shared memory faults here as it would misbehave on a GPU. One mapping per
+// OS thread, grown as launches need.
+struct GuardedShared {
+    unsigned char* base = nullptr;
+    size_t usable = 0;
+    unsigned char* end() const { return base + usable; }
+};
+inline thread_local GuardedShared guarded;
+
+inline unsigned char* shared_memory(size_t bytes) {
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    if (guarded.usable < bytes || guarded.base == nullptr) {
+        if (guarded.base) munmap(guarded.base, guarded.usable + page);
+        size_t usable = (bytes + page - 1) / page * page + page;
+        void* p = mmap(nullptr, usable + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) return nullptr;
+        mprotect((unsigned char*)p + usable, page, PROT_NONE);
+        guarded.base = (unsigned char*)p;
+        guarded.usable = usable;
+    }
+    // The block's bytes end at the guard page; the start rounded down to 16 bytes, as on a GPU.
+    uintptr_t start = ((uintptr_t)guarded.end() - bytes) & ~(uintptr_t)15;
+    return (unsigned char*)start;
+}
 // Fiber stacks, kept from block to block (allocating them per block would dominate small blocks).
 inline thread_local std::vector<std::unique_ptr<char[]>> stacks;
 inline thread_local dim3 thread_index, block_index, block_dim, grid_dim;
@@ -159,7 +189,7 @@ inline void fiber_entry() {
     switch_to(block->fibers[block->current], block->scheduler);
 }
 
-enum Status { DONE = 0, NO_KERNEL = 1, DEADLOCK = 2, MISALIGNED = 3 };
+enum Status { DONE = 0, NO_KERNEL = 1, DEADLOCK = 2, MISALIGNED = 3, NO_MEMORY = 4 };
 
 // Runs `body` as every thread of one block.
 inline Status run_block(dim3 index, dim3 dim, size_t shared_bytes, std::function<void()> body) {
@@ -175,16 +205,22 @@ inline Status run_block(dim3 index, dim3 dim, size_t shared_bytes, std::function
     b.exchange.assign((size_t)warps * WARP * EXCHANGE_WORDS, 0);
     // Shared memory starts undefined on a GPU; a fixed pattern makes a read of unwritten bytes
     // reproducible here (and unlikely to pass for a meaningful value).
-    b.shared.assign(shared_bytes + 16, 0xA5);
+    b.shared = shared_memory(shared_bytes);
+    if (b.shared == nullptr) return NO_MEMORY;
+    std::memset(b.shared, 0xA5, shared_bytes);
     b.body = std::move(body);
     block = &b;
     block_index = index;
     block_dim = dim;
     for (int i = 0; i < threads; i++) make_context(b.fibers[i], stacks[i].get(), STACK_BYTES, fiber_entry);
     int remaining = threads;
+    // Odd blocks run their threads in reverse order: a race between threads within one phase (a
+    // read of what another thread writes before the next barrier) then shows as differing results.
+    bool reverse = index.x % 2 == 1;
     while (remaining > 0) {
         b.progressed = false;
-        for (int i = 0; i < threads; i++) {
+        for (int j = 0; j < threads; j++) {
+            int i = reverse ? threads - 1 - j : j;
             if (b.done[i]) continue;
             b.current = i;
             thread_index = dim3{(unsigned)(i % dim.x), (unsigned)(i / dim.x % dim.y), (unsigned)(i / (dim.x * dim.y))};
@@ -209,7 +245,10 @@ inline Status run_block(dim3 index, dim3 dim, size_t shared_bytes, std::function
 
 inline void __syncthreads() { emu::wait(emu::block->block); }
 
-inline unsigned char* dynamic_shared() { return emu::block->shared.data(); }
+inline unsigned char* dynamic_shared() { return emu::block->shared; }
+
+// __syncwarp: the lanes of the warp meet.
+inline void __syncwarp(unsigned = 0xffffffffu) { emu::wait(emu::block->warps[emu::warp()]); }
 
 // Word accesses: as on a GPU, but an address that is not 4-byte aligned (a fault there) is recorded
 // and fails the launch.

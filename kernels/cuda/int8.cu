@@ -302,6 +302,8 @@ __device__ void layer_tiles(const u8* staged, int stride, int nb, int cin, int c
     int n_tiles = (cout + 31) / 32;
     int aligned = (cin & 3) == 0;
     for (int task = threadIdx.x >> 5; task < m_tiles * n_tiles; task += blockDim.x >> 5) {
+        // The lanes may arrive from divergent code (fills, the last task's epilogue): meet before mma.
+        __syncwarp();
         int mt = task / n_tiles, nt = task % n_tiles;
         TileRow lo, hi;
         if (pool) {
@@ -390,16 +392,18 @@ extern "C" __global__ void convs_mma_u8(long long total, const u8* __restrict__ 
                                         u8* __restrict__ y, u8* __restrict__ trace, int layers, int cb, int stride,
                                         int ld, int off, int gap_m, int gap_sh, int gap_z_in, int gap_z_out,
                                         int trace_row, int tracing) {
-    u8* buf[2] = {dynamic_shared(), dynamic_shared() + cb * stride};
+    // The two buffers by offset, not through an indexed array of pointers (which would live in local
+    // memory and turn every access into a generic one instead of a shared-memory one).
+    u8* smem = dynamic_shared();
     long long b0 = (long long)blockIdx.x * cb;
     int nb = (int)min((long long)cb, total - b0);
     const int* first = table;
-    stage_inputs(buf[0], x + b0 * first[L_CIN] * first[L_TIN], nb, cb, stride, first[L_CIN], first[L_TIN],
+    stage_inputs(smem, x + b0 * first[L_CIN] * first[L_TIN], nb, cb, stride, first[L_CIN], first[L_TIN],
                  first[L_LEFT], first[L_ZIN], 0);
     for (int l = 0; l < layers; l++) {
         const int* L = table + l * LAYER_FIELDS;
-        const u8* in = buf[l & 1];
-        u8* out = buf[(l + 1) & 1];
+        const u8* in = smem + (l & 1) * cb * stride;
+        u8* out = smem + ((l + 1) & 1) * cb * stride;
         int cout = L[L_COUT], t_out = L[L_TOUT];
         // Where this layer's outputs start in a row: after the next layer's left padding.
         int front = l + 1 < layers ? L[LAYER_FIELDS + L_LEFT] * cout : 0;
@@ -417,7 +421,7 @@ extern "C" __global__ void convs_mma_u8(long long total, const u8* __restrict__ 
     }
     const int* L = table + (layers - 1) * LAYER_FIELDS;
     int channels = L[L_COUT], steps = L[L_TOUT];
-    const u8* last = buf[layers & 1];
+    const u8* last = smem + (layers & 1) * cb * stride;
     for (int i = threadIdx.x; i < nb * channels; i += blockDim.x) {
         int b = i / channels, c = i % channels;
         unsigned int acc = (unsigned int)(-steps * gap_z_in);

@@ -309,18 +309,23 @@ fn compile_chain(
     let (mut weights, mut ints): (Vec<u8>, Vec<i32>) = (Vec::new(), Vec::new());
     let mut trace_row = 0;
     let mut traced = Vec::new();
+    let mut previous_z: Option<i32> = None;
     for (c, l) in p.convs.iter().zip(shapes) {
         let z_in = m.input(&c.layer)[0].zero_point;
+        // The kernel pads a layer's input with the previous layer's output zero point.
+        debug_assert!(previous_z.is_none_or(|z| z == z_in as i32), "{}: input zero point", c.layer);
+        previous_z = Some(m.output_z(&c.layer));
         let (w, bias) = m.folded(&c.layer, &[z_in]);
         let (mult, shift) = m.requant(&c.layer);
         let (packed, words) = pack_tap_major(&w, l);
         let live = live_blocks(&packed, words);
         b.densities.push(live.iter().filter(|&&v| v != 0).count() as f64 / live.len().max(1) as f64);
+        let offset = |v: usize| i32::try_from(v).expect("weights far below 8 GiB");
         let at = |v: &[i32], ints: &mut Vec<i32>| {
             ints.extend_from_slice(v);
-            (ints.len() - v.len()) as i32
+            offset(ints.len() - v.len())
         };
-        let w_at = (weights.len() / 4) as i32;
+        let w_at = offset(weights.len() / 4);
         weights.extend_from_slice(&packed);
         let live_at = at(&live, &mut ints);
         let bias_at = at(&padded32(bias), &mut ints);
@@ -330,7 +335,7 @@ fn compile_chain(
             .map(|v| i32::try_from(v).expect("layer sizes are validated far below i32::MAX"));
         table.extend(fields);
         table.extend([z_in as i32, m.output_z(&c.layer), c.relu as i32, c.pool as i32]);
-        table.extend([w_at, live_at, bias_at, mult_at, shift_at, trace_row as i32]);
+        table.extend([w_at, live_at, bias_at, mult_at, shift_at, offset(trace_row)]);
         traced.push((c.output.clone(), trace_row, l.t_out, l.cout));
         trace_row += l.t_out * l.cout;
     }

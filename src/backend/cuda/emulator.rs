@@ -238,6 +238,9 @@ impl Gpu for Emulator {
             0 => Ok(()),
             1 => Err(backend_err(format!("the emulation has no kernel {name}"))),
             2 => Err(backend_err(format!("{name}: a block deadlocked at a barrier in the emulation"))),
+            4 => {
+                Err(backend_err(format!("{name}: no memory for {} bytes of emulated shared memory", grid.shared_bytes)))
+            }
             _ => Err(backend_err(format!("{name}: a misaligned word access in the emulation (a fault on a GPU)"))),
         }
     }
