@@ -6,8 +6,10 @@
 #
 # Steps, each logged in full under OUTDIR, a line per step in OUTDIR/summary.txt:
 #   1. the environment: nvidia-smi, the NVRTC library found, `ltvx devices`;
-#   2. the NVRTC compile test (every kernel for sm_80 and sm_90) and the CUDA conformance suite, with
-#      LTVX_REQUIRE so that "skipped" is a failure (int8 must be bit-identical to the reference);
+#   2. the NVRTC compile test (every kernel for sm_80 and sm_90), one tensor-core mma on known
+#      matrices against the host's product (the fragment layout the int8 kernels rely on; a failure
+#      names the differing elements), and the CUDA conformance suite, with LTVX_REQUIRE so that
+#      "skipped" is a failure (int8 must be bit-identical to the reference);
 #   3. `ltvx bench --backend cuda` on the base and large presets, int8, at batch 1, 256, 4096, 65536
 #      and 262144, --json into OUTDIR: end to end (f32 inputs in host memory to scores) and the GPU's
 #      own figures from CUDA events (resident kernel time, page-locked copies and their bound, the
@@ -108,8 +110,8 @@ fi
 say "GPU: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -n 1)"
 
 step "ltvx devices" devices.txt "$bundle/ltvx" devices
-step "NVRTC compiles every kernel (sm_80, sm_90)" cuda_kernels.log \
-    env LTVX_REQUIRE=nvrtc "$bundle/cuda_kernels" --nocapture
+step "NVRTC compiles every kernel (sm_80, sm_90); one int8 mma on the GPU equals the host product" \
+    cuda_kernels.log env LTVX_REQUIRE=nvrtc,cuda "$bundle/cuda_kernels" --nocapture
 step "CUDA conformance (int8 bit-exact, float within tolerance)" conformance.log \
     env LTVX_REQUIRE=cuda "$bundle/conformance" cuda_conforms --nocapture
 

@@ -53,3 +53,25 @@ fn int8_kernels_use_tensor_cores_from_sm80() {
         assert!(ptx.contains("mma.sync.aligned.m16n8k32.row.col.s32.u8.s8.s32"), "no int8 mma in the {arch} PTX");
     }
 }
+
+/// One tensor-core mma on known matrices equals the product computed on the host: in the host
+/// emulation always (skipped without a C++ compiler), and on GPU 0 where there is one of sm_80 or
+/// later (required with `LTVX_REQUIRE=cuda`). On a GPU host this checks the fragment layout the
+/// int8 kernels rely on before the conformance suite does, naming any element that differs.
+#[test]
+fn tensor_core_fragments_match_the_host_product() {
+    use ltvx::backend::cuda::{check_tensor_cores, emulator};
+    let required = |what: &str| std::env::var("LTVX_REQUIRE").unwrap_or_default().split(',').any(|s| s.trim() == what);
+    match emulator::available() {
+        Ok(()) => check_tensor_cores(0, Some("sm_90")).unwrap(),
+        Err(reason) => {
+            assert!(!required("cuda-emulation"), "the CUDA emulation is required but cannot run: {reason}");
+            println!("skipped: emulated mma check: {reason}");
+        }
+    }
+    match check_tensor_cores(0, None) {
+        Ok(()) => println!("GPU 0: the int8 mma fragments match the host product"),
+        Err(reason) if !required("cuda") => println!("skipped: mma check on GPU 0: {reason}"),
+        Err(reason) => panic!("mma check on GPU 0: {reason}"),
+    }
+}

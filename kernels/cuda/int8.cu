@@ -450,3 +450,22 @@ extern "C" __global__ void peak_mma_u8(long long total, int* __restrict__ out, i
     for (int j = 0; j < 8; j++) folded += (acc[j][0] + acc[j][1] + acc[j][2] + acc[j][3]) * (2 * j + 1);
     if (i < total) out[i] = folded;
 }
+
+// One m16n8k32 on known matrices, for a check of the fragment layout against the host (the layout
+// layer_tiles relies on): a is 16 x 32 u8 row-major, b 8 x 32 s8 (column n's 32 reduction bytes
+// together), d 16 x 8 s32 row-major. One warp; `total` is 32.
+extern "C" __global__ void mma_fragments_u8(long long total, const u8* __restrict__ a, const u8* __restrict__ b,
+                                            int* __restrict__ d) {
+    int lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+    unsigned int fa[4] = {load_u32(a + g * 32 + 4 * t4), load_u32(a + (g + 8) * 32 + 4 * t4),
+                          load_u32(a + g * 32 + 16 + 4 * t4), load_u32(a + (g + 8) * 32 + 16 + 4 * t4)};
+    unsigned int fb[2] = {load_u32(b + g * 32 + 4 * t4), load_u32(b + g * 32 + 16 + 4 * t4)};
+    int acc[4] = {0, 0, 0, 0};
+    mma_u8s8_m16n8k32(acc, fa, fb);
+    if (lane < total) {
+        d[g * 8 + 2 * t4] = acc[0];
+        d[g * 8 + 2 * t4 + 1] = acc[1];
+        d[(g + 8) * 8 + 2 * t4] = acc[2];
+        d[(g + 8) * 8 + 2 * t4 + 1] = acc[3];
+    }
+}

@@ -81,6 +81,54 @@ fn unusable_with(devices: Vec<Device>) -> Probe {
     Probe { devices, ..unusable(String::new()) }
 }
 
+/// Runs one tensor-core `mma` on pseudo-random matrices on GPU `device` (or, with `emulate`, in the
+/// host emulation) and compares every element with the product computed here: a direct check of
+/// the fragment layout the int8 kernels rely on, with the differing elements named when it fails.
+/// For a GPU host's first run (tests/cuda_kernels.rs), before the whole conformance suite.
+pub fn check_tensor_cores(device: usize, emulate: Option<&str>) -> std::result::Result<(), String> {
+    let source = &nvrtc::SOURCES[0];
+    match emulate {
+        Some(arch) => mma_check(&emulator::Emulator::open(source, arch).map_err(|e| e.to_string())?),
+        None => {
+            if let Some(reason) = probe(device).reason {
+                return Err(reason);
+            }
+            let gpu = std::panic::catch_unwind(|| gpu::Driver::open(device, source))
+                .map_err(|_| "the CUDA driver or NVRTC library lacks a function ltvx needs".to_string())?
+                .map_err(|e| e.to_string())?;
+            match gpu.arch() {
+                Ok(arch) if arch < 80 => Err(format!("sm_{arch} has no m16n8k32 int8 mma (sm_80 or later)")),
+                Ok(_) => mma_check(&gpu),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    }
+}
+
+fn mma_check<G: gpu::Gpu>(gpu: &G) -> std::result::Result<(), String> {
+    let mut rng = crate::rng::Rng::new(2026);
+    let a: Vec<u8> = (0..16 * 32).map(|_| rng.next_u64() as u8).collect();
+    let b: Vec<u8> = (0..8 * 32).map(|_| rng.next_u64() as u8).collect();
+    let err = |e: Error| e.to_string();
+    let (da, db) = (gpu.upload(&a).map_err(err)?, gpu.upload(&b).map_err(err)?);
+    let dd = gpu.alloc_zeroed(16 * 8 * 4).map_err(err)?;
+    let args = [gpu::Arg::I64(32), gpu::Arg::Buffer(&da), gpu::Arg::Buffer(&db), gpu::Arg::Buffer(&dd)];
+    let grid = gpu::Grid { blocks: 1, threads: 32, shared_bytes: 0 };
+    gpu.launch(0, "mma_fragments_u8", grid, &args).map_err(err)?;
+    let got: Vec<i32> = bytemuck::pod_collect_to_vec(&gpu.read(0, &dd, 16 * 8 * 4).map_err(err)?);
+    let wrong: Vec<String> = (0..16)
+        .flat_map(|i| (0..8).map(move |n| (i, n)))
+        .filter_map(|(i, n)| {
+            let want: i32 = (0..32).map(|k| a[i * 32 + k] as i32 * b[n * 32 + k] as i8 as i32).sum();
+            (got[i * 8 + n] != want).then(|| format!("d[{i}][{n}] = {} (want {want})", got[i * 8 + n]))
+        })
+        .collect();
+    match wrong.len() {
+        0 => Ok(()),
+        n => Err(format!("{n} of 128 mma results differ from the product: {}", wrong[..n.min(8)].join(", "))),
+    }
+}
+
 /// The CUDA backend on GPU `device`, or with `emulate` ("sm_NN") on the host emulation of the
 /// kernels ([`emulator`]), for tests on machines without a GPU.
 #[derive(Debug, Clone, Default)]
