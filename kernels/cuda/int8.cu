@@ -45,6 +45,12 @@ __device__ int conv_acc(const u8* __restrict__ xb, const int* __restrict__ w4, i
     int acc = bias;
     int c = 0, j = 0;
     for (int q = 0; q < r4; q++) {
+        int w = w4[q];
+        // Four zero weights (pruned blocks): no gathering, only the position moves on.
+        if (w == 0) {
+            for (j += 4; j >= k; j -= k) c++;
+            continue;
+        }
         unsigned int a = 0;
 #pragma unroll
         for (int l = 0; l < 4; l++) {
@@ -59,7 +65,7 @@ __device__ int conv_acc(const u8* __restrict__ xb, const int* __restrict__ w4, i
             }
             a |= v << (8 * l);
         }
-        acc = dp4a_u8s8(a, w4[q], acc);
+        acc = dp4a_u8s8(a, w, acc);
     }
     return acc;
 }
@@ -114,9 +120,13 @@ __device__ int dense_acc(const u8* __restrict__ x, const int* __restrict__ w4, i
     int acc = bias;
     if ((n_in & 3) == 0) {
         const unsigned int* x4 = (const unsigned int*)x;
-        for (int q = 0; q < n4; q++) acc = dp4a_u8s8(x4[q], w4[q], acc);
+        for (int q = 0; q < n4; q++) {
+            int w = w4[q];
+            if (w != 0) acc = dp4a_u8s8(x4[q], w, acc);
+        }
     } else {
         for (int q = 0; q < n4; q++) {
+            if (w4[q] == 0) continue;
             unsigned int a = 0;
 #pragma unroll
             for (int l = 0; l < 4; l++) {
