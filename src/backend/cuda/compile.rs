@@ -14,7 +14,6 @@ use crate::model::graph::{SEQ, STATIC};
 use crate::model::{Model, Precision};
 
 use super::backend_err;
-use super::gpu::SHARED_LIMIT;
 
 /// What a model compiles into, before anything is on the device.
 pub(super) struct Compiled {
@@ -37,9 +36,9 @@ pub(super) struct Compiled {
     pub(super) trace_only: Option<usize>,
 }
 
-/// Compiles `p` (of `model`) into launches; `tensor_cores` (sm_80+) puts the int8 convolutions and
-/// dense layers on conv_mma_u8 where their staged inputs fit in shared memory.
-pub(super) fn compile(model: &Model, p: &Program, tensor_cores: bool) -> Result<Compiled> {
+/// Compiles `p` (of `model`) into launches; `tensor_cores` (sm_80+) puts the int8 layers on the
+/// tiled kernels where their inputs fit in `shared` bytes of shared memory per block.
+pub(super) fn compile(model: &Model, p: &Program, tensor_cores: bool, shared: usize) -> Result<Compiled> {
     let mut b = Builder::default();
     let (encoding, (heads, concat)) = match model.precision() {
         Precision::Int8 => {
@@ -47,7 +46,8 @@ pub(super) fn compile(model: &Model, p: &Program, tensor_cores: bool) -> Result<
                 .quantization()
                 .ok_or_else(|| backend_err("an int8 model without quantization parameters".into()))?;
             let segments = q.segment_map(model.graph(), &model.shapes)?;
-            let heads = compile_int8(&mut b, &Int8Params { model, q, segments }, p, tensor_cores);
+            let tiles = tensor_cores.then_some(shared);
+            let heads = compile_int8(&mut b, &Int8Params { model, q, segments }, p, tiles);
             (Encoding::U8 { seq: q.activations[SEQ], stat: q.activations[STATIC] }, heads)
         }
         Precision::Fp32 | Precision::Fp16 => (Encoding::F32, compile_float(&mut b, model, p)),
@@ -141,10 +141,10 @@ const TILE_ROWS: usize = 256;
 /// How conv_mma_u8 runs a layer: customers per block and the bytes of one staged row (a multiple of
 /// 16, covering the padded input and the last output step's whole padded reduction row). `None`
 /// when not even one customer fits in shared memory.
-fn mma_tile(l: &LayerShape) -> Option<(Tile, usize)> {
+fn mma_tile(l: &LayerShape, shared: usize) -> Option<(Tile, usize)> {
     let words = (l.cin * l.k).div_ceil(32) * 8;
     let stride = ((l.t_in + l.k - 1) * l.cin).max((l.t_in - 1) * l.cin + 4 * words).next_multiple_of(16);
-    let customers = TILE_ROWS.div_ceil(l.t_out).min(SHARED_LIMIT / stride);
+    let customers = TILE_ROWS.div_ceil(l.t_out).min(shared / stride);
     (customers > 0).then_some((Tile { customers, shared_bytes: customers * stride }, stride))
 }
 
@@ -199,9 +199,9 @@ struct LayerForm {
 /// channels-last where the next reader takes them (the next convolution on tensor cores, or the
 /// global average pool), which makes the tiled kernels' stores and staging copies contiguous. The
 /// sequence arrives channels-first from the host.
-fn conv_forms(shapes: &[LayerShape], tensor_cores: bool) -> Vec<LayerForm> {
+fn conv_forms(shapes: &[LayerShape], tiles: Option<usize>) -> Vec<LayerForm> {
     let tiled: Vec<Option<(Tile, usize)>> =
-        shapes.iter().map(|l| if tensor_cores { mma_tile(l) } else { None }).collect();
+        shapes.iter().map(|l| tiles.and_then(|shared| mma_tile(l, shared))).collect();
     let mut forms: Vec<LayerForm> = Vec::with_capacity(shapes.len());
     for (i, t) in tiled.iter().enumerate() {
         let in_channels_last = i > 0 && forms[i - 1].out_channels_last;
@@ -278,7 +278,7 @@ const LAYER_FIELDS: usize = 17;
 /// its two shared-memory rows per customer (every layer's staged input, whole padded reduction rows
 /// included, and the last layer's outputs). `None` when two rows of one customer exceed shared
 /// memory.
-fn chain_tile(shapes: &[LayerShape]) -> Option<(Tile, usize)> {
+fn chain_tile(shapes: &[LayerShape], shared: usize) -> Option<(Tile, usize)> {
     let first = shapes.first()?;
     let stride = shapes
         .iter()
@@ -289,7 +289,7 @@ fn chain_tile(shapes: &[LayerShape]) -> Option<(Tile, usize)> {
         .chain(shapes.last().map(|l| l.t_out * l.cout))
         .max()?
         .next_multiple_of(16);
-    let customers = TILE_ROWS.div_ceil(first.t_out).min(SHARED_LIMIT / (2 * stride));
+    let customers = TILE_ROWS.div_ceil(first.t_out).min(shared / (2 * stride));
     (customers > 0).then_some((Tile { customers, shared_bytes: 2 * customers * stride }, stride))
 }
 
@@ -370,7 +370,8 @@ fn compile_chain(
 }
 
 /// The int8 launches; returns the heads and the concatenated-features slot.
-fn compile_int8(b: &mut Builder, m: &Int8Params, p: &Program, tensor_cores: bool) -> ([Head; 3], usize) {
+/// `tiles`: the shared memory per block the tensor-core kernels may use (`None`: dp4a only).
+fn compile_int8(b: &mut Builder, m: &Int8Params, p: &Program, tiles: Option<usize>) -> ([Head; 3], usize) {
     let shapes: Vec<LayerShape> = p
         .convs
         .iter()
@@ -378,15 +379,15 @@ fn compile_int8(b: &mut Builder, m: &Int8Params, p: &Program, tensor_cores: bool
         .collect();
     let mut x = b.slot(p.seq_channels * p.seq_len);
     debug_assert_eq!(x, SEQ_SLOT);
-    let chain = if tensor_cores { chain_tile(&shapes) } else { None };
+    let chain = tiles.and_then(|shared| chain_tile(&shapes, shared));
     if let Some(chain) = chain {
         let concat = b.slot(p.concat_width());
         compile_chain(b, m, p, &shapes, chain, concat);
         let gap_off = p.concat_offsets().0;
         b.boundary(&p.gap_output, concat, gap_off..gap_off + p.gap_channels);
-        return compile_trunk(b, m, p, tensor_cores, concat);
+        return compile_trunk(b, m, p, tiles, concat);
     }
-    let forms = conv_forms(&shapes, tensor_cores);
+    let forms = conv_forms(&shapes, tiles);
     for ((c, shape), form) in p.convs.iter().zip(&shapes).zip(&forms) {
         let z_in = m.input(&c.layer)[0].zero_point;
         let (w, bias) = m.folded(&c.layer, &[z_in]);
@@ -420,7 +421,7 @@ fn compile_int8(b: &mut Builder, m: &Int8Params, p: &Program, tensor_cores: bool
     ];
     b.step("gap_u8", args, vec![p.gap_channels]);
     b.boundary(&p.gap_output, concat, gap_off..gap_off + p.gap_channels);
-    compile_trunk(b, m, p, tensor_cores, concat)
+    compile_trunk(b, m, p, tiles, concat)
 }
 
 /// The dense layers and heads after the concatenated features in `concat`; returns the heads and
@@ -429,7 +430,7 @@ fn compile_trunk(
     b: &mut Builder,
     m: &Int8Params,
     p: &Program,
-    tensor_cores: bool,
+    tiles: Option<usize>,
     concat: usize,
 ) -> ([Head; 3], usize) {
     if let Some(t) = &p.concat_output {
@@ -446,7 +447,7 @@ fn compile_trunk(
         let shape = LayerShape { cin: d.n_in, t_in: 1, cout: d.n_out, t_out: 1, k: 1, left: 0 };
         // One step: channels-first and channels-last are the same bytes, and the tiled kernel copies
         // channels-last rows whole.
-        let tiled = if tensor_cores { mma_tile(&shape) } else { None };
+        let tiled = tiles.and_then(|shared| mma_tile(&shape, shared));
         let form = LayerForm { tiled, in_channels_last: tiled.is_some(), out_channels_last: false };
         let z = (0, m.output_z(&d.layer));
         layer_int8(b, &form, (x, y), &shape, (w, bias, mult, shift), z, (d.relu, false));
@@ -564,6 +565,7 @@ fn compile_float(b: &mut Builder, model: &Model, p: &Program) -> ([Head; 3], usi
 mod tests {
     use super::{LayerShape, compile, conv_forms, live_blocks, pack_tap_major, pack4};
     use crate::backend::cpu::program::Program;
+    use crate::backend::cuda::gpu::SHARED_DEFAULT;
     use crate::backend::cuda::nvrtc::{Param, SOURCES, kernels};
     use crate::backend::launch::StepArg;
     use crate::model::init::{InitOptions, init, random_model, synthetic_ranges};
@@ -605,28 +607,33 @@ mod tests {
     fn channels_last_only_between_tiled_readers() {
         let small = LayerShape { cin: 32, t_in: 52, cout: 32, t_out: 52, k: 5, left: 2 };
         let huge = LayerShape { cin: 512, t_in: 200, cout: 32, t_out: 200, k: 3, left: 1 };
-        let forms = conv_forms(&[small.clone(), huge, small.clone(), small], true);
+        let forms = conv_forms(&[small.clone(), huge, small.clone(), small], Some(SHARED_DEFAULT));
         let seen: Vec<(bool, bool, bool)> =
             forms.iter().map(|f| (f.tiled.is_some(), f.in_channels_last, f.out_channels_last)).collect();
         assert_eq!(seen, [(true, false, false), (false, false, false), (true, false, true), (true, true, true)]);
-        let dp4a = conv_forms(&[LayerShape { cin: 4, t_in: 52, cout: 8, t_out: 26, k: 3, left: 1 }], false);
+        let dp4a = conv_forms(&[LayerShape { cin: 4, t_in: 52, cout: 8, t_out: 26, k: 3, left: 1 }], None);
         assert!(dp4a[0].tiled.is_none() && !dp4a[0].out_channels_last);
     }
 
-    /// The conformance suite's long-sequence case really mixes the forms: base at 1600 steps puts
-    /// its second convolution on dp4a between tiled layers.
+    /// Long sequences mix the forms: the base preset's second convolution runs on dp4a between tiled
+    /// layers at 1600 steps with the default shared memory and at 7300 steps (the conformance
+    /// suite's case) with Hopper's opt-in 227 KiB; at 1600 steps opted in, the whole chain fuses.
     #[test]
     fn a_long_sequence_mixes_tiled_and_dp4a_layers() {
-        let inputs = crate::model::graph::InputSizes { seq_channels: 4, seq_len: 1600, static_features: 8 };
-        let graph = Preset::Base.graph(inputs);
-        let float = random_model(graph, Precision::Fp32, 5, 0.0).unwrap();
-        let ranges = synthetic_ranges(&float, 16, 5).unwrap();
-        let opts = Int8Options { f32_heads: false, calibration: "test".into() };
-        let m = to_int8(&float, &ranges, &opts).unwrap().into_model().unwrap();
-        let p = Program::compile(m.graph(), &m.shapes).unwrap();
-        let c = compile(&m, &p, true).unwrap();
-        let order: Vec<&str> = c.steps.iter().map(|s| c.kernels[s.kernel]).take(3).collect();
-        assert_eq!(order, ["conv_mma_u8", "conv_u8", "conv_mma_u8"]);
+        let kernels = |seq_len: usize, shared: usize| -> Vec<&'static str> {
+            let inputs = crate::model::graph::InputSizes { seq_channels: 4, seq_len, static_features: 8 };
+            let float = random_model(Preset::Base.graph(inputs), Precision::Fp32, 5, 0.0).unwrap();
+            let ranges = synthetic_ranges(&float, 16, 5).unwrap();
+            let opts = Int8Options { f32_heads: false, calibration: "test".into() };
+            let m = to_int8(&float, &ranges, &opts).unwrap().into_model().unwrap();
+            let p = Program::compile(m.graph(), &m.shapes).unwrap();
+            let c = compile(&m, &p, true, shared).unwrap();
+            c.steps.iter().map(|s| c.kernels[s.kernel]).take(3).collect()
+        };
+        let mixed = ["conv_mma_u8", "conv_u8", "conv_mma_u8"];
+        assert_eq!(kernels(1600, SHARED_DEFAULT), mixed);
+        assert_eq!(kernels(7300, 227 * 1024), mixed);
+        assert_eq!(kernels(1600, 227 * 1024)[0], "convs_mma_u8");
     }
 
     /// A 32x32 block with one nonzero weight is live; all-zero blocks (and the zero padding) are not.
@@ -656,7 +663,7 @@ mod tests {
         };
         let m = init(&opts).unwrap().into_model().unwrap();
         let p = Program::compile(m.graph(), &m.shapes).unwrap();
-        let c = compile(&m, &p, true).unwrap();
+        let c = compile(&m, &p, true, SHARED_DEFAULT).unwrap();
         assert_eq!(c.steps.iter().filter(|s| c.kernels[s.kernel] == "convs_mma_u8").count(), 1);
         // Densities follow Program::layer_macs: conv1..3, fc1, fc2, three heads.
         let macs = p.layer_macs();
@@ -716,7 +723,7 @@ mod tests {
         ];
         for (m, tensor_cores) in models.iter().flat_map(|m| [(m, false), (m, true)]) {
             let p = Program::compile(m.graph(), &m.shapes).unwrap();
-            let c = compile(m, &p, tensor_cores).unwrap();
+            let c = compile(m, &p, tensor_cores, SHARED_DEFAULT).unwrap();
             for step in &c.steps {
                 let name = c.kernels[step.kernel];
                 let (_, params) =

@@ -15,7 +15,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::backend_err;
-use super::gpu::{Arg, Gpu, Grid, SHARED_LIMIT};
+use super::gpu::{Arg, Gpu, Grid, SHARED_DEFAULT};
 use super::nvrtc::{Source, kernels};
 use crate::error::Result;
 
@@ -148,6 +148,18 @@ impl Emulator {
 impl Gpu for Emulator {
     type Buffer = Buffer;
 
+    /// As the architecture lets a kernel opt in to: 227 KiB from sm_90, 163 KiB on sm_80, 99 KiB on
+    /// sm_86 and sm_89, 64 KiB on sm_75, the default 48 KiB before.
+    fn shared_limit(&self) -> usize {
+        1024 * match self.arch {
+            90.. => 227,
+            80 => 163,
+            86 | 87 | 89 => 99,
+            75 => 64,
+            _ => return SHARED_DEFAULT,
+        }
+    }
+
     fn describe(&self) -> String {
         format!("emulated sm_{} on the host", self.arch)
     }
@@ -197,9 +209,9 @@ impl Gpu for Emulator {
     }
 
     fn launch(&self, _lane: usize, name: &str, grid: Grid, args: &[Arg<'_, Buffer>]) -> Result<()> {
-        // What a GPU would refuse, refused here too: more than the default shared memory per block
-        // (kernels do not opt in to more) or threads per block.
-        if grid.shared_bytes as usize > SHARED_LIMIT || grid.threads > 1024 || grid.threads == 0 {
+        // What a GPU would refuse, refused here too: more shared memory per block than the
+        // architecture allows a kernel that opted in, or more threads per block.
+        if grid.shared_bytes as usize > self.shared_limit() || grid.threads > 1024 || grid.threads == 0 {
             return Err(backend_err(format!(
                 "{name}: a launch of {} threads with {} bytes of shared memory per block",
                 grid.threads, grid.shared_bytes

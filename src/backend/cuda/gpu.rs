@@ -18,7 +18,10 @@ use super::nvrtc::{self, Source};
 use crate::error::{Error, Result};
 
 /// Dynamic shared memory a block may have without opting in (48 KiB on every architecture).
-pub(crate) const SHARED_LIMIT: usize = 48 * 1024;
+pub(crate) const SHARED_DEFAULT: usize = 48 * 1024;
+
+/// The kernels that take their tiles' inputs in dynamic shared memory, and may opt in to more.
+const TILED_KERNELS: [&str; 2] = ["conv_mma_u8", "convs_mma_u8"];
 
 /// Queues work may run on concurrently: the plan alternates parts of a large batch between them so
 /// that one part's copies overlap another's kernels.
@@ -48,6 +51,8 @@ pub(crate) trait Gpu: Send + Sync {
     fn describe(&self) -> String;
     /// Bytes of device memory free now.
     fn free_bytes(&self) -> Result<usize>;
+    /// Dynamic shared memory a tiled kernel's block may use.
+    fn shared_limit(&self) -> usize;
     fn alloc_zeroed(&self, bytes: usize) -> Result<Self::Buffer>;
     fn upload(&self, bytes: &[u8]) -> Result<Self::Buffer>;
     /// Queues a copy of `bytes` bytes to the start of `dst` on `lane`, which `fill` writes into the
@@ -186,6 +191,7 @@ pub(crate) struct Driver {
     graphs: Mutex<Graphs>,
     functions: HashMap<String, CudaFunction>,
     staging: [Mutex<[Option<Pinned>; PORTS]>; LANES],
+    shared_limit: usize,
     label: String,
 }
 
@@ -228,8 +234,9 @@ impl Driver {
         let stream = || ctx.new_stream().map_err(|e| driver_err("creating a stream", e));
         let streams = [stream()?, stream()?];
         let staging = std::array::from_fn(|_| Mutex::new([None, None]));
+        let shared_limit = opt_in_shared(&ctx, &functions);
         let label = format!("GPU {device}: {name}, {arch}");
-        Ok(Driver { ctx, streams, graphs: Mutex::default(), functions, staging, label })
+        Ok(Driver { ctx, streams, graphs: Mutex::default(), functions, staging, shared_limit, label })
     }
 
     /// The device's compute capability as an architecture number (e.g. 90).
@@ -260,8 +267,30 @@ impl Driver {
     }
 }
 
+/// Opts the tiled kernels in to the device's largest dynamic shared memory per block (227 KiB on
+/// Hopper, 163 KiB on Ampere A100) and returns it; the default 48 KiB where the device or the driver
+/// refuses.
+fn opt_in_shared(ctx: &Arc<CudaContext>, functions: &HashMap<String, CudaFunction>) -> usize {
+    let most = ctx
+        .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+        .map_or(0, |v| v.max(0) as usize);
+    if most <= SHARED_DEFAULT {
+        return SHARED_DEFAULT;
+    }
+    let attribute = sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
+    let opted = TILED_KERNELS
+        .iter()
+        .filter_map(|name| functions.get(*name))
+        .all(|f| f.set_attribute(attribute, most as i32).is_ok());
+    if opted { most } else { SHARED_DEFAULT }
+}
+
 impl Gpu for Driver {
     type Buffer = CudaSlice<u8>;
+
+    fn shared_limit(&self) -> usize {
+        self.shared_limit
+    }
 
     fn describe(&self) -> String {
         match self.graphs.lock().ok().and_then(|g| g.failed.clone()) {

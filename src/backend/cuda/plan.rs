@@ -96,7 +96,7 @@ impl<G: Gpu> CudaPlan<G> {
     /// threads encoding inputs.
     pub(crate) fn new(gpu: G, arch: u32, model: &Model, p: &Program, threads: usize) -> Result<CudaPlan<G>> {
         let Compiled { kernels, consts, slots, steps, boundaries, heads, concat, encoding, densities, trace_only } =
-            compile(model, p, arch >= 80)?;
+            compile(model, p, arch >= 80, gpu.shared_limit())?;
         let executed_macs = p.layer_macs().iter().zip(&densities).map(|(&m, d)| (m as f64 * d).round() as u64).sum();
         let consts = consts.iter().map(|c| gpu.upload(c)).collect::<Result<Vec<_>>>()?;
         Ok(CudaPlan {
