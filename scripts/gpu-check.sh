@@ -250,10 +250,10 @@ for preset in ("base", "large"):
     for batch in sorted({r["batch"] for r in rows if r["model"] == preset} | set(e2e)):
         ours = device.get(batch, {}).get("resident_customers_per_s")
         torch_resident = best(rows, preset, batch, "resident")
-        mine = f"{ours:>14.0f}" if ours else f"{'-':>14}"
-        theirs = f"{e2e[batch]:>12.0f}" if batch in e2e else f"{'-':>12}"
+        ours_resident = f"{ours:>14.0f}" if ours else f"{'-':>14}"
+        ours_e2e = f"{e2e[batch]:>12.0f}" if batch in e2e else f"{'-':>12}"
         if peer is not None:
-            print(f"{preset:7} {batch:>7} {mine} {cells(torch_resident, ours)} {theirs} "
+            print(f"{preset:7} {batch:>7} {ours_resident} {cells(torch_resident, ours)} {ours_e2e} "
                   f"{cells(best(rows, preset, batch, 'host'), e2e.get(batch))}")
         if preset == "base" and batch == 262144 and ours and torch_resident:
             resident_ratio = ours / torch_resident["customers_per_s"]

@@ -5,9 +5,10 @@
 // no second grid dimension (gridDim.y and z stop at 65535). Every kernel takes the number of output
 // values (or, for the tiled tensor-core kernels, of customers), `total`, as its first parameter.
 //
-// The GPU primitives the kernels use (PTX through inline asm, dynamic shared memory) are defined
-// here and nowhere else, so that the host emulation (emulation.hpp, which defines
-// LTVX_HOST_EMULATION and its own versions of them from the PTX ISA) can run the same kernels.
+// The GPU primitives the kernels use beyond CUDA's built-ins (PTX through inline asm, word accesses,
+// dynamic shared memory) are defined here and nowhere else, so that the host emulation
+// (emulation.hpp, which defines LTVX_HOST_EMULATION, its own versions of them from the PTX ISA, and
+// the built-ins the kernels use: __syncthreads, __syncwarp, __mulhi) can run the same kernels.
 
 #ifndef LTVX_HOST_EMULATION
 

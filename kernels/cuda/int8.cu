@@ -1,18 +1,21 @@
 // int8 kernels of the CUDA backend, compiled at run time by NVRTC (no headers: NVRTC needs none for
 // these). Two forms of the convolution and dense layers: one thread per output value with dp4a
-// (any GPU from sm_61), and tiles of customers on the int8 tensor cores (conv_mma_u8, sm_80+, at the
-// end of this file). Both use the same integer formulas as the reference backend
-// (docs/NUMERICS.md), so the results are bit-identical by construction:
+// (any GPU from sm_61), and tiles of customers on the int8 tensor cores (sm_80+, from "Tensor
+// cores" below: conv_mma_u8 for one layer, convs_mma_u8 for the whole convolution chain), with the
+// benchmark's peak_mma_u8 and the fragment check mma_fragments_u8 at the end. All use the same
+// integer formulas as the reference backend (docs/NUMERICS.md), so the results are bit-identical by
+// construction:
 //
-// - activations are u8, [customer][channel][step] for sequences and [customer][feature] for vectors;
-// - weights s8, packed by the host as [output][reduction padded to a multiple of 4] so that four of
-//   them are one 32-bit word for dp4a; the padded tail holds zero weights, so whatever byte meets it
-//   adds nothing;
+// - activations are u8, [customer][channel][step] for sequences (or [customer][step][channel]
+//   between tensor-core layers) and [customer][feature] for vectors;
+// - weights s8, packed by the host as [output][reduction padded to a multiple of 4] for dp4a, or
+//   tap-major and padded to 32 for the tensor cores; padding holds zero weights, so whatever byte
+//   meets it adds nothing;
 // - biases arrive with the zero-point terms folded in (bias' = bias - sum w*z_in), so the reduction
 //   runs over raw u8 and convolution padding positions hold z_in;
 // - the folded sum may pass beyond i32 transiently while the final value fits (the model's
-//   accumulator bound): dp4a's 32-bit addition wraps, which is exactly the reference's wrapping sum;
-// - requantization in 64 bits with an arithmetic shift.
+//   accumulator bound): dp4a's and mma's 32-bit additions wrap, exactly the reference's wrapping sum;
+// - requantization as in `requant` below (64-bit, or the exact high-word form from shift 33).
 //
 // The dp4a kernels run one thread per output value over flat_index() (common.cuh, compiled in front
 // of this file).
@@ -119,10 +122,9 @@ extern "C" __global__ void gap_u8(long long total, const u8* __restrict__ x, u8*
 __device__ int dense_acc(const u8* __restrict__ x, const int* __restrict__ w4, int bias, int n_in, int n4) {
     int acc = bias;
     if ((n_in & 3) == 0) {
-        const unsigned int* x4 = (const unsigned int*)x;
         for (int q = 0; q < n4; q++) {
             int w = w4[q];
-            if (w != 0) acc = dp4a_u8s8(x4[q], w, acc);
+            if (w != 0) acc = dp4a_u8s8(load_u32(x + 4 * q), w, acc);
         }
     } else {
         for (int q = 0; q < n4; q++) {
@@ -366,7 +368,7 @@ __device__ void layer_tiles(const u8* staged, int stride, int nb, int cin, int c
 extern "C" __global__ void conv_mma_u8(long long total, const u8* __restrict__ x, const int* __restrict__ w,
                                        const int* __restrict__ live, const int* __restrict__ bias, const int* __restrict__ mult,
                                        const int* __restrict__ shift, u8* __restrict__ y, int cin, int t_in,
-                                       int cout, int t_out, int k, int left, int kw, int z_in, int z_out, int relu,
+                                       int cout, int t_out, int left, int kw, int z_in, int z_out, int relu,
                                        int pool, int in_channels_last, int out_channels_last, int cb, int stride) {
     u8* staged = dynamic_shared();
     long long b0 = (long long)blockIdx.x * cb;
@@ -393,7 +395,7 @@ extern "C" __global__ void conv_mma_u8(long long total, const u8* __restrict__ x
 // table: LAYER_FIELDS ints per layer (below); weights: every layer's tap-major words, as for
 // conv_mma_u8; ints: every layer's live mask, bias, multipliers and shifts (offsets in the table).
 enum {
-    L_CIN, L_TIN, L_COUT, L_TOUT, L_K, L_LEFT, L_KW, L_ZIN, L_ZOUT, L_RELU, L_POOL,
+    L_CIN, L_TIN, L_COUT, L_TOUT, L_LEFT, L_KW, L_ZIN, L_ZOUT, L_RELU, L_POOL,
     L_W, L_LIVE, L_BIAS, L_MULT, L_SHIFT, L_TRACE, LAYER_FIELDS
 };
 

@@ -218,16 +218,21 @@ pub(crate) fn in_parts(
     let mut joined: Option<HeadOutputs> = None;
     for start in (0..batch.len()).step_by(part_rows) {
         let part = run(&batch.slice(start..(start + part_rows).min(batch.len())), trace.as_deref_mut())?;
-        match &mut joined {
-            None => joined = Some(part),
-            Some(all) => join(all, part),
-        }
+        append(&mut joined, part);
     }
     Ok(joined.expect("a batch longer than one part has parts"))
 }
 
+/// Adds a part's outputs to those of the parts before it.
+pub(crate) fn append(joined: &mut Option<HeadOutputs>, part: HeadOutputs) {
+    match joined {
+        None => *joined = Some(part),
+        Some(all) => join(all, part),
+    }
+}
+
 /// The head outputs of consecutive parts of a batch, joined in order.
-pub(crate) fn join(all: &mut HeadOutputs, part: HeadOutputs) {
+fn join(all: &mut HeadOutputs, part: HeadOutputs) {
     for (into, more) in [(&mut all.ltv, part.ltv), (&mut all.churn, part.churn), (&mut all.segment, part.segment)] {
         match (into, more) {
             (HeadValues::Accumulators(a), HeadValues::Accumulators(b)) => a.extend(b),

@@ -177,7 +177,8 @@ fn resident(plan: &CudaPlan<Driver>, batch: &Batch, slice: Duration) -> Result<(
     Ok((total, kernels))
 }
 
-/// Page-locked copies of one batch's encoded inputs and its head outputs, in `bufs` for `rows`.
+/// Page-locked copies of one batch's encoded inputs and room for its head outputs, with the slot
+/// each goes to or comes from and its bytes.
 struct Staged {
     inputs: Vec<(usize, usize, Pinned)>,
     outputs: Vec<(usize, usize, Pinned)>,

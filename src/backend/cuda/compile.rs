@@ -1,9 +1,11 @@
 //! A model compiled into launches of the kernels in kernels/cuda: the same slots, boundaries and
 //! heads as the OpenCL backend (crate::backend::launch), with the weights in the form the CUDA
-//! kernels read. int8 weights are packed `[output][reduction padded to a multiple of 4]` with zero
-//! weights in the padding, so four of them are one word for dp4a; biases have the zero-point terms
-//! folded in. Every CUDA kernel takes the number of output values first; the plan passes it, so the
-//! steps hold only the arguments after it. Weights stay on the host here: the plan uploads them.
+//! kernels read. For dp4a, int8 weights are packed `[output][reduction padded to a multiple of 4]`
+//! with zero weights in the padding, so four of them are one word; for the tensor cores tap-major,
+//! rows padded to 32 bytes and to 32 rows, with a live mask of the nonzero 32x32 blocks. Biases have
+//! the zero-point terms folded in. Every CUDA kernel takes a count first (output values, or
+//! customers for the tiled kernels); the plan passes it, so the steps hold only the arguments after
+//! it. Weights stay on the host here: the plan uploads them.
 
 use crate::backend::cpu::program::Program;
 use crate::backend::launch::{
@@ -135,15 +137,33 @@ struct LayerShape {
     left: usize,
 }
 
-/// Customers a tensor-core block aims for: enough output rows to give its 4 warps several tiles.
+impl LayerShape {
+    /// 32-bit words of a tensor-core weight row: the tap-major reduction padded to 32 bytes.
+    fn mma_words(&self) -> usize {
+        (self.cin * self.k).div_ceil(32) * 8
+    }
+
+    /// Bytes of this layer's staged input row: the padded input, and the last output step's whole
+    /// padded reduction row.
+    fn staged_bytes(&self) -> usize {
+        ((self.t_in + self.k - 1) * self.cin).max((self.t_in - 1) * self.cin + 4 * self.mma_words())
+    }
+}
+
+/// The share of a live mask's blocks that are live (the kernels run those).
+fn density(live: &[i32]) -> f64 {
+    live.iter().filter(|&&v| v != 0).count() as f64 / live.len().max(1) as f64
+}
+
+/// Output rows (customers × output steps) a tensor-core block aims for: enough to give each of its
+/// warps (plan::TILE_THREADS / 32) several 16-row tiles.
 const TILE_ROWS: usize = 256;
 
 /// How conv_mma_u8 runs a layer: customers per block and the bytes of one staged row (a multiple of
 /// 16, covering the padded input and the last output step's whole padded reduction row). `None`
 /// when not even one customer fits in shared memory.
 fn mma_tile(l: &LayerShape, shared: usize) -> Option<(Tile, usize)> {
-    let words = (l.cin * l.k).div_ceil(32) * 8;
-    let stride = ((l.t_in + l.k - 1) * l.cin).max((l.t_in - 1) * l.cin + 4 * words).next_multiple_of(16);
+    let stride = l.staged_bytes().next_multiple_of(16);
     let customers = TILE_ROWS.div_ceil(l.t_out).min(shared / stride);
     (customers > 0).then_some((Tile { customers, shared_bytes: customers * stride }, stride))
 }
@@ -153,7 +173,7 @@ fn mma_tile(l: &LayerShape, shared: usize) -> Option<(Tile, usize)> {
 /// 32 bytes and the rows to a multiple of 32; returns the bytes and the 32-bit words per row.
 fn pack_tap_major(w: &[u8], l: &LayerShape) -> (Vec<u8>, usize) {
     let reduction = l.cin * l.k;
-    let words = reduction.div_ceil(32) * 8;
+    let words = l.mma_words();
     let mut packed = vec![0u8; l.cout.next_multiple_of(32) * words * 4];
     for (o, row) in w.chunks_exact(reduction).enumerate() {
         let dst = &mut packed[o * words * 4..];
@@ -229,7 +249,7 @@ fn layer_int8(
     if let Some((tile, stride)) = form.tiled {
         let (packed, words) = pack_tap_major(&w, l);
         let live = live_blocks(&packed, words);
-        b.densities.push(live.iter().filter(|&&l| l != 0).count() as f64 / live.len().max(1) as f64);
+        b.densities.push(density(&live));
         let args = vec![
             StepArg::Slot(x),
             b.constant(packed),
@@ -242,7 +262,6 @@ fn layer_int8(
             int(l.t_in),
             int(l.cout),
             int(l.t_out),
-            int(l.k),
             int(l.left),
             int(words),
             StepArg::Int(z.0),
@@ -272,7 +291,7 @@ fn layer_int8(
 }
 
 /// Ints per layer of convs_mma_u8's table (kernels/cuda/int8.cu, `LAYER_FIELDS`).
-const LAYER_FIELDS: usize = 17;
+const LAYER_FIELDS: usize = 16;
 
 /// How convs_mma_u8 runs the whole convolution chain: customers per block and the bytes of each of
 /// its two shared-memory rows per customer (every layer's staged input, whole padded reduction rows
@@ -282,10 +301,7 @@ fn chain_tile(shapes: &[LayerShape], shared: usize) -> Option<(Tile, usize)> {
     let first = shapes.first()?;
     let stride = shapes
         .iter()
-        .map(|l| {
-            let words = (l.cin * l.k).div_ceil(32) * 8;
-            ((l.t_in + l.k - 1) * l.cin).max((l.t_in - 1) * l.cin + 4 * words)
-        })
+        .map(LayerShape::staged_bytes)
         .chain(shapes.last().map(|l| l.t_out * l.cout))
         .max()?
         .next_multiple_of(16);
@@ -319,7 +335,7 @@ fn compile_chain(
         let (mult, shift) = m.requant(&c.layer);
         let (packed, words) = pack_tap_major(&w, l);
         let live = live_blocks(&packed, words);
-        b.densities.push(live.iter().filter(|&&v| v != 0).count() as f64 / live.len().max(1) as f64);
+        b.densities.push(density(&live));
         let offset = |v: usize| i32::try_from(v).expect("weights far below 8 GiB");
         let at = |v: &[i32], ints: &mut Vec<i32>| {
             ints.extend_from_slice(v);
@@ -331,7 +347,7 @@ fn compile_chain(
         let bias_at = at(&padded32(bias), &mut ints);
         let mult_at = at(&padded32(mult), &mut ints);
         let shift_at = at(&padded32(shift), &mut ints);
-        let fields = [l.cin, l.t_in, l.cout, l.t_out, l.k, l.left, words]
+        let fields = [l.cin, l.t_in, l.cout, l.t_out, l.left, words]
             .map(|v| i32::try_from(v).expect("layer sizes are validated far below i32::MAX"));
         table.extend(fields);
         table.extend([z_in as i32, m.output_z(&c.layer), c.relu as i32, c.pool as i32]);

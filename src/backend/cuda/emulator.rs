@@ -149,7 +149,7 @@ impl Gpu for Emulator {
     type Buffer = Buffer;
 
     /// As the architecture lets a kernel opt in to: 227 KiB from sm_90, 163 KiB on sm_80, 99 KiB on
-    /// sm_86 and sm_89, 64 KiB on sm_75, the default 48 KiB before.
+    /// sm_86, sm_87 and sm_89, 64 KiB on sm_75, the default 48 KiB before.
     fn shared_limit(&self) -> usize {
         1024 * match self.arch {
             90.. => 227,
@@ -246,14 +246,16 @@ impl Gpu for Emulator {
         let status = unsafe {
             (self.lib.launch)(c_name.as_ptr(), grid.blocks, grid.threads, grid.shared_bytes, params.as_mut_ptr())
         };
+        // emulation.hpp's `emu::Status`.
         match status {
             0 => Ok(()),
             1 => Err(backend_err(format!("the emulation has no kernel {name}"))),
             2 => Err(backend_err(format!("{name}: a block deadlocked at a barrier in the emulation"))),
+            3 => Err(backend_err(format!("{name}: a misaligned word access in the emulation (a fault on a GPU)"))),
             4 => {
                 Err(backend_err(format!("{name}: no memory for {} bytes of emulated shared memory", grid.shared_bytes)))
             }
-            _ => Err(backend_err(format!("{name}: a misaligned word access in the emulation (a fault on a GPU)"))),
+            other => Err(backend_err(format!("{name}: the emulation returned status {other}"))),
         }
     }
 }

@@ -207,7 +207,7 @@ impl Driver {
         unsafe { ctx.disable_event_tracking() };
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         let (major, minor) = ctx.compute_capability().map_err(|e| driver_err("compute capability", e))?;
-        // dp4a (every int8 kernel) needs compute capability 6.1.
+        // dp4a (the int8 kernels below sm_80, and the heads everywhere) needs compute capability 6.1.
         if (major, minor) < (6, 1) {
             return Err(backend_err(format!(
                 "GPU {device} ({name}) has compute capability {major}.{minor}; ltvx's CUDA kernels need 6.1 or later"
@@ -257,7 +257,7 @@ impl Driver {
         self.ctx.new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT)).map_err(|e| driver_err("creating an event", e))
     }
 
-    /// Lane `lane`'s staging buffer `port`, holding at least `bytes`.
+    /// The staging buffer in `slot` (a lane's port), grown to hold at least `bytes`.
     fn staging<'a>(&self, slot: &'a mut Option<Pinned>, bytes: usize) -> Result<&'a mut Pinned> {
         if slot.as_ref().is_none_or(|s| s.len < bytes) {
             *slot = None;

@@ -27,7 +27,7 @@ pub struct Source {
     pub text: &'static str,
 }
 
-/// Every CUDA kernel source: int8 (dp4a) and fp32 with f32 or f16 weights.
+/// Every CUDA kernel source: int8 (dp4a and tensor cores) and fp32 with f32 or f16 weights.
 pub const SOURCES: [Source; 2] = [
     Source {
         name: "int8.cu",

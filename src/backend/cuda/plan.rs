@@ -1,14 +1,14 @@
 //! A model on one CUDA device: the kernels of kernels/cuda compiled for the device's architecture,
 //! the weights uploaded once when the plan is built, and per batch the inputs encoded on the host
 //! (int8: quantized to u8 per docs/NUMERICS.md A), copied in, the launches run in order, and the
-//! heads' outputs (i32 accumulators or f32 logits) copied back for the shared host epilogue. A batch
-//! runs in parts when its buffers would not fit in half of the device memory free at the time, so a
-//! large batch is split rather than running out of memory.
+//! heads' outputs (i32 accumulators or f32 logits) copied back for the shared host epilogue.
 //!
-//! A large batch runs as a pipeline of parts alternating between the GPU's lanes (streams): while
-//! part i's inputs are copied in from page-locked memory and its kernels run, the host encodes part
-//! i+1 and reads part i-1's outputs back, so copies, kernels and host work overlap. Buffers are
-//! kept between runs for the largest part seen.
+//! A batch of more than 8,192 customers runs as a pipeline of parts alternating between the GPU's
+//! lanes (streams): while part i's inputs are copied in from page-locked memory and its kernels run,
+//! the host encodes part i+1 and reads part i-1's outputs back, so copies, kernels and host work
+//! overlap. Parts also stay within half of the device memory free at the time, so a large batch is
+//! split rather than running out of memory. Buffers are kept between runs for the largest part
+//! seen.
 //!
 //! The plan is written against [`Gpu`]: the CUDA driver on a GPU, the host emulation in tests.
 
@@ -20,7 +20,7 @@ use super::backend_err;
 use super::compile::{Compiled, compile};
 use super::gpu::{Arg, Gpu, Grid, LANES};
 use crate::backend::cpu::program::Program;
-use crate::backend::launch::{Boundary, Encoding, Head, Input, SEQ_SLOT, Step, StepArg, join, read_outputs};
+use crate::backend::launch::{Boundary, Encoding, Head, Input, SEQ_SLOT, Step, StepArg, append, read_outputs};
 use crate::backend::{BackendKind, Plan, Trace};
 use crate::engine::{Batch, HeadOutputs, HeadValues};
 use crate::error::Result;
@@ -359,14 +359,6 @@ impl<G: Gpu> Drop for CudaPlan<G> {
     /// The buffers' frees are not ordered with the lanes' work: wait for it first.
     fn drop(&mut self) {
         let _ = self.gpu.idle();
-    }
-}
-
-/// Adds a part's outputs to those of the parts before it.
-fn append(joined: &mut Option<HeadOutputs>, part: HeadOutputs) {
-    match joined {
-        None => *joined = Some(part),
-        Some(all) => join(all, part),
     }
 }
 
