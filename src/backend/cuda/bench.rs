@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::backend_err;
 use super::gpu::{Driver, Gpu, Grid, LANES, Pinned, driver_err, driver_version};
 use super::plan::{Buffers, CudaPlan, PIPELINE_MIN_ROWS, PIPELINE_ROWS, part_size};
-use super::{backend_err, source_for};
 use crate::backend::Plan;
 use crate::backend::cpu::program::Program;
 use crate::engine::Batch;
@@ -70,16 +70,13 @@ pub fn measure(model: &Model, device: usize, batch: &Batch, duration: Duration) 
     if let Some(reason) = super::probe(device).reason {
         return Err(backend_err(reason));
     }
-    // As in `Cuda::build`: cudarc panics on a driver function the loaded library lacks.
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| measure_on(model, device, batch, duration)))
-        .map_err(|_| backend_err("the CUDA driver or NVRTC library lacks a function ltvx needs (too old?)".into()))?
+    super::guarded(|| measure_on(model, device, batch, duration))
 }
 
 fn measure_on(model: &Model, device: usize, batch: &Batch, duration: Duration) -> Result<DeviceFigures> {
     let program = Program::compile(model.graph(), &model.shapes).map_err(backend_err)?;
-    let gpu = Driver::open(device, source_for(model))?;
-    let arch = gpu.arch()?;
-    let plan = CudaPlan::new(gpu, arch, model, &program, 1)?;
+    let plan = super::driver_plan(device, model, &program, 1)?;
+    let arch = plan.gpu.arch()?;
     let rows = batch.len();
     let fit = plan.fit_rows(0, false)? * LANES;
     if rows > fit {

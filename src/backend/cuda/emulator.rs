@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use super::backend_err;
 use super::gpu::{Arg, Gpu, Grid, SHARED_DEFAULT};
 use super::nvrtc::{Source, kernels};
+use crate::backend::launch::Input;
 use crate::error::Result;
 
 /// The emulated architectures: `sm_80` and later run the tensor-core kernels, earlier ones dp4a.
@@ -174,14 +175,14 @@ impl Gpu for Emulator {
 
     fn upload(&self, bytes: &[u8]) -> Result<Buffer> {
         let mut b = Buffer::zeroed(bytes.len());
-        self.write(0, 0, bytes.len(), &mut b, &mut |staging| staging.copy_from_slice(bytes))?;
+        self.write(0, Input::Seq, bytes.len(), &mut b, &mut |staging| staging.copy_from_slice(bytes))?;
         Ok(b)
     }
 
     fn write(
         &self,
         _lane: usize,
-        _port: usize,
+        _input: Input,
         bytes: usize,
         dst: &mut Buffer,
         fill: &mut dyn FnMut(&mut [u8]),

@@ -15,6 +15,7 @@ use cudarc::nvrtc::Ptx;
 
 use super::backend_err;
 use super::nvrtc::{self, Source};
+use crate::backend::launch::Input;
 use crate::error::{Error, Result};
 
 /// Dynamic shared memory a block may have without opting in (48 KiB on every architecture).
@@ -28,7 +29,15 @@ const TILED_KERNELS: [&str; 2] = ["conv_mma_u8", "convs_mma_u8"];
 pub(crate) const LANES: usize = 2;
 
 /// Host inputs a lane stages per part: the sequence and the static features.
-pub(crate) const PORTS: usize = 2;
+const INPUTS: usize = 2;
+
+/// Where `input`'s staging buffer is among a lane's.
+fn staging_index(input: Input) -> usize {
+    match input {
+        Input::Seq => 0,
+        Input::Static => 1,
+    }
+}
 
 /// A kernel argument, in the order of the kernel's parameters.
 pub(crate) enum Arg<'a, B> {
@@ -56,12 +65,12 @@ pub(crate) trait Gpu: Send + Sync {
     fn alloc_zeroed(&self, bytes: usize) -> Result<Self::Buffer>;
     fn upload(&self, bytes: &[u8]) -> Result<Self::Buffer>;
     /// Queues a copy of `bytes` bytes to the start of `dst` on `lane`, which `fill` writes into the
-    /// lane's staging buffer `port` first (page-locked on a GPU: the host encodes straight into it,
+    /// lane's staging buffer for `input` first (page-locked on a GPU: the host encodes straight into it,
     /// and the copy is asynchronous).
     fn write(
         &self,
         lane: usize,
-        port: usize,
+        input: Input,
         bytes: usize,
         dst: &mut Self::Buffer,
         fill: &mut dyn FnMut(&mut [u8]),
@@ -190,7 +199,7 @@ pub(crate) struct Driver {
     /// Before `functions`: recorded graphs name the module's kernels, so they go first.
     graphs: Mutex<Graphs>,
     functions: HashMap<String, CudaFunction>,
-    staging: [Mutex<[Option<Pinned>; PORTS]>; LANES],
+    staging: [Mutex<[Option<Pinned>; INPUTS]>; LANES],
     shared_limit: usize,
     label: String,
 }
@@ -257,7 +266,7 @@ impl Driver {
         self.ctx.new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT)).map_err(|e| driver_err("creating an event", e))
     }
 
-    /// The staging buffer in `slot` (a lane's port), grown to hold at least `bytes`.
+    /// The staging buffer in `slot` (one of a lane's), grown to hold at least `bytes`.
     fn staging<'a>(&self, slot: &'a mut Option<Pinned>, bytes: usize) -> Result<&'a mut Pinned> {
         if slot.as_ref().is_none_or(|s| s.len < bytes) {
             *slot = None;
@@ -321,13 +330,14 @@ impl Gpu for Driver {
     fn write(
         &self,
         lane: usize,
-        port: usize,
+        input: Input,
         bytes: usize,
         dst: &mut CudaSlice<u8>,
         fill: &mut dyn FnMut(&mut [u8]),
     ) -> Result<()> {
-        let mut ports = self.staging[lane].lock().map_err(|_| backend_err("a staging buffer was poisoned".into()))?;
-        let staging = self.staging(&mut ports[port], bytes)?;
+        let mut lane_staging =
+            self.staging[lane].lock().map_err(|_| backend_err("a staging buffer was poisoned".into()))?;
+        let staging = self.staging(&mut lane_staging[staging_index(input)], bytes)?;
         fill(staging.bytes_mut(bytes)?);
         staging.copy_to(bytes, dst, &self.streams[lane])
     }

@@ -94,14 +94,11 @@ pub fn check_tensor_cores(device: usize, emulate: Option<&str>) -> std::result::
             if let Some(reason) = probe(device).reason {
                 return Err(reason);
             }
-            let gpu = std::panic::catch_unwind(|| gpu::Driver::open(device, source))
-                .map_err(|_| "the CUDA driver or NVRTC library lacks a function ltvx needs".to_string())?
-                .map_err(|e| e.to_string())?;
-            match gpu.arch() {
-                Ok(arch) if arch < 80 => Ok(false),
-                Ok(_) => mma_check(&gpu).map(|()| true),
-                Err(e) => Err(e.to_string()),
-            }
+            guarded(|| {
+                let gpu = gpu::Driver::open(device, source)?;
+                Ok(if gpu.arch()? < 80 { Ok(false) } else { mma_check(&gpu).map(|()| true) })
+            })
+            .map_err(|e| e.to_string())?
         }
     }
 }
@@ -128,6 +125,22 @@ fn mma_check<G: gpu::Gpu>(gpu: &G) -> std::result::Result<(), String> {
         0 => Ok(()),
         n => Err(format!("{n} of 128 mma results differ from the product: {}", wrong[..n.min(8)].join(", "))),
     }
+}
+
+/// Runs `f`, whose driver calls may panic, with a panic turned into the backend's one-line error:
+/// cudarc resolves each driver and NVRTC function when first called and panics when the loaded
+/// library lacks it (a driver older than the CUDA 12.8 API it binds), a reason to refuse the
+/// backend, not to crash.
+fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .map_err(|_| backend_err("the CUDA driver or NVRTC library lacks a function ltvx needs (too old?)".into()))?
+}
+
+/// A plan for `model` on GPU `device`, its kernels compiled for the device's architecture.
+fn driver_plan(device: usize, model: &Model, program: &Program, threads: usize) -> Result<plan::CudaPlan<gpu::Driver>> {
+    let gpu = gpu::Driver::open(device, source_for(model))?;
+    let arch = gpu.arch()?;
+    plan::CudaPlan::new(gpu, arch, model, program, threads)
 }
 
 /// The CUDA backend on GPU `device`, or with `emulate` ("sm_NN") on the host emulation of the
@@ -180,15 +193,6 @@ impl Backend for Cuda {
         if let Some(reason) = self.probe().reason {
             return Err(backend_err(reason));
         }
-        // cudarc resolves each driver and NVRTC function when first called and panics when the
-        // loaded library lacks it (a driver older than the CUDA 12.8 API it binds); that is a reason
-        // to refuse the backend, not to crash.
-        let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let gpu = gpu::Driver::open(self.device, source_for(model))?;
-            let arch = gpu.arch()?;
-            plan::CudaPlan::new(gpu, arch, model, &program, self.threads)
-        }))
-        .map_err(|_| backend_err("the CUDA driver or NVRTC library lacks a function ltvx needs (too old?)".into()))??;
-        Ok(Box::new(built))
+        Ok(Box::new(guarded(|| driver_plan(self.device, model, &program, self.threads))?))
     }
 }

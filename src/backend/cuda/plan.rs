@@ -245,32 +245,32 @@ impl<G: Gpu> CudaPlan<G> {
         Ok(Buffers { slots, capacity: rows, traced, bytes: sizes.iter().sum(), generation })
     }
 
-    /// The host's encoding of `batch`'s inputs, as (port, slot, bytes): the sequence, and the
+    /// The host's encoding of `batch`'s inputs, as (input, slot, bytes): the sequence, and the
     /// concatenated rows with the static features in place when the model has static features.
-    pub(crate) fn encode(&self, batch: &Batch) -> Vec<(usize, usize, Vec<u8>)> {
+    pub(crate) fn encode(&self, batch: &Batch) -> Vec<(Input, usize, Vec<u8>)> {
         self.inputs(batch.len())
             .into_iter()
-            .map(|(port, slot, len)| {
+            .map(|(input, slot, len)| {
                 let mut bytes = vec![0u8; len];
-                self.encode_port(batch, 0..batch.len(), port, &mut bytes);
-                (port, slot, bytes)
+                self.encode_input(batch, 0..batch.len(), input, &mut bytes);
+                (input, slot, bytes)
             })
             .collect()
     }
 
-    /// The inputs the host writes for `rows` customers, as (port, slot, bytes).
-    fn inputs(&self, rows: usize) -> Vec<(usize, usize, usize)> {
-        let mut inputs = vec![(0, SEQ_SLOT, rows * self.slots[SEQ_SLOT])];
+    /// The inputs the host writes for `rows` customers, as (input, slot, bytes).
+    fn inputs(&self, rows: usize) -> Vec<(Input, usize, usize)> {
+        let mut inputs = vec![(Input::Seq, SEQ_SLOT, rows * self.slots[SEQ_SLOT])];
         if self.static_features > 0 {
-            inputs.push((1, self.concat.0, rows * self.slots[self.concat.0]));
+            inputs.push((Input::Static, self.concat.0, rows * self.slots[self.concat.0]));
         }
         inputs
     }
 
-    /// Encodes customers `rows` of `batch` for input `port` into `out`, on the plan's threads.
-    fn encode_port(&self, batch: &Batch, rows: Range<usize>, port: usize, out: &mut [u8]) {
+    /// Encodes customers `rows` of `batch` for `input` into `out`, on the plan's threads.
+    fn encode_input(&self, batch: &Batch, rows: Range<usize>, input: Input, out: &mut [u8]) {
         let sizes = batch.sizes;
-        if port == 0 {
+        if let Input::Seq = input {
             let per = sizes.seq_channels * sizes.seq_len;
             let x = &batch.seq()[rows.start * per..rows.end * per];
             self.encoding.encode_into(x, Input::Seq, out, self.threads);
@@ -291,9 +291,9 @@ impl<G: Gpu> CudaPlan<G> {
         rows: Range<usize>,
         bufs: &mut Buffers<G::Buffer>,
     ) -> Result<()> {
-        for (port, slot, bytes) in self.inputs(rows.len()) {
-            let mut fill = |out: &mut [u8]| self.encode_port(batch, rows.clone(), port, out);
-            self.gpu.write(lane, port, bytes, &mut bufs.slots[slot], &mut fill)?;
+        for (input, slot, bytes) in self.inputs(rows.len()) {
+            let mut fill = |out: &mut [u8]| self.encode_input(batch, rows.clone(), input, out);
+            self.gpu.write(lane, input, bytes, &mut bufs.slots[slot], &mut fill)?;
         }
         Ok(())
     }
