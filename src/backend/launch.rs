@@ -80,6 +80,25 @@ pub(crate) enum Encoding {
 /// Values below which encoding stays on one thread (starting threads would cost more).
 const ENCODE_VALUES_PER_THREAD: usize = 1 << 16;
 
+/// `work` on each (input, output) chunk pair: on this thread when `threads` is 1, else one scoped
+/// thread per pair.
+fn in_parallel<'a>(
+    threads: usize,
+    chunks: impl Iterator<Item = (&'a [f32], &'a mut [u8])>,
+    work: impl Fn(&[f32], &mut [u8]) + Sync,
+) {
+    if threads == 1 {
+        chunks.for_each(|(x, out)| work(x, out));
+        return;
+    }
+    let work = &work;
+    std::thread::scope(|s| {
+        for (x, out) in chunks {
+            s.spawn(move || work(x, out));
+        }
+    });
+}
+
 impl Encoding {
     pub(crate) fn bytes(&self, x: &[f32], input: Input) -> Vec<u8> {
         let mut out = vec![0u8; x.len() * self.width()];
@@ -93,12 +112,7 @@ impl Encoding {
         debug_assert_eq!(out.len(), x.len() * e);
         let threads = threads.min(x.len() / ENCODE_VALUES_PER_THREAD).max(1);
         let per = x.len().div_ceil(threads).max(1);
-        std::thread::scope(|s| {
-            for (x, out) in x.chunks(per).zip(out.chunks_mut(per * e)) {
-                let mut run = move || self.encode_chunk(x, input, out);
-                if threads == 1 { run() } else { drop(s.spawn(run)) }
-            }
-        });
+        in_parallel(threads, x.chunks(per).zip(out.chunks_mut(per * e)), |x, out| self.encode_chunk(x, input, out));
     }
 
     fn encode_chunk(&self, x: &[f32], input: Input, out: &mut [u8]) {
@@ -129,15 +143,11 @@ impl Encoding {
         let rows = stat.len() / static_features.max(1);
         let threads = threads.min(stat.len() / ENCODE_VALUES_PER_THREAD).max(1);
         let per = rows.div_ceil(threads).max(1);
-        std::thread::scope(|s| {
-            for (stat, out) in stat.chunks(per * static_features).zip(out.chunks_mut(per * width * e)) {
-                let mut run = move || {
-                    for (row, x) in out.chunks_exact_mut(width * e).zip(stat.chunks_exact(static_features)) {
-                        row.fill(0);
-                        self.encode_chunk(x, Input::Static, &mut row[offset * e..(offset + static_features) * e]);
-                    }
-                };
-                if threads == 1 { run() } else { drop(s.spawn(run)) }
+        let chunks = stat.chunks(per * static_features).zip(out.chunks_mut(per * width * e));
+        in_parallel(threads, chunks, |stat, out| {
+            for (row, x) in out.chunks_exact_mut(width * e).zip(stat.chunks_exact(static_features)) {
+                row.fill(0);
+                self.encode_chunk(x, Input::Static, &mut row[offset * e..(offset + static_features) * e]);
             }
         });
     }

@@ -76,7 +76,7 @@ pub fn measure(model: &Model, device: usize, batch: &Batch, duration: Duration) 
 fn measure_on(model: &Model, device: usize, batch: &Batch, duration: Duration) -> Result<DeviceFigures> {
     let program = Program::compile(model.graph(), &model.shapes).map_err(backend_err)?;
     let plan = super::driver_plan(device, model, &program, 1)?;
-    let arch = plan.gpu.arch()?;
+    let arch = plan.gpu.arch();
     let rows = batch.len();
     let fit = plan.fit_rows(0, false)? * LANES;
     if rows > fit {
@@ -184,10 +184,10 @@ struct Staged {
 impl Staged {
     fn new(plan: &CudaPlan<Driver>, batch: &Batch) -> Result<Staged> {
         let mut inputs = Vec::new();
-        for (_, slot, bytes) in plan.encode(batch) {
-            let mut pinned = Pinned::new(&plan.gpu.ctx, bytes.len())?;
-            pinned.bytes_mut(bytes.len())?.copy_from_slice(&bytes);
-            inputs.push((slot, bytes.len(), pinned));
+        for (input, slot, bytes) in plan.inputs(batch.len()) {
+            let mut pinned = Pinned::new(&plan.gpu.ctx, bytes)?;
+            plan.encode_input(batch, 0..batch.len(), input, pinned.bytes_mut(bytes)?);
+            inputs.push((slot, bytes, pinned));
         }
         let mut outputs = Vec::new();
         for (slot, per_row) in plan.head_slots() {

@@ -140,10 +140,6 @@ impl Emulator {
             .ok_or_else(|| backend_err(format!("unknown emulated architecture {arch:?} (expected sm_NN)")))?;
         Ok(Emulator { lib: library(source).map_err(backend_err)?, arch: number })
     }
-
-    pub(crate) fn arch(&self) -> u32 {
-        self.arch
-    }
 }
 
 impl Gpu for Emulator {
@@ -163,6 +159,10 @@ impl Gpu for Emulator {
 
     fn describe(&self) -> String {
         format!("emulated sm_{} on the host", self.arch)
+    }
+
+    fn arch(&self) -> u32 {
+        self.arch
     }
 
     fn free_bytes(&self) -> Result<usize> {

@@ -58,6 +58,8 @@ pub(crate) trait Gpu: Send + Sync {
     type Buffer: Send + Sync;
     /// One line: the device and the architecture its kernels were compiled for.
     fn describe(&self) -> String;
+    /// The architecture as a number (e.g. 90 for sm_90): tensor cores from 80, dp4a before.
+    fn arch(&self) -> u32;
     /// Bytes of device memory free now.
     fn free_bytes(&self) -> Result<usize>;
     /// Dynamic shared memory a tiled kernel's block may use.
@@ -201,6 +203,7 @@ pub(crate) struct Driver {
     functions: HashMap<String, CudaFunction>,
     staging: [Mutex<[Option<Pinned>; INPUTS]>; LANES],
     shared_limit: usize,
+    arch: u32,
     label: String,
 }
 
@@ -222,8 +225,8 @@ impl Driver {
                 "GPU {device} ({name}) has compute capability {major}.{minor}; ltvx's CUDA kernels need 6.1 or later"
             )));
         }
-        let arch = format!("sm_{major}{minor}");
-        let ptx = nvrtc::compile_cached(source, &arch).map_err(backend_err)?;
+        let sm = format!("sm_{major}{minor}");
+        let ptx = nvrtc::compile_cached(source, &sm).map_err(backend_err)?;
         let module = ctx.load_module(Ptx::from_src(ptx)).map_err(|e| {
             if e.0 == sys::cudaError_enum::CUDA_ERROR_UNSUPPORTED_PTX_VERSION {
                 let nvrtc = nvrtc::version().unwrap_or_else(|e| e);
@@ -233,7 +236,7 @@ impl Driver {
                     driver_version()
                 ))
             } else {
-                driver_err(&format!("loading {arch} PTX"), e)
+                driver_err(&format!("loading {sm} PTX"), e)
             }
         })?;
         let functions = nvrtc::kernels(source)
@@ -244,14 +247,9 @@ impl Driver {
         let streams = [stream()?, stream()?];
         let staging = std::array::from_fn(|_| Mutex::new([None, None]));
         let shared_limit = opt_in_shared(&ctx, &functions);
-        let label = format!("GPU {device}: {name}, {arch}");
-        Ok(Driver { ctx, streams, graphs: Mutex::default(), functions, staging, shared_limit, label })
-    }
-
-    /// The device's compute capability as an architecture number (e.g. 90).
-    pub(crate) fn arch(&self) -> Result<u32> {
-        let (major, minor) = self.ctx.compute_capability().map_err(|e| driver_err("compute capability", e))?;
-        Ok((major * 10 + minor) as u32)
+        let label = format!("GPU {device}: {name}, {sm}");
+        let arch = (major * 10 + minor) as u32;
+        Ok(Driver { ctx, streams, graphs: Mutex::default(), functions, staging, shared_limit, arch, label })
     }
 
     /// An event with timing recorded on `lane` now.
@@ -299,6 +297,10 @@ impl Gpu for Driver {
 
     fn shared_limit(&self) -> usize {
         self.shared_limit
+    }
+
+    fn arch(&self) -> u32 {
+        self.arch
     }
 
     fn describe(&self) -> String {

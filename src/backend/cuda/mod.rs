@@ -11,6 +11,7 @@ mod plan;
 
 use cudarc::driver::CudaContext;
 
+use self::gpu::Gpu;
 use super::cpu::program::Program;
 use super::{Backend, BackendKind, Device, Plan, Probe};
 use crate::error::{Error, Result};
@@ -96,14 +97,14 @@ pub fn check_tensor_cores(device: usize, emulate: Option<&str>) -> std::result::
             }
             guarded(|| {
                 let gpu = gpu::Driver::open(device, source)?;
-                Ok(if gpu.arch()? < 80 { Ok(false) } else { mma_check(&gpu).map(|()| true) })
+                Ok(if gpu.arch() < 80 { Ok(false) } else { mma_check(&gpu).map(|()| true) })
             })
             .map_err(|e| e.to_string())?
         }
     }
 }
 
-fn mma_check<G: gpu::Gpu>(gpu: &G) -> std::result::Result<(), String> {
+fn mma_check<G: Gpu>(gpu: &G) -> std::result::Result<(), String> {
     let mut rng = crate::rng::Rng::new(2026);
     let a: Vec<u8> = (0..16 * 32).map(|_| rng.next_u64() as u8).collect();
     let b: Vec<u8> = (0..8 * 32).map(|_| rng.next_u64() as u8).collect();
@@ -138,9 +139,7 @@ fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
 
 /// A plan for `model` on GPU `device`, its kernels compiled for the device's architecture.
 fn driver_plan(device: usize, model: &Model, program: &Program, threads: usize) -> Result<plan::CudaPlan<gpu::Driver>> {
-    let gpu = gpu::Driver::open(device, source_for(model))?;
-    let arch = gpu.arch()?;
-    plan::CudaPlan::new(gpu, arch, model, program, threads)
+    plan::CudaPlan::new(gpu::Driver::open(device, source_for(model))?, model, program, threads)
 }
 
 /// The CUDA backend on GPU `device`, or with `emulate` ("sm_NN") on the host emulation of the
@@ -187,8 +186,7 @@ impl Backend for Cuda {
         let program = Program::compile(model.graph(), &model.shapes).map_err(backend_err)?;
         if let Some(arch) = &self.emulate {
             let gpu = emulator::Emulator::open(source_for(model), arch)?;
-            let arch = gpu.arch();
-            return Ok(Box::new(plan::CudaPlan::new(gpu, arch, model, &program, self.threads)?));
+            return Ok(Box::new(plan::CudaPlan::new(gpu, model, &program, self.threads)?));
         }
         if let Some(reason) = self.probe().reason {
             return Err(backend_err(reason));

@@ -72,7 +72,6 @@ pub(crate) struct Buffers<B> {
     pub(crate) slots: Vec<B>,
     pub(crate) capacity: usize,
     traced: bool,
-    bytes: usize,
     generation: u64,
 }
 
@@ -92,11 +91,11 @@ pub(crate) fn part_size(rows: usize, fit: usize, bounds: (usize, usize)) -> usiz
 }
 
 impl<G: Gpu> CudaPlan<G> {
-    /// `arch` (e.g. 90) decides the kernels: tensor cores from sm_80, dp4a before. `threads`: host
-    /// threads encoding inputs.
-    pub(crate) fn new(gpu: G, arch: u32, model: &Model, p: &Program, threads: usize) -> Result<CudaPlan<G>> {
+    /// The GPU's architecture decides the kernels: tensor cores from sm_80, dp4a before.
+    /// `threads`: host threads encoding inputs.
+    pub(crate) fn new(gpu: G, model: &Model, p: &Program, threads: usize) -> Result<CudaPlan<G>> {
         let Compiled { kernels, consts, slots, steps, boundaries, heads, concat, encoding, densities, trace_only } =
-            compile(model, p, arch >= 80, gpu.shared_limit())?;
+            compile(model, p, gpu.arch() >= 80, gpu.shared_limit())?;
         let executed_macs = p.layer_macs().iter().zip(&densities).map(|(&m, d)| (m as f64 * d).round() as u64).sum();
         let consts = consts.iter().map(|c| gpu.upload(c)).collect::<Result<Vec<_>>>()?;
         Ok(CudaPlan {
@@ -146,7 +145,7 @@ impl<G: Gpu> CudaPlan<G> {
         if batch.is_empty() {
             return Ok(self.empty_outputs());
         }
-        let held: usize = state.lanes.iter().map(|b| b.bytes).sum();
+        let held: usize = state.lanes.iter().map(|b| b.capacity * self.row_bytes(b.traced)).sum();
         let part = part_size(batch.len(), self.fit_rows(held, trace.is_some())?, self.part_bounds);
         let scored = self.pipeline(&mut state, batch, part, trace);
         if scored.is_err() {
@@ -242,24 +241,12 @@ impl<G: Gpu> CudaPlan<G> {
             self.slots.iter().enumerate().map(|(i, &row)| if Some(i) == skipped { 1 } else { rows * row }).collect();
         let slots = sizes.iter().map(|&bytes| self.gpu.alloc_zeroed(bytes)).collect::<Result<Vec<_>>>()?;
         let generation = self.generations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(Buffers { slots, capacity: rows, traced, bytes: sizes.iter().sum(), generation })
+        Ok(Buffers { slots, capacity: rows, traced, generation })
     }
 
-    /// The host's encoding of `batch`'s inputs, as (input, slot, bytes): the sequence, and the
-    /// concatenated rows with the static features in place when the model has static features.
-    pub(crate) fn encode(&self, batch: &Batch) -> Vec<(Input, usize, Vec<u8>)> {
-        self.inputs(batch.len())
-            .into_iter()
-            .map(|(input, slot, len)| {
-                let mut bytes = vec![0u8; len];
-                self.encode_input(batch, 0..batch.len(), input, &mut bytes);
-                (input, slot, bytes)
-            })
-            .collect()
-    }
-
-    /// The inputs the host writes for `rows` customers, as (input, slot, bytes).
-    fn inputs(&self, rows: usize) -> Vec<(Input, usize, usize)> {
+    /// The inputs the host writes for `rows` customers, as (input, slot, bytes): the sequence, and
+    /// the concatenated rows with the static features in place when the model has static features.
+    pub(crate) fn inputs(&self, rows: usize) -> Vec<(Input, usize, usize)> {
         let mut inputs = vec![(Input::Seq, SEQ_SLOT, rows * self.slots[SEQ_SLOT])];
         if self.static_features > 0 {
             inputs.push((Input::Static, self.concat.0, rows * self.slots[self.concat.0]));
@@ -268,7 +255,7 @@ impl<G: Gpu> CudaPlan<G> {
     }
 
     /// Encodes customers `rows` of `batch` for `input` into `out`, on the plan's threads.
-    fn encode_input(&self, batch: &Batch, rows: Range<usize>, input: Input, out: &mut [u8]) {
+    pub(crate) fn encode_input(&self, batch: &Batch, rows: Range<usize>, input: Input, out: &mut [u8]) {
         let sizes = batch.sizes;
         if let Input::Seq = input {
             let per = sizes.seq_channels * sizes.seq_len;
@@ -436,8 +423,7 @@ mod tests {
                 Ok(gpu) => gpu,
                 Err(e) => return println!("skipped: {e}"),
             };
-            let number = gpu.arch();
-            let mut plan = CudaPlan::new(gpu, number, &model, &program, 2).unwrap();
+            let mut plan = CudaPlan::new(gpu, &model, &program, 2).unwrap();
             plan.part_bounds = (3, 5);
             for n in [23, 4, 1] {
                 let batch = synthetic::customers(model.graph().inputs, n, n as u64);
